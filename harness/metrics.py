@@ -1,0 +1,39 @@
+"""Metrics from model outputs, computed once in numpy for both frameworks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+GATES = ("AND", "OR", "XOR")
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean softmax cross-entropy of integer ``labels``."""
+    z = logits.astype(np.float64)
+    z = z - z.max(1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def evaluate(task: str, loss: str, outputs: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy (and loss where it is defined on outputs) of ``outputs`` against targets ``y``."""
+    if task in ("xor", "gates"):
+        correct = ((outputs > 0.5).astype(np.float64) == y).mean(0)
+        metrics: dict = {"predictions": (outputs > 0.5).astype(int).ravel().tolist() if task == "xor" else None}
+        if task == "gates":
+            metrics["accuracy"] = {g: float(c) for g, c in zip(GATES, correct)}
+        else:
+            metrics["accuracy"] = float(correct[0])
+        return {k: v for k, v in metrics.items() if v is not None}
+    predicted = outputs.argmax(1)
+    metrics = {"accuracy": float((predicted == y).mean()), "correct": int((predicted == y).sum()),
+               "correct_of_first_1000": int((predicted[:1000] == y[:1000]).sum())}
+    if loss == "cross_entropy":
+        metrics["loss"] = cross_entropy(outputs, y)
+    return metrics
+
+
+def epoch_means(losses: np.ndarray, steps_per_epoch: int) -> list[float]:
+    """Mean loss of each full epoch, as the course prints its cost."""
+    n = len(losses) // steps_per_epoch
+    return [float(v) for v in losses[: n * steps_per_epoch].reshape(n, steps_per_epoch).mean(1)]

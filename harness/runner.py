@@ -1,0 +1,191 @@
+"""Run one lab in one framework: data and batch order, initial weights, the framework's training, metrics.
+
+Everything here is framework-neutral; the framework is imported only when a run asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness import data as data_mod
+from harness.backend import DEVICES, DTYPES, EXECUTIONS, RunSpec, TrainResult, check_device, load_backend
+from harness.init import Params, init_params, init_state
+from harness.labs import Lab, LabError, Model
+from harness.metrics import epoch_means, evaluate
+
+INITS = ("native", "shared")
+MASKS = ("own", "shared")
+
+
+class RunDiverged(RuntimeError):
+    """The loss became NaN or infinite; ``result`` holds what was logged before."""
+
+    def __init__(self, message: str, result: dict) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class RunOptions:
+    """How to run a lab (not what the lab is: that is the declaration, with ``overrides`` on top)."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    init: str = "native"
+    seed: int | None = None
+    log_every: int | None = None
+    steps: int | None = None  # cut a run short (tests, compare windows)
+    execution: str = "fused"
+    data: str = "auto"
+    data_dir: str | None = None
+    masks: str = "own"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise LabError for a value outside its choices."""
+        for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
+                                     ("init", self.init, INITS), ("execution", self.execution, EXECUTIONS),
+                                     ("masks", self.masks, MASKS)):
+            if value not in allowed:
+                raise LabError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+        for name in ("steps", "log_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+@dataclass
+class Prepared:
+    """A lab made concrete: its data, batch order, weights and the specs handed to the frameworks."""
+
+    lab: Lab
+    options: RunOptions
+    seed: int
+    steps: int
+    spec: RunSpec
+    data_record: dict
+    steps_per_epoch: int | None
+    eval_targets: dict[str, np.ndarray]
+
+
+def _eval_steps(lab: Lab, steps: int, steps_per_epoch: int | None) -> tuple[int, ...]:
+    if lab.eval_every_epoch and steps_per_epoch:
+        points = set(range(steps_per_epoch, steps + 1, steps_per_epoch))
+    elif lab.manual and lab.task == "mnist":
+        points = set(range(lab.log_every, steps + 1, lab.log_every))
+    else:
+        points = set()
+    return tuple(sorted(points | {steps}))
+
+
+def shared_weights(model: Model, seed: int, dtype: str) -> tuple[Params, Params]:
+    """The harness's initial weights and state for ``model``, drawn in ``dtype`` (as torch draws them when that
+    is its default dtype)."""
+    return init_params(model, seed, dtype), init_state(model, dtype)
+
+
+def dropout_masks(model: Model, batches: np.ndarray | None, steps: int, seed: int) -> list[np.ndarray] | None:
+    """0/1 keep-masks for every hidden layer and step, drawn by the harness for both frameworks."""
+    if model.dropout == 0:
+        return None
+    rng = np.random.default_rng([seed, 0xD409])
+    batch = batches.shape[1] if batches is not None else 4
+    return [(rng.random((steps, batch, w)) >= model.dropout).astype(np.uint8) for w in model.sizes[1:-1]]
+
+
+def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepared:
+    """Data, batch order, weights and the RunSpec of ``lab`` under ``options``."""
+    options.check()
+    lab = lab.with_options(**options.overrides) if options.overrides else lab
+    model = model or lab.model
+    seed = lab.seed if options.seed is None else options.seed
+    steps_per_epoch = None
+    batches = None
+    if lab.task in ("xor", "gates"):
+        x, y = (data_mod.xor_data if lab.task == "xor" else data_mod.gates_data)(np.dtype(options.dtype))
+        eval_sets = {"train": (x, y)}
+        record = {"source": "builtin", "name": lab.task, "train_size": len(x)}
+        steps = lab.total_steps()
+    else:
+        ds = data_mod.load_mnist(options.data, options.data_dir)
+        x, y = ds.train_x, ds.train_y
+        eval_sets = {"test": (ds.test_x, ds.test_y)}
+        if lab.eval_every_epoch:
+            eval_sets["train"] = (ds.train_x, ds.train_y)
+        record = ds.record
+        steps_per_epoch = len(x) // lab.batch_size
+        steps = lab.total_steps(len(x))
+        epochs = math.ceil(steps / steps_per_epoch)
+        batches = data_mod.batch_order(len(x), lab.batch_size, epochs, seed)[:steps]
+    if options.steps is not None:
+        steps = min(steps, options.steps)
+        batches = batches[:steps] if batches is not None else None
+    params, state = shared_weights(model, seed, options.dtype) if options.init == "shared" else (None, None)
+    masks = dropout_masks(model, batches, steps, seed) if options.masks == "shared" else None
+    spec = RunSpec(
+        lab=lab, model=model, dtype=options.dtype, device=options.device, seed=seed, params=params, state=state,
+        train_x=x, train_y=y, batches=batches, masks=masks, steps=steps,
+        eval_steps=_eval_steps(lab, steps, steps_per_epoch), eval_sets=eval_sets, execution=options.execution,
+    )
+    return Prepared(lab, options, seed, steps, spec, record, steps_per_epoch,
+                    {k: v[1] for k, v in eval_sets.items()})
+
+
+def logged_steps(steps: int, log_every: int) -> list[int]:
+    """Step numbers to report: every ``log_every``-th step from 0, and the last step."""
+    return sorted(set(range(0, steps, log_every)) | {steps - 1})
+
+
+def execute(prepared: Prepared, framework: str, spec: RunSpec | None = None) -> TrainResult:
+    """Train ``prepared`` (or a variant ``spec`` of it) in ``framework`` on the chosen device."""
+    check_device(framework, prepared.options.device)
+    return load_backend(framework).train(spec or prepared.spec)
+
+
+def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
+    """The machine-readable record of one run; RunDiverged if the loss stopped being finite."""
+    lab, options = prepared.lab, prepared.options
+    log_every = options.log_every or lab.log_every
+    losses = result.losses
+    bad = np.flatnonzero(~np.isfinite(losses))
+    end = int(bad[0]) if bad.size else len(losses)
+    steps = [s for s in logged_steps(len(losses), log_every) if s < end]
+    evals = {done: {name: evaluate(lab.task, lab.loss, out, prepared.eval_targets[name])
+                    for name, out in sets.items()} for done, sets in sorted(result.outputs.items())}
+    record: dict[str, Any] = {
+        "lab": lab.name, "framework": framework, "device": result.device, "dtype": options.dtype,
+        "init": options.init, "seed": prepared.seed, "execution": options.execution,
+        "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
+        "timing": result.timing, "versions": _versions(framework),
+    }
+    if prepared.steps_per_epoch:
+        record["epoch_cost"] = epoch_means(losses[:end], prepared.steps_per_epoch)
+    if bad.size:
+        record["status"] = "diverged"
+        record["error"] = f"loss became {losses[end]} at step {end}"
+        raise RunDiverged(f"{lab.name} ({framework}): {record['error']}; {len(steps)} logged steps kept", record)
+    last = evals[max(evals)] if evals else {}
+    record["final"] = {"loss": float(losses[-1])}
+    if len(last) == 1:
+        record["final"].update(next(iter(last.values())))
+    else:
+        record["final"].update(last)
+    record["evals"] = evals
+    record["status"] = "ok"
+    return record
+
+
+def _versions(framework: str) -> dict[str, str]:
+    return {"python": platform.python_version(), "numpy": np.__version__, **load_backend(framework).versions()}
+
+
+def run(lab: Lab, framework: str, options: RunOptions) -> dict:
+    """Prepare, train and summarize one run of ``lab`` in ``framework``."""
+    prepared = prepare(lab, options)
+    return summarize(prepared, framework, execute(prepared, framework))
+

@@ -1,0 +1,1 @@
+"""JAX/Flax/Optax implementations of the labs, built from the harness's declarations (mirrors ``torch_impl``)."""

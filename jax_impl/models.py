@@ -1,0 +1,157 @@
+"""The lab networks in Flax NNX, built from a declaration; losses and optimizers by the declared name
+(mirrors ``torch_impl/models.py``)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from harness.init import bias_distribution, weight_distribution
+from harness.labs import Model, Optimizer
+
+ACTIVATIONS = {
+    "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "leaky_relu": jax.nn.leaky_relu,
+    "selu": jax.nn.selu,
+}
+PRECISION = jax.lax.Precision.HIGHEST  # no silent TF32/bf16 passes on accelerators
+
+
+class BatchNorm(nnx.Module):
+    """Batch norm with torch's running-statistics conventions, which Flax's ``nnx.BatchNorm`` does not offer:
+    ``running = (1 - m) * running + m * batch`` and the *unbiased* batch variance in ``running_var``
+    (Flax stores the biased one). Normalisation itself uses the biased batch variance, as both do."""
+
+    def __init__(self, width: int, momentum: float, eps: float, dtype: jnp.dtype) -> None:
+        self.scale = nnx.Param(jnp.ones(width, dtype))
+        self.bias = nnx.Param(jnp.zeros(width, dtype))
+        self.mean = nnx.BatchStat(jnp.zeros(width, dtype))
+        self.var = nnx.BatchStat(jnp.ones(width, dtype))
+        self.momentum, self.eps = momentum, eps
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if train:
+            mean, var = x.mean(0), x.var(0)
+            n = x.shape[0]
+            m = self.momentum
+            self.mean.value = (1 - m) * self.mean.value + m * mean
+            self.var.value = (1 - m) * self.var.value + m * var * n / (n - 1)
+        else:
+            mean, var = self.mean.value, self.var.value
+        return (x - mean) / jnp.sqrt(var + self.eps) * self.scale.value + self.bias.value
+
+
+def _initializer(kind: str, scale: float) -> nnx.Initializer:
+    if kind == "uniform":
+        return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -scale, scale)
+    if kind == "normal":
+        return nnx.initializers.normal(scale)
+    if kind == "truncated_normal":
+        return lambda key, shape, dtype: scale * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+    return nnx.initializers.zeros
+
+
+class MLP(nnx.Module):
+    """Dense layers; each hidden one followed by [BatchNorm], activation, [dropout by a given keep-mask]."""
+
+    def __init__(self, model: Model, dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        self.spec = model
+        layers = []
+        for fan_in, fan_out in zip(model.sizes[:-1], model.sizes[1:]):
+            layers.append(nnx.Linear(
+                fan_in, fan_out, kernel_init=_initializer(*weight_distribution(model.init, fan_in, fan_out)),
+                bias_init=_initializer(*bias_distribution(model, fan_in)), dtype=dtype, param_dtype=dtype,
+                precision=PRECISION, rngs=rngs))
+        self.dense = nnx.List(layers)
+        widths = model.sizes[1:-1] if model.batchnorm else ()
+        self.bn = nnx.List([BatchNorm(w, model.bn_momentum, model.bn_eps, dtype) for w in widths])
+
+    def __call__(self, x: jax.Array, masks: list[jax.Array] | None = None, train: bool = False) -> jax.Array:
+        """Outputs for ``x``; ``masks`` are 0/1 keep-masks per hidden layer, applied in training only."""
+        act, p = ACTIVATIONS[self.spec.activation], self.spec.dropout
+        for i, layer in enumerate(self.dense):
+            x = layer(x)
+            if i < len(self.dense) - 1:
+                if len(self.bn):
+                    x = self.bn[i](x, train)
+                x = act(x)
+                if p > 0 and train and masks is not None:
+                    x = x * masks[i] / (1 - p)
+        return jax.nn.sigmoid(x) if self.spec.output == "sigmoid" else x
+
+
+def build(model: Model, dtype: jnp.dtype, seed: int, params: dict[str, np.ndarray] | None = None,
+          state: dict[str, np.ndarray] | None = None) -> MLP:
+    """The network with native weights drawn from ``seed``, or with the given shared ``params``."""
+    module = MLP(model, dtype, nnx.Rngs(seed))
+    if params is not None:
+        set_params(module, params, state or {}, dtype)
+    return module
+
+
+def set_params(module: MLP, params: dict[str, np.ndarray], state: dict[str, np.ndarray], dtype: jnp.dtype) -> None:
+    """Copy shared-layout weights in (Flax's kernel is [in, out], as the shared layout)."""
+    for i, layer in enumerate(module.dense):
+        layer.kernel.value = jnp.asarray(params[f"dense{i}/kernel"], dtype)
+        layer.bias.value = jnp.asarray(params[f"dense{i}/bias"], dtype)
+    for i, bn in enumerate(module.bn):
+        bn.scale.value = jnp.asarray(params[f"bn{i}/scale"], dtype)
+        bn.bias.value = jnp.asarray(params[f"bn{i}/bias"], dtype)
+        if f"bn{i}/mean" in state:
+            bn.mean.value = jnp.asarray(state[f"bn{i}/mean"], dtype)
+            bn.var.value = jnp.asarray(state[f"bn{i}/var"], dtype)
+
+
+def get_params(module: MLP) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Weights and batch-norm state in the shared layout."""
+    out, state = {}, {}
+    for i, layer in enumerate(module.dense):
+        out[f"dense{i}/kernel"] = np.asarray(layer.kernel.value)
+        out[f"dense{i}/bias"] = np.asarray(layer.bias.value)
+    for i, bn in enumerate(module.bn):
+        out[f"bn{i}/scale"] = np.asarray(bn.scale.value)
+        out[f"bn{i}/bias"] = np.asarray(bn.bias.value)
+        state[f"bn{i}/mean"] = np.asarray(bn.mean.value)
+        state[f"bn{i}/var"] = np.asarray(bn.var.value)
+    return out, state
+
+
+@jax.custom_vjp
+def binary_cross_entropy(p: jax.Array, y: jax.Array) -> jax.Array:
+    """Elementwise BCE of probabilities, as torch computes it: each log term clamped at -100, and the gradient
+    ``(p - y) / max(p (1 - p), 1e-12)``, finite where a saturated sigmoid gives p = 0 or 1 exactly."""
+    return -(y * jnp.maximum(jnp.log(p), -100.0) + (1 - y) * jnp.maximum(jnp.log(1 - p), -100.0))
+
+
+def _bce_fwd(p: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
+    return binary_cross_entropy(p, y), (p, y)
+
+
+def _bce_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
+    p, y = res
+    return g * (p - y) / jnp.maximum(p * (1 - p), 1e-12), None
+
+
+binary_cross_entropy.defvjp(_bce_fwd, _bce_bwd)
+
+
+def loss_fn(name: str, out: jax.Array, y: jax.Array) -> jax.Array:
+    """The declared loss: "bce" (mean over examples, summed over independent outputs) or "cross_entropy"
+    (mean over examples, from logits)."""
+    if name == "bce":
+        return binary_cross_entropy(out, y).mean(0).sum()
+    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+
+def make_optimizer(opt: Optimizer) -> optax.GradientTransformation:
+    """The declared optimizer with torch's algorithm and defaults: rmsprop's eps outside the square root and its
+    smoothing ``alpha`` as optax's ``decay``; adam and adadelta already match torch's formulas."""
+    if opt.name == "sgd":
+        return optax.sgd(opt.lr)
+    if opt.name == "adam":
+        return optax.adam(opt.lr, b1=opt.betas[0], b2=opt.betas[1], eps=opt.epsilon)
+    if opt.name == "rmsprop":
+        return optax.rmsprop(opt.lr, decay=opt.alpha, eps=opt.epsilon, eps_in_sqrt=False)
+    return optax.adadelta(opt.lr, rho=opt.rho, eps=opt.epsilon)
