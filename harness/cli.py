@@ -7,8 +7,9 @@ with a one-line ``error: ...`` on stderr and exit status 2; results already writ
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from harness.labs import LABS, LabError, get_lab
@@ -137,7 +138,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+# Modules that add their own subcommands: each has ``register(sub)`` adding a parser whose defaults set
+# ``func`` (a callable taking the parsed arguments, returning the exit status). Heavy imports stay inside func.
+PLUGINS = ("harness.reproduce", "harness.bench", "harness.report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlzta", description="Deep Learning Zero To All (season 2, part 2) labs in PyTorch and "
                      "JAX: run, compare, benchmark and report.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="every lab, one line each")
+    sub.add_parser("list", help="every lab, one line each").set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="train one lab in one framework")
+    p.set_defaults(func=cmd_run)
     p.add_argument("lab")
     p.add_argument("--framework", required=True, help="torch or jax")
     p.add_argument("--init", default="native", help="native (the framework draws) or shared (the harness draws)")
@@ -154,12 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="only the summary lines")
     add_run_options(p)
     p = sub.add_parser("compare", help="train one lab in both frameworks from the same weights; parity figures")
+    p.set_defaults(func=cmd_compare)
     p.add_argument("lab")
     p.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
     p.add_argument("--no-noise", action="store_true", help="skip the one-ulp noise-floor twin")
     p.add_argument("--out", help="write both runs and the parity figures as JSON")
     add_run_options(p)
-    COMMANDS.update(list=cmd_list, run=cmd_run, compare=cmd_compare)
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
@@ -174,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if getattr(args, "framework", None) not in (None, "torch", "jax"):
             raise UsageError(f"unknown framework {args.framework!r}; choose from torch, jax")
-        return COMMANDS[args.command](args)
+        return args.func(args)
     except (UsageError, LabError, BackendError, DataError, RunDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
