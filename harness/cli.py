@@ -190,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, LabError, BackendError, DataError, RunDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -92,9 +92,9 @@ def _native_manual_params(spec: RunSpec) -> dict[str, np.ndarray]:
 def _to(a: np.ndarray | None, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor | None:
     if a is None:
         return None
-    if dtype is None or not np.issubdtype(a.dtype, np.floating):
-        return torch.as_tensor(a, device=device)
-    return torch.as_tensor(a, dtype=dtype, device=device)
+    if not np.issubdtype(a.dtype, np.floating):  # labels and indices: torch indexes and classifies with int64
+        return torch.tensor(a, dtype=torch.int64, device=device)
+    return torch.tensor(a, dtype=dtype, device=device)
 
 
 def train(spec: RunSpec) -> TrainResult:
