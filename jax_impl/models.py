@@ -36,11 +36,11 @@ class BatchNorm(nnx.Module):
             mean, var = x.mean(0), x.var(0)
             n = x.shape[0]
             m = self.momentum
-            self.mean.value = (1 - m) * self.mean.value + m * mean
-            self.var.value = (1 - m) * self.var.value + m * var * n / (n - 1)
+            self.mean.set_value((1 - m) * self.mean.get_value() + m * mean)
+            self.var.set_value((1 - m) * self.var.get_value() + m * var * n / (n - 1))
         else:
-            mean, var = self.mean.value, self.var.value
-        return (x - mean) / jnp.sqrt(var + self.eps) * self.scale.value + self.bias.value
+            mean, var = self.mean.get_value(), self.var.get_value()
+        return (x - mean) / jnp.sqrt(var + self.eps) * self.scale.get_value() + self.bias.get_value()
 
 
 def _initializer(kind: str, scale: float) -> nnx.Initializer:
@@ -94,27 +94,27 @@ def build(model: Model, dtype: jnp.dtype, seed: int, params: dict[str, np.ndarra
 def set_params(module: MLP, params: dict[str, np.ndarray], state: dict[str, np.ndarray], dtype: jnp.dtype) -> None:
     """Copy shared-layout weights in (Flax's kernel is [in, out], as the shared layout)."""
     for i, layer in enumerate(module.dense):
-        layer.kernel.value = jnp.asarray(params[f"dense{i}/kernel"], dtype)
-        layer.bias.value = jnp.asarray(params[f"dense{i}/bias"], dtype)
+        layer.kernel.set_value(jnp.asarray(params[f"dense{i}/kernel"], dtype))
+        layer.bias.set_value(jnp.asarray(params[f"dense{i}/bias"], dtype))
     for i, bn in enumerate(module.bn):
-        bn.scale.value = jnp.asarray(params[f"bn{i}/scale"], dtype)
-        bn.bias.value = jnp.asarray(params[f"bn{i}/bias"], dtype)
+        bn.scale.set_value(jnp.asarray(params[f"bn{i}/scale"], dtype))
+        bn.bias.set_value(jnp.asarray(params[f"bn{i}/bias"], dtype))
         if f"bn{i}/mean" in state:
-            bn.mean.value = jnp.asarray(state[f"bn{i}/mean"], dtype)
-            bn.var.value = jnp.asarray(state[f"bn{i}/var"], dtype)
+            bn.mean.set_value(jnp.asarray(state[f"bn{i}/mean"], dtype))
+            bn.var.set_value(jnp.asarray(state[f"bn{i}/var"], dtype))
 
 
 def get_params(module: MLP) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Weights and batch-norm state in the shared layout."""
     out, state = {}, {}
     for i, layer in enumerate(module.dense):
-        out[f"dense{i}/kernel"] = np.asarray(layer.kernel.value)
-        out[f"dense{i}/bias"] = np.asarray(layer.bias.value)
+        out[f"dense{i}/kernel"] = np.asarray(layer.kernel.get_value())
+        out[f"dense{i}/bias"] = np.asarray(layer.bias.get_value())
     for i, bn in enumerate(module.bn):
-        out[f"bn{i}/scale"] = np.asarray(bn.scale.value)
-        out[f"bn{i}/bias"] = np.asarray(bn.bias.value)
-        state[f"bn{i}/mean"] = np.asarray(bn.mean.value)
-        state[f"bn{i}/var"] = np.asarray(bn.var.value)
+        out[f"bn{i}/scale"] = np.asarray(bn.scale.get_value())
+        out[f"bn{i}/bias"] = np.asarray(bn.bias.get_value())
+        state[f"bn{i}/mean"] = np.asarray(bn.mean.get_value())
+        state[f"bn{i}/var"] = np.asarray(bn.var.get_value())
     return out, state
 
 

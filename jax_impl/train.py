@@ -60,12 +60,12 @@ class _ModuleLearner:
     def step(self, carry: tuple, x: jax.Array, y: jax.Array, masks: list[jax.Array] | None) -> tuple:
         params, opt_state, stats = carry
 
-        def loss_of(p: nnx.State) -> tuple[jax.Array, nnx.State]:
-            module = nnx.merge(self.graphdef, p, stats)
+        def loss_of(p: nnx.State, s: nnx.State) -> tuple[jax.Array, nnx.State]:
+            module = nnx.merge(self.graphdef, p, s)  # batch norm updates its statistics in training mode
             loss = models.loss_fn(self.loss, module(x, masks, train=True), y)
             return loss, nnx.state(module, nnx.BatchStat)
 
-        (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(params, stats)
         updates, opt_state = self.opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, stats), loss
 
