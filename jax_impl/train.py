@@ -61,7 +61,7 @@ class _ModuleLearner:
         params, opt_state, stats = carry
 
         def loss_of(p: nnx.State, s: nnx.State) -> tuple[jax.Array, nnx.State]:
-            module = nnx.merge(self.graphdef, p, s)  # batch norm updates its statistics in training mode
+            module = nnx.merge(self.graphdef, p, s, copy=True)  # batch norm updates its statistics here
             loss = models.loss_fn(self.loss, module(x, masks, train=True), y)
             return loss, nnx.state(module, nnx.BatchStat)
 
