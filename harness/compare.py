@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.init import nudge
 from harness.labs import Lab
-from harness.runner import Prepared, RunDiverged, RunOptions, execute, prepare, summarize
+from harness.runner import RunDiverged, RunOptions, execute, prepare, summarize
 
 NOISE_FRAMEWORK = "jax"  # the twin runs in JAX: its fused loop makes the extra run cheap
 

@@ -81,14 +81,16 @@ def init_params(model: Model, seed: int, dtype: str = "float32") -> Params:
     params: Params = {}
     for i, (fan_in, fan_out) in layers:
         _, bound = weight_distribution("torch_default", fan_in, fan_out)
-        params[f"dense{i}/kernel"] = torch_gen.uniform(fan_in * fan_out, -bound, bound, dtype).reshape(fan_out, fan_in).T
+        weight = torch_gen.uniform(fan_in * fan_out, -bound, bound, dtype)
+        params[f"dense{i}/kernel"] = weight.reshape(fan_out, fan_in).T
         params[f"dense{i}/bias"] = torch_gen.uniform(fan_out, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), dtype)
     for i, (fan_in, fan_out) in layers:
         kind, scale = weight_distribution(model.init, fan_in, fan_out)
         if model.init == "torch_default":
             pass
         elif kind == "uniform":  # torch.nn.init draws [out, in] in that order
-            params[f"dense{i}/kernel"] = torch_gen.uniform(fan_in * fan_out, -scale, scale, dtype).reshape(fan_out, fan_in).T
+            weight = torch_gen.uniform(fan_in * fan_out, -scale, scale, dtype)
+            params[f"dense{i}/kernel"] = weight.reshape(fan_out, fan_in).T
         elif kind == "normal":
             params[f"dense{i}/kernel"] = (scale * rng.standard_normal((fan_in, fan_out))).astype(dtype)
         else:

@@ -11,13 +11,14 @@ from harness.labs import get_lab
 from harness.runner import RunOptions, run
 
 
-@functools.lru_cache(maxsize=None)
-def cached_run(lab: str, framework: str, init: str = "native", dtype: str = "float32", steps: int | None = None) -> dict:
+@functools.cache
+def cached_run(lab: str, framework: str, init: str = "native", dtype: str = "float32",
+               steps: int | None = None) -> dict:
     """One run, computed once per test session."""
     return run(get_lab(lab), framework, RunOptions(init=init, dtype=dtype, log_every=1, steps=steps))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_compare(lab: str, dtype: str = "float64", noise: bool = False) -> dict:
     """One torch-vs-JAX comparison from shared weights, computed once per test session."""
     return compare(get_lab(lab), RunOptions(dtype=dtype, log_every=1), noise=noise)
