@@ -7,8 +7,9 @@ one program with ``lax.scan``: the loss trajectory is recorded on device with no
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -40,6 +41,21 @@ def versions() -> dict[str, str]:
     import flax
 
     return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+
+
+@contextlib.contextmanager
+def x64(enabled: bool) -> Iterator[None]:
+    """64-bit mode for the duration of a run (float64 runs), restored afterwards."""
+    if hasattr(jax, "enable_x64"):
+        with jax.enable_x64(enabled):
+            yield
+        return
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", enabled)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 def sync(tree: Any) -> Any:
@@ -119,10 +135,9 @@ def _step_fn(spec: RunSpec, learner: Any, dtype: jnp.dtype) -> Callable:
 
 def train(spec: RunSpec) -> TrainResult:
     """Train as ``spec`` says; see ``harness.backend.RunSpec``."""
-    jax.config.update("jax_enable_x64", spec.dtype == "float64")
     device = jax.devices(spec.device)[0]
     dtype = DTYPES[spec.dtype]
-    with jax.default_device(device):
+    with x64(spec.dtype == "float64"), jax.default_device(device):
         learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype)
         data = (jnp.asarray(spec.train_x, dtype),
                 jnp.asarray(spec.train_y, dtype if np.issubdtype(spec.train_y.dtype, np.floating) else jnp.int32))

@@ -13,7 +13,11 @@ from harness.labs import Model
 from jax_impl import manual as jmanual
 from torch_impl import manual as tmanual
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
 
 CASES = [  # (loss, sizes, targets): the XOR lecture's BCE net and lab-08_4's squared-error MNIST-shaped net
     ("manual_bce", (2, 2, 1), "xor"),
@@ -57,8 +61,8 @@ def test_jax_manual_gradients_match_jax_grad(loss, sizes, kind, seed):
     params, x, y, _ = _point(sizes, seed)
     jp = {k: jax.numpy.asarray(v) for k, v in params.items()}
     jy = jmanual.targets(loss, jax.numpy.asarray(y), sizes[-1], jax.numpy.float64)
-    grads, _ = jmanual.backward(jp, jax.numpy.asarray(x), jy, loss, eps=0.0)
-    auto = jax.grad(lambda p: jmanual.loss_value(loss, jmanual.forward(p, x)[1][-1], jy))(jp)
+    grads, _ = jax.jit(jmanual.backward, static_argnums=3)(jp, jax.numpy.asarray(x), jy, loss, 0.0)
+    auto = jax.jit(jax.grad(lambda p: jmanual.loss_value(loss, jmanual.forward(p, x)[1][-1], jy)))(jp)
     for key in jp:
         np.testing.assert_allclose(np.asarray(_scale(grads, len(x))[key]), np.asarray(auto[key]), rtol=1e-10,
                                    atol=1e-14)
