@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.init import nudge
 from harness.labs import Lab
-from harness.runner import RunDiverged, RunOptions, execute, prepare, summarize
+from harness.runner import RunDiverged, RunOptions, execute, prepare, run_prepared
 
 NOISE_FRAMEWORK = "jax"  # the twin runs in JAX: its fused loop makes the extra run cheap
 
@@ -76,22 +76,26 @@ def _public(d: dict) -> dict:
 
 
 def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool = True) -> dict:
-    """Train ``lab`` in torch and JAX from shared weights on the same batches; parity figures and verdict."""
+    """Train ``lab`` in torch and JAX from shared weights on the same batches; parity figures and verdict. A lab's
+    companion model is trained too, and its parity reported under ``companion``."""
     options = dataclasses.replace(options, init="shared")
     prepared = prepare(lab, options)
-    runs, losses = {}, {}
+    runs, results = {}, {}
     for framework in ("torch", "jax"):
-        result = execute(prepared, framework)
-        losses[framework] = result.losses
         try:
-            runs[framework] = summarize(prepared, framework, result)
+            runs[framework], results[framework] = run_prepared(prepared, framework)
         except RunDiverged as exc:
             exc.result = {"lab": lab.name, "runs": {**runs, framework: exc.result}}
             raise
+    losses = {fw: r[0].losses for fw, r in results.items()}
     cross = divergence(losses["torch"], losses["jax"], threshold)
     out = {"lab": prepared.lab.name, "dtype": options.dtype, "device": options.device, "init": "shared",
            "masks": options.masks, "runs": runs, **_public(cross)}
     out["per_step"] = {"abs_diff": cross["abs_diff"], "rel_diff": cross["rel_diff"]}
+    if prepared.companion is not None:
+        other = divergence(results["torch"][1].losses, results["jax"][1].losses, threshold)
+        out["companion"] = {"model": prepared.lab.model_labels[1], **_public(other),
+                            "per_step": {"abs_diff": other["abs_diff"], "rel_diff": other["rel_diff"]}}
     if noise:
         spec = dataclasses.replace(prepared.spec, params=nudge(prepared.spec.params))
         twin = execute(prepared, NOISE_FRAMEWORK, spec)

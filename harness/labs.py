@@ -84,8 +84,10 @@ class Lab:
     manual: bool = False  # gradients written by hand
     grad_eps: float = 0.0  # manual_bce: d_P = (P - Y) / (P (1 - P) + grad_eps), as the lecture writes it
     companion: Model | None = None  # a second model trained on the same batches (mnist_batchnorm)
+    model_labels: tuple[str, str] = ("model", "companion")  # names of the two in per-epoch results
     eval_every_epoch: bool = False
     reference: dict[str, Any] = field(default_factory=dict)
+    reference_raw_pixels: bool = False  # the course computed its accuracy on raw 0..255 test pixels
     notes: str = ""
 
     def total_steps(self, train_size: int | None = None) -> int:
@@ -154,7 +156,8 @@ def validate(lab: Lab) -> None:
 
 _XOR_SGD = Optimizer("sgd", lr=1.0)
 _ADAM = Optimizer("adam", lr=0.001)
-_MNIST = dict(task="mnist", loss="cross_entropy", optimizer=_ADAM, epochs=15, batch_size=100, log_every=1)
+_MNIST = dict(task="mnist", loss="cross_entropy", optimizer=_ADAM, epochs=15, batch_size=100, log_every=1,
+              reference_raw_pixels=True)
 
 
 def _xor(name: str, title: str, notebook: str, sizes: tuple[int, ...], reference: dict, **kw: Any) -> Lab:
@@ -213,6 +216,7 @@ _register(
         notebook="lab-08_4_mnist_back_prop", task="mnist",
         model=Model((784, 30, 10), init="normal", bias_init="normal"), loss="manual_squared",
         optimizer=Optimizer("sgd", lr=0.5), steps=10000, batch_size=10, log_every=1000, manual=True,
+        reference_raw_pixels=True,
         reference={"correct_of_first_1000": {1000 * (i + 1): c for i, c in
                                              enumerate((736, 862, 860, 881, 874, 890, 904, 923, 916, 920))}},
     ),
@@ -260,12 +264,14 @@ _register(
         model=Model((784, 32, 32, 10), "relu", "logits", batchnorm=True),
         companion=Model((784, 32, 32, 10), "relu", "logits"),
         seed=1, task="mnist", loss="cross_entropy", optimizer=Optimizer("adam", lr=0.01), epochs=10,
-        batch_size=32, log_every=1, eval_every_epoch=True,
+        batch_size=32, log_every=1, eval_every_epoch=True, model_labels=("bn", "plain"),
         reference={"epoch_10": {"bn": {"train_loss": 0.04630, "train_acc": 0.99, "valid_loss": 0.09259,
                                        "valid_acc": 0.97},
                                 "plain": {"train_loss": 0.09960, "train_acc": 0.97, "valid_loss": 0.16750,
                                           "valid_acc": 0.96}},
                    "bn_ahead_every_epoch": True},
+        notes="The course draws the plain model's weights after the batch-norm model's from one generator; here "
+        "both start from the same Linear weights (drawn from the seed), so batch norm is the only difference.",
     ),
     Lab(
         name="mnist_selu", title="MNIST five-layer 512-wide SELU network (work in progress in the course)",

@@ -37,3 +37,16 @@ def epoch_means(losses: np.ndarray, steps_per_epoch: int) -> list[float]:
     """Mean loss of each full epoch, as the course prints its cost."""
     n = len(losses) // steps_per_epoch
     return [float(v) for v in losses[: n * steps_per_epoch].reshape(n, steps_per_epoch).mean(1)]
+
+
+def epoch_rows(evals: dict[int, dict[str, dict]], steps_per_epoch: int) -> list[dict]:
+    """Per-epoch train and validation loss and accuracy, as lab-09_6 prints them, from the evaluations after
+    each full epoch (in eval mode, on the whole training set and on the test set)."""
+    rows = []
+    for done, sets in sorted(evals.items()):
+        if done == 0 or done % steps_per_epoch or "train" not in sets or "test" not in sets:
+            continue
+        rows.append({"epoch": done // steps_per_epoch,
+                     "train_loss": sets["train"].get("loss"), "train_acc": sets["train"]["accuracy"],
+                     "valid_loss": sets["test"].get("loss"), "valid_acc": sets["test"]["accuracy"]})
+    return rows

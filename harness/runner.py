@@ -5,6 +5,7 @@ Everything here is framework-neutral; the framework is imported only when a run 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from harness import data as data_mod
 from harness.backend import DEVICES, DTYPES, EXECUTIONS, RunSpec, TrainResult, check_device, load_backend
 from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
-from harness.metrics import epoch_means, evaluate
+from harness.metrics import epoch_means, epoch_rows, evaluate
 
 INITS = ("native", "shared")
 MASKS = ("own", "shared")
@@ -71,6 +72,7 @@ class Prepared:
     data_record: dict
     steps_per_epoch: int | None
     eval_targets: dict[str, np.ndarray]
+    companion: RunSpec | None = None  # the lab's second model: same data, batches, seed and eval points
 
 
 def _eval_steps(lab: Lab, steps: int, steps_per_epoch: int | None) -> tuple[int, ...]:
@@ -132,8 +134,16 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
         train_x=x, train_y=y, batches=batches, masks=masks, steps=steps,
         eval_steps=_eval_steps(lab, steps, steps_per_epoch), eval_sets=eval_sets, execution=options.execution,
     )
+    companion = None
+    if lab.companion is not None and model is lab.model:
+        # Same seed, so the same batch order; the companion's Linear layers draw the same initial weights as the
+        # main model's (batch norm draws nothing), natively and in the shared init alike.
+        c_params, c_state = (shared_weights(lab.companion, seed, options.dtype) if options.init == "shared"
+                             else (None, None))
+        c_masks = dropout_masks(lab.companion, batches, steps, seed) if options.masks == "shared" else None
+        companion = dataclasses.replace(spec, model=lab.companion, params=c_params, state=c_state, masks=c_masks)
     return Prepared(lab, options, seed, steps, spec, record, steps_per_epoch,
-                    {k: v[1] for k, v in eval_sets.items()})
+                    {k: v[1] for k, v in eval_sets.items()}, companion)
 
 
 def logged_steps(steps: int, log_every: int) -> list[int]:
@@ -176,7 +186,37 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     else:
         record["final"].update(last)
     record["evals"] = evals
+    if lab.eval_every_epoch and prepared.steps_per_epoch:
+        record["epochs"] = [{"epoch": row.pop("epoch"), lab.model_labels[0]: row}
+                            for row in epoch_rows(evals, prepared.steps_per_epoch)]
+    series = lab.reference.get("correct_of_first_1000")
+    if series is not None and lab.task == "mnist":
+        record["correct_of_first_1000"] = [
+            {"step": done, "correct": sets["test"]["correct_of_first_1000"], "course": series.get(done)}
+            for done, sets in evals.items() if done > 0 and "test" in sets]
     record["status"] = "ok"
+    return record
+
+
+def add_companion(record: dict, prepared: Prepared, framework: str, result: TrainResult) -> dict:
+    """Put the companion's run (``result``) into ``record`` as ``record["companion"]``, and its per-epoch
+    metrics beside the main model's in ``record["epochs"]``; RunDiverged (holding both) if it diverged."""
+    labels = prepared.lab.model_labels
+    try:
+        other = summarize(prepared, framework, result)
+    except RunDiverged as exc:
+        record["companion"] = exc.result
+        record["status"] = "diverged"
+        exc.result = record
+        raise
+    for key in ("lab", "framework", "device", "dtype", "init", "seed", "execution", "data", "versions"):
+        other.pop(key, None)
+    other["model"] = labels[1]
+    by_epoch = {row["epoch"]: row[labels[0]] for row in other.pop("epochs", [])}
+    for row in record.get("epochs", []):
+        if row["epoch"] in by_epoch:
+            row[labels[1]] = by_epoch[row["epoch"]]
+    record["companion"] = other
     return record
 
 
@@ -184,8 +224,18 @@ def _versions(framework: str) -> dict[str, str]:
     return {"python": platform.python_version(), "numpy": np.__version__, **load_backend(framework).versions()}
 
 
+def run_prepared(prepared: Prepared, framework: str) -> tuple[dict, list[TrainResult]]:
+    """Train and summarize ``prepared`` in ``framework``, its companion model too (on the same batches): the
+    record and the raw results (main model first)."""
+    results = [execute(prepared, framework)]
+    record = summarize(prepared, framework, results[0])
+    if prepared.companion is not None:
+        results.append(execute(prepared, framework, prepared.companion))
+        add_companion(record, prepared, framework, results[1])
+    return record, results
+
+
 def run(lab: Lab, framework: str, options: RunOptions) -> dict:
-    """Prepare, train and summarize one run of ``lab`` in ``framework``."""
-    prepared = prepare(lab, options)
-    return summarize(prepared, framework, execute(prepared, framework))
+    """Prepare, train and summarize one run of ``lab`` in ``framework`` (and of its companion model)."""
+    return run_prepared(prepare(lab, options), framework)[0]
 
