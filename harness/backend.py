@@ -1,7 +1,8 @@
 """The small interface both frameworks implement, and the framework-neutral run description they receive.
 
 Each framework package has a ``train`` module exposing ``train(spec: RunSpec) -> TrainResult``,
-``available_devices() -> list[str]`` and ``versions() -> dict``. The harness imports it only when asked to run
+``available_devices() -> list[str]`` and ``versions() -> dict``, and a ``bench`` module building a
+:class:`Stepper` for ``harness.bench``. The harness imports it only when asked to run
 that framework, so the other framework need not be installed.
 """
 
@@ -20,7 +21,9 @@ from harness.labs import Lab, Model
 FRAMEWORKS = ("torch", "jax")
 DEVICES = ("cpu", "gpu", "tpu")
 DTYPES = ("float32", "float64")
-EXECUTIONS = ("fused", "per_step")
+# "fused" (JAX: lax.scan over many steps; torch: eager, its default) and "per_step" run everywhere; "eager",
+# "compiled" (torch.compile) and "cuda_graph" are torch's own modes (see torch_impl/train.py).
+EXECUTIONS = ("fused", "per_step", "eager", "compiled", "cuda_graph")
 Params = dict[str, np.ndarray]
 
 
@@ -67,6 +70,29 @@ class TrainResult:
     state: Params
     timing: dict[str, float]
     device: str
+
+
+@dataclass
+class Stepper:
+    """Steady-state training for the timing protocol (``harness.bench``), built by ``<framework>_impl.bench``:
+    ``unit()`` dispatches ``unit_steps`` steps of the trainer's own step on device-resident batches and returns
+    without waiting; ``sync()`` waits for the device; ``loss()`` reads the last loss back (a sync);
+    ``bare(units)`` is the plainest loop over the same step function (no per-call bookkeeping), the reference
+    the harness's overhead is measured against."""
+
+    mode: str
+    unit: Callable[[], None]
+    unit_steps: int
+    sync: Callable[[], None]
+    loss: Callable[[], float]
+    bare: Callable[[int], None]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, steps: int) -> None:
+        """Dispatch ``steps`` steps (a multiple of ``unit_steps``)."""
+        unit = self.unit
+        for _ in range(steps // self.unit_steps):
+            unit()
 
 
 def load_backend(framework: str) -> ModuleType:

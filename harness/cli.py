@@ -41,7 +41,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="override the lab's seed")
     p.add_argument("--steps", type=_positive_int, help="stop after this many steps")
     p.add_argument("--log-every", type=_positive_int, help="log the loss every N steps (1: every step)")
-    p.add_argument("--execution", default="fused", help="fused (JAX lax.scan) or per_step")
+    p.add_argument("--execution", default="fused", help="fused (JAX lax.scan; torch eager), per_step, or torch's "
+                   "eager, compiled (torch.compile) and cuda_graph (GPU)")
     p.add_argument("--data", default="auto", help="auto, mnist-5k, tfds, tfds:NAME or idx:DIR (MNIST labs)")
     p.add_argument("--data-dir", help="TFDS data directory")
     p.add_argument("--masks", default="own", help="dropout masks: own (each framework draws) or shared")

@@ -1,7 +1,10 @@
 """The PyTorch training loop: implements ``harness.backend`` (mirrors ``jax_impl/train.py``).
 
-One eager step per Python iteration; the loss of every step is written into a preallocated device tensor, so
-there is no per-step ``.item()`` host sync. Evaluation runs in ``eval()`` mode under ``no_grad``.
+One step per Python iteration; the loss of every step is written into a preallocated device tensor, so there is
+no per-step ``.item()`` host sync. Evaluation runs in ``eval()`` mode under ``no_grad``. Executions: ``eager``
+(also what ``per_step`` and ``fused`` mean here: torch has no fused multi-step loop of its own), ``compiled`` (the
+step as one ``torch.compile`` graph, :func:`functional_step`) and ``cuda_graph`` (the step captured once as a CUDA
+graph and replayed; GPU only).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from harness.backend import RunSpec, TrainResult
+from harness.backend import BackendError, RunSpec, TrainResult
 from torch_impl import manual, models
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EXECUTIONS = ("eager", "compiled", "cuda_graph")  # "per_step" and "fused" run eager
 
 
 def available_devices() -> list[str]:
@@ -32,6 +36,16 @@ def sync(device: torch.device) -> None:
     """Wait for queued device work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def set_precision() -> dict[str, object]:
+    """Full float32 matmuls (no silent TF32 on GPUs), set explicitly; returns the settings in effect."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return {"float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
 
 
 class _ModuleLearner:
@@ -89,6 +103,135 @@ def _native_manual_params(spec: RunSpec) -> dict[str, np.ndarray]:
     return models.get_params(module)[0]
 
 
+def _functional_update(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[Callable, list[torch.Tensor]]:
+    """``opt``'s own algorithm (torch.optim's functional form, single-tensor path as on the CPU) updating ``params``
+    in place, with its state in fresh tensors initialised as the optimizer does; returns the update and that state.
+    On a GPU the step counters live on the device (``capturable``), so the update can be captured in a CUDA graph."""
+    from torch.optim.adadelta import adadelta
+    from torch.optim.adam import adam
+    from torch.optim.rmsprop import rmsprop
+    from torch.optim.sgd import sgd
+
+    g = opt.param_groups[0]
+    capturable = params[0].device.type == "cuda"
+
+    def zeros() -> list[torch.Tensor]:
+        return [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+
+    steps = [torch.zeros((), dtype=torch.float32, device=p.device if capturable else "cpu") for p in params]
+    common = {"weight_decay": g["weight_decay"], "maximize": g["maximize"], "foreach": False}
+    if isinstance(opt, torch.optim.SGD):
+        buffers: list[torch.Tensor | None] = [None] * len(params)
+        return (lambda grads: sgd(params, grads, buffers, fused=False, momentum=g["momentum"], lr=g["lr"],
+                                  dampening=g["dampening"], nesterov=g["nesterov"], **common)), []
+    if isinstance(opt, torch.optim.Adam):
+        m, v, vmax = zeros(), zeros(), zeros() if g["amsgrad"] else []
+        return (lambda grads: adam(params, grads, m, v, vmax, steps, capturable=capturable, differentiable=False,
+                                   fused=False, amsgrad=g["amsgrad"], beta1=g["betas"][0], beta2=g["betas"][1],
+                                   lr=g["lr"], eps=g["eps"], **common)), [*m, *v, *vmax, *steps]
+    if isinstance(opt, torch.optim.RMSprop):
+        sq, avg, mom = zeros(), zeros() if g["centered"] else [], zeros() if g["momentum"] > 0 else []
+        return (lambda grads: rmsprop(params, grads, sq, avg, mom, steps, differentiable=False,
+                                      capturable=capturable, lr=g["lr"], alpha=g["alpha"], eps=g["eps"],
+                                      momentum=g["momentum"], centered=g["centered"], **common)), \
+            [*sq, *avg, *mom, *steps]
+    sq, acc = zeros(), zeros()
+    return (lambda grads: adadelta(params, grads, sq, acc, steps, capturable=capturable, differentiable=False,
+                                   lr=g["lr"], rho=g["rho"], eps=g["eps"], **common)), [*sq, *acc, *steps]
+
+
+def functional_step(learner: _ModuleLearner | _ManualLearner) -> tuple[Callable, list[torch.Tensor]]:
+    """``learner``'s step as one pure-tensor function that ``torch.compile`` captures whole and a CUDA graph can
+    replay: the same forward, loss and optimizer algorithm, gradients from ``torch.func``, every update in place
+    (the learner's own tensors change). Returns ``step(x, y, masks) -> loss`` and every tensor it mutates."""
+    if isinstance(learner, _ManualLearner):
+        weights = learner.params
+
+        def manual_step(x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+            grads, loss = manual.backward(weights, x, manual.targets(learner.loss, y, learner.width, learner.dtype),
+                                          learner.loss, learner.eps)
+            for k, v in manual.sgd_update(weights, grads, learner.lr).items():
+                weights[k].copy_(v)
+            return loss
+
+        return manual_step, list(weights.values())
+    module = learner.module
+    names = [n for n, _ in module.named_parameters()]
+    params = [p for _, p in module.named_parameters()]
+    buffers = dict(module.named_buffers())
+    update, opt_state = _functional_update(learner.opt, params)
+
+    def loss_of(p: tuple[torch.Tensor, ...], b: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                masks: list[torch.Tensor] | None) -> torch.Tensor:  # batch norm updates ``b`` in place
+        out = torch.func.functional_call(module, (dict(zip(names, p)), b), (x, masks))
+        return models.loss_fn(learner.loss, out, y)
+
+    grad_and_loss = torch.func.grad_and_value(loss_of)
+
+    def step(x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        grads, loss = grad_and_loss(tuple(p.detach() for p in params), buffers, x, y, masks)
+        with torch.no_grad():
+            update(list(grads))
+        return loss.detach()
+
+    return step, [*params, *buffers.values(), *opt_state]
+
+
+def _block(step: Callable, steps: int) -> Callable:
+    """``steps`` consecutive calls of ``step``: ``(xs, ys, masks)`` with a leading step axis (``masks``: a list per
+    hidden layer, or None) -> the stacked losses."""
+
+    def block(xs: torch.Tensor, ys: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        return torch.stack([step(xs[i], ys[i], None if masks is None else [m[i] for m in masks])
+                            for i in range(steps)])
+
+    return block
+
+
+def compile_step(step: Callable, steps: int = 1) -> Callable:
+    """``steps`` consecutive calls of ``step`` (see :func:`_block`) as one ``torch.compile`` graph; the first call
+    compiles. Inductor's pattern matcher stays off: its post-grad ``addmm`` rewrite turns ``add(p, mm(a, b),
+    alpha=-lr)`` into ``addmm(p, a, b)``, dropping ``alpha``, so SGD's ``p.add_(grad, alpha=-lr)`` on a weight
+    gradient would climb the loss (seen with torch 2.13)."""
+    return torch.compile(_block(step, steps), fullgraph=True, dynamic=False, options={"pattern_matcher": False})
+
+
+def graph_step(step: Callable, state: list[torch.Tensor], steps: int = 1) -> Callable:
+    """``steps`` consecutive calls of ``step`` (see :func:`_block`) captured once as a CUDA graph, at the first
+    call. Each call copies its inputs into the graph's static buffers and replays it; the losses it returns are
+    overwritten by the next call. Before the capture, two warm-up calls run on a side stream (as CUDA graphs
+    require); ``state`` is restored after them, so the training trajectory does not see them."""
+    body = _block(step, steps)
+    graph: list = []
+
+    def run(xs: torch.Tensor, ys: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        if not graph:
+            static = (xs.clone(), ys.clone(), None if masks is None else [m.clone() for m in masks])
+            saved = [t.clone() for t in state]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    body(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            with torch.no_grad():
+                for t, s in zip(state, saved):
+                    t.copy_(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                out = body(*static)
+            graph.extend((g, static, out))
+        g, (sx, sy, sm), out = graph
+        sx.copy_(xs)
+        sy.copy_(ys)
+        for m, new in zip(sm or [], masks or []):
+            m.copy_(new)
+        g.replay()
+        return out
+
+    return run
+
+
 def _to(a: np.ndarray | None, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor | None:
     if a is None:
         return None
@@ -120,9 +263,51 @@ def train(spec: RunSpec) -> TrainResult:
         if done in spec.eval_steps:
             outputs[done] = {k: learner.outputs(a).cpu().numpy() for k, (a, _) in eval_sets.items()}
 
-    timing = _run_loop(spec, learner.step, batch, losses, evaluate, lambda: sync(device))
+    set_precision()
+    timing = _run_loop(spec, _step_for(spec.execution, learner, device), batch, losses, evaluate,
+                       lambda: sync(device))
     params, state = learner.export()
     return TrainResult(losses.cpu().numpy().astype(np.float64), outputs, params, state, timing, str(device))
+
+
+def _step_for(execution: str, learner: _ModuleLearner | _ManualLearner, device: torch.device) -> Callable:
+    """The per-step callable ``(x, y, masks) -> loss`` of an execution mode (see the module docstring)."""
+    if execution in ("per_step", "fused", "eager"):
+        return learner.step
+    if execution not in EXECUTIONS:
+        raise BackendError(f"torch has no execution {execution!r}; choose from per_step, {', '.join(EXECUTIONS)}")
+    if execution == "cuda_graph" and device.type != "cuda":
+        raise BackendError("execution 'cuda_graph' needs a GPU (--device gpu)")
+    step, state = functional_step(learner)
+    block = compile_step(step) if execution == "compiled" else graph_step(step, state)
+
+    def one(x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        return block(x[None], y[None], None if masks is None else [m[None] for m in masks])[0]
+
+    return one if execution == "cuda_graph" else compiled_or_error(one)
+
+
+def compiled_or_error(step: Callable) -> Callable:
+    """``step``, whose first call compiles; a BackendError naming the cause if torch.compile fails here."""
+    state = {"compiled": False}
+
+    def call(*args: object) -> torch.Tensor:
+        if state["compiled"]:
+            return step(*args)
+        try:
+            out = step(*args)
+        except Exception as exc:  # inductor raises many kinds: no C++ compiler, an unsupported op, ...
+            raise BackendError(f"torch.compile is not usable here: {compile_error(exc)}") from None
+        state["compiled"] = True
+        return out
+
+    return call
+
+
+def compile_error(exc: BaseException) -> str:
+    """A one-line reason from a torch.compile failure."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _run_loop(spec: RunSpec, step: Callable, batch: Callable, losses: torch.Tensor, evaluate: Callable,

@@ -1,0 +1,141 @@
+"""The JAX side of ``harness.bench`` (mirrors ``torch_impl/bench.py``): settings, the matmul peak, and steppers
+that run the trainer's own step (``train.py``) on batches gathered onto the device before timing.
+
+Modes: ``per_step`` (one jitted step per dispatch, its carry flattened and donated, as ``train`` runs it) and
+``fused`` (``fuse_steps`` consecutive steps as one ``lax.scan`` program).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from harness.backend import BackendError, RunSpec, Stepper
+from jax_impl import train
+
+MODES = ("per_step", "fused")
+
+
+def modes(device: str) -> tuple[str, ...]:
+    """The modes this framework offers on ``device``."""
+    return MODES
+
+
+def configure(threads: int | None) -> dict:
+    """Full float32 matmuls; return every setting in effect. XLA sizes its CPU thread pool when the backend starts
+    (every core unless ``XLA_FLAGS`` say otherwise), so ``threads`` cannot be applied here: it is recorded."""
+    return {"threads": os.cpu_count(), "threads_requested": threads, "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+            **train.set_precision()}
+
+
+def device_info(device: str) -> dict:
+    """What the results should say about the device beyond the CPU model."""
+    dev = jax.devices(device)[0]
+    return {"jax_device": str(dev), "device_kind": dev.device_kind}
+
+
+def matmul_times(device: str, n: int, repeats: int) -> list[float]:
+    """Seconds per ``n`` x ``n`` float32 matmul (full precision), each timed with ``block_until_ready``."""
+    dev = jax.devices(device)[0]
+    rng = np.random.default_rng(0)
+    a, b = (jax.device_put(rng.random((n, n), np.float32), dev) for _ in range(2))
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+    for _ in range(2):
+        matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _pool(spec: RunSpec, dtype: jnp.dtype) -> tuple:
+    """Every step's batch, shared masks and dropout key gathered once onto the device: a leading axis of ``P``
+    steps. The full-batch labs keep the whole training set as ``data`` and pool only masks and keys."""
+    y_dtype = dtype if np.issubdtype(spec.train_y.dtype, np.floating) else jnp.int32
+    steps = len(spec.batches) if spec.batches is not None else 1
+    if spec.batches is None:
+        data, xb, yb = (jnp.asarray(spec.train_x, dtype), jnp.asarray(spec.train_y, y_dtype)), None, None
+    else:
+        data = None
+        xb = jnp.asarray(spec.train_x[spec.batches], dtype)
+        yb = jnp.asarray(spec.train_y[spec.batches], y_dtype)
+    masks = None if spec.masks is None else [jnp.asarray(m[:steps], dtype) for m in spec.masks]
+    keys = (jax.random.split(jax.random.key(spec.seed), steps)
+            if spec.masks is None and spec.model.dropout > 0 else None)
+    return data, (xb, yb, masks, keys), steps
+
+
+def _step_args(data: tuple | None, t: tuple) -> tuple:
+    """``train._step_fn``'s ``(data, xs)`` for one pooled step ``t = (x, y, masks, key)``."""
+    x, y, masks, key = t
+    return (data if x is None else (x, y)), (None, masks, key)
+
+
+def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
+    """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
+    cycling through ``spec.batches``. ``fuse_steps`` (fused: the scan length) must divide their number."""
+    if mode not in MODES:
+        raise BackendError(f"jax has no mode {mode!r}; choose from {', '.join(MODES)}")
+    if spec.dtype != "float32":
+        raise BackendError("bench runs float32 only")
+    device = jax.devices(spec.device)[0]
+    dtype = train.DTYPES[spec.dtype]
+    with jax.default_device(device):
+        learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype)
+        body = train._step_fn(spec, learner, dtype)
+        data, pool, steps = _pool(spec, dtype)
+        state: dict[str, Any] = {"loss": None}
+
+        def sync() -> None:
+            jax.block_until_ready(state["leaves"])
+
+        def loss() -> float:
+            return float(np.asarray(state["loss"]).reshape(-1)[-1])
+
+        if mode == "per_step":
+            step, state["leaves"], _ = train.flat_step(body, learner.carry)
+            args = [_step_args(data, jax.tree.map(lambda a, j=j: a[j], pool)) for j in range(steps)]
+            cycle = itertools.cycle(args)
+
+            def per_step_unit() -> None:
+                state["leaves"], state["loss"] = step(state["leaves"], *next(cycle))
+
+            def per_step_bare(units: int) -> None:
+                leaves = state["leaves"]
+                for i in range(units):
+                    leaves, out = step(leaves, *args[i % steps])
+                state["leaves"], state["loss"] = leaves, out
+
+            return Stepper(mode, per_step_unit, 1, sync, loss, per_step_bare, {"pool_steps": steps})
+        k = fuse_steps
+        if steps > 1 and steps % k:
+            raise BackendError(f"fuse steps {k} must divide the {steps} pooled batches")
+
+        def block(c: Any, data: tuple | None, chunk: tuple) -> tuple:
+            return jax.lax.scan(lambda c, t: body(c, *_step_args(data, t)), c, chunk, length=k)
+
+        scan, state["leaves"], _ = train.flat_step(block, learner.carry)
+        if steps == 1:  # full batch: every step sees the same data; masks and keys (if any) repeat
+            chunks = [jax.tree.map(lambda a: jnp.repeat(a, k, axis=0), pool)]
+        else:
+            chunks = [jax.tree.map(lambda a, i=i: a[i:i + k], pool) for i in range(0, steps, k)]
+        cycle = itertools.cycle(chunks)
+
+        def fused_unit() -> None:
+            state["leaves"], state["loss"] = scan(state["leaves"], data, next(cycle))
+
+        def fused_bare(units: int) -> None:
+            leaves = state["leaves"]
+            for i in range(units):
+                leaves, out = scan(leaves, data, chunks[i % len(chunks)])
+            state["leaves"], state["loss"] = leaves, out
+
+        return Stepper(mode, fused_unit, k, sync, loss, fused_bare, {"pool_steps": steps, "fuse_steps": k})

@@ -1,0 +1,133 @@
+"""The PyTorch side of ``harness.bench`` (mirrors ``jax_impl/bench.py``): settings, the matmul peak, and steppers
+that run the trainer's own step (``train.py``) on batches gathered onto the device before timing.
+
+Modes: ``eager`` (one eager step per dispatch, what ``train`` runs by default), ``compiled`` (``fuse_steps``
+consecutive steps as one ``torch.compile`` graph) and ``cuda_graph`` (``fuse_steps`` steps captured once as a CUDA
+graph and replayed; GPU only).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import numpy as np
+import torch
+
+from harness.backend import BackendError, RunSpec, Stepper
+from torch_impl import train
+
+MODES = ("eager", "compiled", "cuda_graph")
+
+
+def modes(device: str) -> tuple[str, ...]:
+    """The modes this framework offers on ``device``."""
+    return ("eager", "compiled", "cuda_graph") if device == "gpu" else ("eager", "compiled")
+
+
+def configure(threads: int | None) -> dict:
+    """Set the intra-op thread count (None: leave it) and full float32 matmuls; return every setting in effect."""
+    if threads:
+        torch.set_num_threads(threads)
+    return {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), **train.set_precision()}
+
+
+def device_info(device: str) -> dict:
+    """What the results should say about the device beyond the CPU model."""
+    if device != "gpu":
+        return {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    props = torch.cuda.get_device_properties(0)
+    return {"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "compute_capability": f"{props.major}.{props.minor}", "multiprocessors": props.multi_processor_count,
+            "cuda": torch.version.cuda}
+
+
+def _device(device: str) -> torch.device:
+    return torch.device("cuda" if device == "gpu" else "cpu")
+
+
+def matmul_times(device: str, n: int, repeats: int) -> list[float]:
+    """Seconds per ``n`` x ``n`` float32 matmul (full precision), each timed with a device sync."""
+    dev = _device(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a, b = (torch.rand(n, n, generator=gen).to(dev) for _ in range(2))
+    out = torch.empty(n, n, device=dev)
+    for _ in range(2):
+        torch.matmul(a, b, out=out)
+    train.sync(dev)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        train.sync(dev)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _pool(spec: RunSpec, device: torch.device, dtype: torch.dtype) -> tuple:
+    """Every step's batch (and shared masks) gathered once onto the device: a leading axis of ``P`` steps; the
+    full-batch labs have one entry, the whole training set."""
+    if spec.batches is None:
+        x, y = spec.train_x[None], spec.train_y[None]
+    else:
+        x, y = spec.train_x[spec.batches], spec.train_y[spec.batches]
+    masks = None if spec.masks is None else [train._to(m, device, dtype) for m in spec.masks]
+    return train._to(np.ascontiguousarray(x), device, dtype), train._to(np.ascontiguousarray(y), device, dtype), masks
+
+
+def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
+    """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
+    cycling through ``spec.batches``. ``fuse_steps`` (compiled, cuda_graph) must divide their number."""
+    if mode not in modes(spec.device):
+        raise BackendError(f"torch has no mode {mode!r} on {spec.device}; choose from {', '.join(modes(spec.device))}")
+    dtype, device = train.DTYPES[spec.dtype], _device(spec.device)
+    learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype, device)
+    xs, ys, masks = _pool(spec, device, dtype)
+    pool = len(xs)
+    last: list[torch.Tensor] = []
+
+    def sync() -> None:
+        train.sync(device)
+
+    if mode == "eager":
+        views = [(xs[j], ys[j], None if masks is None else [m[j] for m in masks]) for j in range(pool)]
+        cycle = itertools.cycle(views)
+
+        def eager_unit() -> None:
+            last[:] = [learner.step(*next(cycle))]
+
+        def eager_bare(units: int) -> None:
+            step = learner.step
+            for i in range(units):
+                loss = step(*views[i % pool])
+            last[:] = [loss]
+
+        return Stepper(mode, eager_unit, 1, sync, lambda: float(last[0]), eager_bare, {"pool_steps": pool})
+    k = fuse_steps
+    if pool > 1 and pool % k:
+        raise BackendError(f"fuse steps {k} must divide the {pool} pooled batches")
+    if pool == 1:  # full batch: every step sees the same data
+        chunks = [(xs.expand(k, *xs.shape[1:]), ys.expand(k, *ys.shape[1:]),
+                   None if masks is None else [m[:1].expand(k, *m.shape[1:]) for m in masks])]
+    else:
+        chunks = [(xs[i:i + k], ys[i:i + k], None if masks is None else [m[i:i + k] for m in masks])
+                  for i in range(0, pool, k)]
+    step, state = train.functional_step(learner)
+    if mode == "compiled":
+        block = train.compiled_or_error(train.compile_step(step, k))
+    else:
+        block = train.graph_step(step, state, k)
+    cycle = itertools.cycle(chunks)
+
+    def fused_unit() -> None:
+        last[:] = [block(*next(cycle))]
+
+    def fused_bare(units: int) -> None:
+        for i in range(units):
+            losses = block(*chunks[i % len(chunks)])
+        last[:] = [losses]
+
+    return Stepper(mode, fused_unit, k, sync, lambda: float(last[0][-1]), fused_bare,
+                   {"pool_steps": pool, "fuse_steps": k})
