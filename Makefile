@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-full bench-ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) -m harness bench --suite ci --out bench-results.json
+	$(PY) -m harness bench --suite ci --out bench-results.json --github-action bench-results
+
+bench-full: $(STAMP)
+	$(PY) -m harness bench --suite full --out bench-results.json --github-action bench-results
+
+# The CI gate: the short suite against the committed baseline; exit 1 on a regression.
+bench-ci: $(STAMP)
+	$(PY) -m harness bench --suite ci --compare benchmarks/baseline-ci.json --out bench-ci.json
 
 clean:
-	rm -rf $(VENV) report bench-results.json
+	rm -rf $(VENV) report bench-results*.json bench-ci.json

@@ -116,7 +116,7 @@ def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
                   for i in range(0, pool, k)]
     step, state = train.functional_step(learner)
     if mode == "compiled":
-        block = train.compiled_or_error(train.compile_step(step, k))
+        block = train.compiled_or_error(train.compile_step(step, k, device))
     else:
         block = train.graph_step(step, state, k)
     cycle = itertools.cycle(chunks)

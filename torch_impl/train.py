@@ -188,12 +188,14 @@ def _block(step: Callable, steps: int) -> Callable:
     return block
 
 
-def compile_step(step: Callable, steps: int = 1) -> Callable:
+def compile_step(step: Callable, steps: int = 1, device: torch.device | None = None) -> Callable:
     """``steps`` consecutive calls of ``step`` (see :func:`_block`) as one ``torch.compile`` graph; the first call
     compiles. Inductor's pattern matcher stays off: its post-grad ``addmm`` rewrite turns ``add(p, mm(a, b),
     alpha=-lr)`` into ``addmm(p, a, b)``, dropping ``alpha``, so SGD's ``p.add_(grad, alpha=-lr)`` on a weight
-    gradient would climb the loss (seen with torch 2.13)."""
-    return torch.compile(_block(step, steps), fullgraph=True, dynamic=False, options={"pattern_matcher": False})
+    gradient would climb the loss (seen with torch 2.13). On a CPU the graph's kernels are called from generated
+    C++ rather than Python (``cpp_wrapper``): for small steps that wrapper is most of the time."""
+    options = {"pattern_matcher": False, "cpp_wrapper": device is None or device.type == "cpu"}
+    return torch.compile(_block(step, steps), fullgraph=True, dynamic=False, options=options)
 
 
 def graph_step(step: Callable, state: list[torch.Tensor], steps: int = 1) -> Callable:
@@ -279,7 +281,7 @@ def _step_for(execution: str, learner: _ModuleLearner | _ManualLearner, device: 
     if execution == "cuda_graph" and device.type != "cuda":
         raise BackendError("execution 'cuda_graph' needs a GPU (--device gpu)")
     step, state = functional_step(learner)
-    block = compile_step(step) if execution == "compiled" else graph_step(step, state)
+    block = compile_step(step, 1, device) if execution == "compiled" else graph_step(step, state)
 
     def one(x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
         return block(x[None], y[None], None if masks is None else [m[None] for m in masks])[0]

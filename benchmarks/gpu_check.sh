@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared script of at most five minutes for a machine with an NVIDIA GPU (an H100 or H200 here):
+#   1. what the machine is (nvidia-smi, torch, JAX);
+#   2. parity on CUDA: both frameworks from shared weights (float64 XOR, float32 MNIST with shared dropout masks;
+#      TF32 off in both);
+#   3. torch's executions agree on CUDA: eager, compiled and cuda_graph training of the same steps;
+#   4. the benchmark suite on the GPU (eager, cuda_graph, JAX per_step and fused; then torch.compile on XOR).
+# Run it from the repository root:  OUT=some/dir bash benchmarks/gpu_check.sh   (OUT defaults to gpu-check/).
+# It writes at most 8 files into $OUT; record the figures of bench-gpu.json in docs/benchmarks.md, naming the card.
+set -uo pipefail
+OUT=${OUT:-gpu-check}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # torch and JAX share the card in one process
+LOG="$OUT/log.txt"
+: >"$LOG"
+step() { echo "== $*" | tee -a "$LOG"; }
+start=$SECONDS
+
+step "machine"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  $PY - <<'PY'
+import jax, torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
+print("jax", jax.__version__, jax.devices())
+PY
+} 2>&1 | tee "$OUT/machine.txt" >>"$LOG"
+
+step "parity on CUDA"
+timeout 60 $PY -m harness compare xor_wide_deep --device gpu --dtype float64 --steps 3000 \
+  --out "$OUT/parity-xor-f64.json" 2>&1 | tee -a "$LOG"
+timeout 90 $PY -m harness compare mnist_dropout --device gpu --masks shared --data mnist-5k --steps 300 \
+  --out "$OUT/parity-mnist-f32.json" 2>&1 | tee -a "$LOG"
+
+step "torch executions agree on CUDA (eager, compiled, cuda_graph)"
+timeout 100 $PY - <<'PY' 2>&1 | tee -a "$LOG"
+import dataclasses, numpy as np
+from harness.labs import get_lab
+from harness.runner import RunOptions, prepare
+from torch_impl import train
+for lab in ("xor_mlp", "mnist_batchnorm"):
+    spec = prepare(get_lab(lab), RunOptions(device="gpu", steps=200, data="mnist-5k", init="shared")).spec
+    runs = {ex: train.train(dataclasses.replace(spec, execution=ex)) for ex in ("eager", "cuda_graph", "compiled")}
+    for ex in ("cuda_graph", "compiled"):
+        diff = float(np.max(np.abs(runs[ex].losses - runs["eager"].losses)))
+        print(f"{lab}: {ex} vs eager, max |loss diff| over 200 steps {diff:.3e}; "
+              f"{runs[ex].timing['steps_per_s']:.0f} vs {runs['eager'].timing['steps_per_s']:.0f} steps/s")
+PY
+
+step "benchmark suite on the GPU"
+timeout 100 $PY -m harness bench --suite ci --devices gpu --modes eager,cuda_graph,per_step,fused \
+  --out "$OUT/bench-gpu.json" --github-action "$OUT/bench-gpu" 2>&1 | tee -a "$LOG"
+left=$((290 - (SECONDS - start)))
+if [ "$left" -gt 40 ]; then
+  step "torch.compile on the GPU (XOR; ${left}s left)"
+  timeout "$left" $PY -m harness bench xor_wide_deep --frameworks torch --devices gpu --modes compiled \
+    --overhead-rounds 0 --out "$OUT/bench-gpu-compiled.json" 2>&1 | tee -a "$LOG"
+fi
+step "done in $((SECONDS - start)) s"
