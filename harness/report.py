@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from harness.backend import FRAMEWORKS, check_device
 from harness.labs import LABS, Lab, LabError, get_lab
 from harness.results import to_jsonable, write_json
+
+if TYPE_CHECKING:
+    from harness.runner import RunOptions
 
 FORMAT = 1
 INIT_STUDY_LAB = "mnist_relu_xavier"
@@ -110,7 +113,7 @@ class JobOptions:
 # ----------------------------------------------------------------------------------------------- one lab
 
 
-def run_options(lab: Lab, opts: JobOptions) -> Any:
+def run_options(lab: Lab, opts: JobOptions) -> RunOptions:
     """The RunOptions of ``lab`` in this job: shared weights, shared dropout masks, the job's data and caps."""
     from harness.runner import RunOptions
 
@@ -189,7 +192,7 @@ def compute_lab(lab: Lab, opts: JobOptions) -> dict:
     rec: dict[str, Any] = {"format": FORMAT, "lab": lab.name, "title": lab.title, "notebook": lab.notebook,
                            "task": lab.task, "key": opts.lab_key(lab), "reference": lab.reference,
                            "notes": lab.notes, "masks": options.masks, "flops_per_step": flops_per_step(lab),
-                "raw_pixel_reference": lab.reference_raw_pixels}
+                           "raw_pixel_reference": lab.reference_raw_pixels}
     if lab.companion is not None:
         rec["model_labels"] = list(lab.model_labels)
     if "torch" in opts.frameworks and opts.device == "cpu":
@@ -275,9 +278,9 @@ def estimate_seconds(lab: Lab, opts: JobOptions, train_size: int = 4000) -> floa
     if opts.epochs and lab.epochs and lab.batch_size:
         steps = opts.epochs * (train_size // lab.batch_size)
     steps = min(steps, opts.steps or steps)
-    work = flops_per_step(lab) / 20e9
-    per_fw = {"torch": 1.0 + steps * (150e-6 + work), "jax": 2.5 + steps * (20e-6 + work)}
-    total = sum(per_fw[fw] for fw in opts.frameworks)
+    work = flops_per_step(lab) / 28e9
+    per_fw = {"torch": 1.0 + steps * (300e-6 + work), "jax": 2.0 + steps * (20e-6 + work)}
+    total = sum(per_fw[fw] for fw in opts.frameworks) * (2 if lab.companion is not None else 1)
     if len(opts.frameworks) == 2 and opts.noise:
         total += per_fw["jax"]
     if "torch" in opts.frameworks and isinstance(lab.reference.get("loss"), dict):
