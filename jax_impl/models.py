@@ -82,6 +82,14 @@ class MLP(nnx.Module):
         return jax.nn.sigmoid(x) if self.spec.output == "sigmoid" else x
 
 
+def dropout_masks(key: jax.Array, rate: float, batch: int, widths: tuple[int, ...],
+                  dtype: jnp.dtype) -> list[jax.Array]:
+    """The framework's own dropout draw: a 0/1 keep-mask per hidden layer, each unit kept with probability
+    ``1 - rate`` (torch draws its own inside ``F.dropout``; here the key is split once per layer)."""
+    keys = jax.random.split(key, len(widths))
+    return [jax.random.bernoulli(k, 1 - rate, (batch, w)).astype(dtype) for k, w in zip(keys, widths)]
+
+
 def build(model: Model, dtype: jnp.dtype, seed: int, params: dict[str, np.ndarray] | None = None,
           state: dict[str, np.ndarray] | None = None) -> MLP:
     """The network with native weights drawn from ``seed``, or with the given shared ``params``."""

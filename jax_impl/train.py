@@ -136,8 +136,7 @@ def _step_fn(spec: RunSpec, learner: Any, dtype: jnp.dtype) -> Callable:
         if idx is not None:
             x, y = x[idx], y[idx]
         if masks is None and key is not None:  # the framework's own dropout draw
-            keys = jax.random.split(key, len(widths))
-            masks = [jax.random.bernoulli(k, 1 - p, (x.shape[0], w)).astype(dtype) for k, w in zip(keys, widths)]
+            masks = models.dropout_masks(key, p, x.shape[0], widths, dtype)
         return learner.step(carry, x, y, masks)
 
     return body
