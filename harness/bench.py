@@ -10,10 +10,11 @@ The timing protocol, for each lab x framework x device x mode:
 3. Steady state: ``blocks`` blocks of ``block_steps`` steps, each ended by an explicit device sync
    (``block_until_ready``, ``torch.cuda.synchronize``) and timed alone: ms/step median, p5 and p95 over blocks.
 4. Figures: steps/s, samples/s, analytic FLOPs per step (:mod:`harness.peak`), GFLOP/s, and that as a percentage
-   of the float32 matmul peak the same framework measured on the same device in the same run (before and after
-   its workloads; the best of the two).
-5. The harness's own overhead: interleaved rounds of the protocol and of a bare loop of the same step function
-   (``Stepper.bare``); overhead = median over rounds of (protocol ms/step / bare-loop ms/step) - 1.
+   of the float32 matmul peak the same framework measured on the same device in the same run (before its first
+   workload and after each; the best of all).
+5. The harness's own overhead: rounds of one protocol block against the same steps as a bare loop of the same
+   step function (``Stepper.bare``), alternating which goes first; overhead = median over rounds of the ratio of
+   their times - 1 (CPU time on a CPU, wall-clock time on an accelerator; both recorded).
 
 The gate (``--compare BASELINE.json``) compares a machine-normalised figure, the best blocks' throughput as a
 percentage of the peak measured in the same run (``pct_peak_best``), so a baseline carries between machines;
@@ -46,7 +47,9 @@ from harness.runner import RunOptions, prepare
 SCHEMA = "dlzta-bench/1"
 EXIT_REGRESSION = 1
 BLOCK_STEPS = {"xor": 1000, "gates": 1000, "mnist": 20}  # per task: a block of 5-50 ms on a 2-core CPU
-TORCH_FUSE_STEPS = 10  # torch.compile / CUDA graph: steps per captured graph (compile time grows with it)
+# torch.compile / CUDA graphs: steps per captured graph. Fusing ten XOR steps amortises the call (13x eager);
+# an MNIST step is long enough alone, and compile time grows with the graph.
+TORCH_FUSE_STEPS = {"xor": 10, "gates": 10, "mnist": 1}
 PEAK_N = {"cpu": 1024, "gpu": 8192, "tpu": 8192}
 INJECTIONS = ("sync",)
 
@@ -64,14 +67,15 @@ class Suite:
 
 
 SUITES = {
-    # About a minute on a 2-core CPU; torch.compile is left out (compiling takes longer than the whole suite), and
-    # torch runs one thread: OpenMP's barriers stall badly when a neighbour's job takes a core, so one thread keeps
-    # the gate steady on a shared machine (the full suite uses every core for MNIST).
+    # Under a minute on a 2-core CPU, without the overhead rounds (the full suite has them). torch.compile is left
+    # out (compiling takes longer than the whole suite), and torch runs one thread: OpenMP's barriers stall badly
+    # when a neighbour's job takes a core, so one thread keeps the gate steady on a shared machine (the full suite
+    # uses every core for MNIST).
     "ci": Suite(("xor_wide_deep", "mnist_dropout"), {"torch": ("eager",), "jax": ("per_step", "fused")},
-                blocks=9, warmup_blocks=1, overhead_rounds=3, threads={"torch": 1}),
+                blocks=9, warmup_blocks=1, overhead_rounds=0, threads={"torch": 1}),
     "full": Suite(("xor_mlp", "xor_wide_deep", "xor_backprop_manual", "mnist_softmax", "mnist_relu_xavier",
                    "mnist_deep_xavier", "mnist_dropout", "mnist_batchnorm"), None,
-                  blocks=15, warmup_blocks=2, overhead_rounds=5),
+                  blocks=15, warmup_blocks=2, overhead_rounds=10),
 }
 
 
@@ -160,29 +164,33 @@ def timed_blocks(stepper: Stepper, block_steps: int, blocks: int) -> list[float]
     return times
 
 
-def harness_overhead(stepper: Stepper, block_steps: int, blocks: int, rounds: int) -> dict:
-    """Step 5 of the protocol: the protocol (``blocks`` timed, synced blocks through the stepper) against a bare
-    loop of the same step function over the same steps with one sync at its end, in rounds that alternate
-    which goes first; ms/step of each is its total time over its steps."""
-    steps = block_steps * blocks
-    units = steps // stepper.unit_steps
-    ratios, protocol_ms, bare_ms = [], [], []
+def harness_overhead(stepper: Stepper, block_steps: int, rounds: int, device: str) -> dict:
+    """Step 5 of the protocol: in each round, one block as the protocol times it (through the stepper, ended by a
+    sync) and the same steps as a bare loop of the same step function (one sync at the end), in alternating order
+    so that both see the same machine; overhead = median over rounds of the ratio of their times, minus one.
+
+    Both wall-clock and process CPU time are taken. On a CPU the overhead is judged in CPU time, the work each
+    loop does, which other jobs on a shared machine do not disturb the way they disturb wall-clock time; on an
+    accelerator (where the host's CPU time says little) in wall-clock time."""
+    units = block_steps // stepper.unit_steps
+    wall, cpu = [], []
     for r in range(rounds):
         pair = {}
         for which in (("protocol", "bare") if r % 2 == 0 else ("bare", "protocol")):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             if which == "protocol":
-                total = sum(timed_blocks(stepper, block_steps, blocks))
+                timed_blocks(stepper, block_steps, 1)
             else:
                 stepper.bare(units)
                 stepper.sync()
-                total = time.perf_counter() - start
-            pair[which] = total * 1e3 / steps
-        protocol_ms.append(pair["protocol"])
-        bare_ms.append(pair["bare"])
-        ratios.append(pair["protocol"] / pair["bare"])
-    return {"pct": (statistics.median(ratios) - 1) * 100, "rounds": rounds, "ratios": ratios,
-            "protocol_ms_per_step": protocol_ms, "bare_ms_per_step": bare_ms}
+            pair[which] = (time.perf_counter() - start, time.process_time() - start_cpu)
+        wall.append(pair["protocol"][0] / pair["bare"][0])
+        cpu.append(pair["protocol"][1] / pair["bare"][1] if pair["bare"][1] > 0 else float("nan"))
+    pct_wall = (statistics.median(wall) - 1) * 100
+    pct_cpu = (statistics.median(cpu) - 1) * 100
+    basis = "cpu_time" if device == "cpu" else "wall_clock"
+    return {"pct": pct_cpu if basis == "cpu_time" else pct_wall, "basis": basis, "pct_wall_clock": pct_wall,
+            "pct_cpu_time": pct_cpu, "rounds": rounds, "ratios_wall_clock": wall, "ratios_cpu_time": cpu}
 
 
 def _options(lab_name: str, w: Workload, data: str, batch_size: int | None) -> RunOptions:
@@ -202,7 +210,7 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
         "key": w.key, "lab": w.lab, "framework": w.framework, "device": w.device, "mode": w.mode,
         "dtype": spec.dtype, "batch_size": batch, "block_steps": w.block_steps, "blocks": w.blocks,
         "warmup_blocks": w.warmup_blocks, "data": prepared.data_record.get("name", prepared.data_record["source"]),
-        "injected": inject,
+        "injected": inject, "loadavg": peak_mod.loadavg(),
     }
     settings = fw.configure(w.threads)
     entry["threads"] = settings["threads"]
@@ -218,7 +226,7 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
     entry.update(unit_steps=stepper.unit_steps, info=stepper.info, **timing)
     entry["ms_per_step"] = ms_stats(timing["block_s"], w.block_steps)
     if w.overhead_rounds:
-        entry["overhead"] = harness_overhead(stepper, w.block_steps, max(3, w.blocks // 3), w.overhead_rounds)
+        entry["overhead"] = harness_overhead(stepper, w.block_steps, w.overhead_rounds, w.device)
     entry["final_loss"] = stepper.loss()
     entry["status"] = "ok" if math.isfinite(entry["final_loss"]) else "diverged"
     flops = peak_mod.flops_per_step(spec.model, batch, spec.lab.manual)
@@ -267,7 +275,7 @@ def plan(labs: tuple[str, ...], frameworks: tuple[str, ...], devices: tuple[str,
                 for mode in bench.modes(device):
                     if modes is not None and mode not in modes.get(fw, ()):
                         continue
-                    fuse = fuse_steps or (steps if fw == "jax" else TORCH_FUSE_STEPS)
+                    fuse = fuse_steps or (steps if fw == "jax" else TORCH_FUSE_STEPS[lab.task])
                     work.append(Workload(
                         lab_name, fw, device, mode, steps, blocks or suite.blocks,
                         suite.warmup_blocks if warmup_blocks is None else warmup_blocks, math.gcd(fuse, steps),
@@ -291,21 +299,21 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
         bench = load_bench(fw)
         info = record["frameworks"].setdefault(fw, {"versions": load_backend(fw).versions(), "devices": {}})
         n = peak_n or PEAK_N[device]
-        before = measure_peak(fw, device, n, peak_repeats)
+        samples = [measure_peak(fw, device, n, peak_repeats)]
         entries = []
-        for w in items:
+        for w in items:  # the peak is sampled again after every workload: the best of all is the machine's
             entries.append(measure(w, data, batch_size, inject))
+            samples.append(measure_peak(fw, device, n, max(3, peak_repeats // 4)))
             if echo:
                 print(format_entry(entries[-1]), flush=True)
-        after = measure_peak(fw, device, n, peak_repeats)
-        merged = peak_mod.merge_peaks(before, after)
+        merged = peak_mod.merge_peaks(*samples)
         info["devices"][device] = {"peak": merged, "settings": bench.configure(None), **bench.device_info(device)}
         for entry in entries:
             add_peak_figures(entry, merged)
         record["results"].extend(entries)
         if echo:
             print(f"  {fw} {device} matmul peak: {merged['gflops']:.1f} GFLOP/s (n={n}, best of "
-                  f"{2 * peak_repeats}; median {merged['gflops_median']:.1f})", flush=True)
+                  f"{merged['repeats']}; median {merged['gflops_median']:.1f})", flush=True)
     record["loadavg_end"] = peak_mod.loadavg()
     record["targets"] = check_targets(record["results"])
     return record
@@ -440,7 +448,8 @@ def format_entry(e: dict) -> str:
     if e.get("status") not in ("ok", "diverged"):
         return f"{head} {e.get('status')}: {e.get('reason', '')}"
     ms = e["ms_per_step"]
-    over = f" overhead {e['overhead']['pct']:+.1f}%" if "overhead" in e else ""
+    over = f" overhead {e['overhead']['pct']:+.1f}% ({e['overhead']['basis'].replace('_', ' ')})" \
+        if "overhead" in e else ""
     pct = f" {e['pct_peak']:.1f}% of peak" if "pct_peak" in e else ""
     return (f"{head} thr {e['threads']} compile {e['compile_s']:.2f}s  {ms['median']:.4g} ms/step "
             f"[p5 {ms['p5']:.4g}, p95 {ms['p95']:.4g}]  {e['steps_per_s']:,.0f} steps/s  "
@@ -449,12 +458,48 @@ def format_entry(e: dict) -> str:
 
 def format_targets(targets: list[dict]) -> str:
     """The issue's targets with this run's figures."""
-    lines = []
-    for t in targets:
-        unit = {"steps_per_s": "steps/s", "pct_peak": "% of peak", "overhead_pct": "%"}[t["figure"]]
-        lines.append(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['lab']} ({t['device']}, "
-                     f"{t['mode']}) {t['value']:,.4g} {unit}")
-    return "\n".join(lines)
+    return "\n".join(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: {t['lab']} ({t['device']}, "
+                     f"{t['mode']}) {_target_value(t)}" for t in targets)
+
+
+def _target_value(t: dict) -> str:
+    if t["figure"] == "steps_per_s":
+        return f"{t['value']:,.0f} steps/s"
+    return f"{t['value']:.1f}% of peak" if t["figure"] == "pct_peak" else f"{t['value']:+.1f}%"
+
+
+def format_markdown(record: dict) -> str:
+    """The figures of a run as markdown tables (docs/benchmarks.md): the machine, the peaks, one row per workload,
+    and the targets."""
+    m = record["machine"]
+    lines = [f"Machine: {m['cpu_model']}, {m['cpu_count']} cores ({', '.join(m.get('cpu_flags', []))}); "
+             f"{m['platform']}; Python {m['python']}; load average {record.get('loadavg_start')} at the start, "
+             f"{record.get('loadavg_end')} at the end; {record['created']}.", ""]
+    for fw, info in record["frameworks"].items():
+        versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        for device, d in info["devices"].items():
+            gpu = f" on {d['gpu']}" if d.get("gpu") else ""
+            lines.append(f"- {fw} ({versions}){gpu}: float32 matmul peak {d['peak']['gflops']:.1f} GFLOP/s on "
+                         f"{device} (n={d['peak']['n']}, best of {d['peak']['repeats']}, median "
+                         f"{d['peak']['gflops_median']:.1f})")
+    lines += ["", "| lab | framework | device | mode | threads | batch | compile s | ms/step median [p5, p95] | "
+              "steps/s | samples/s | GFLOP/s | % of peak | overhead |", "|" + "---|" * 13]
+    for e in record["results"]:
+        head = f"| {e['lab']} | {e['framework']} | {e['device']} | {e['mode']} |"
+        if e.get("status") != "ok":
+            lines.append(f"{head} | | | {e.get('status')}: {e.get('reason', '')} | | | | | |")
+            continue
+        ms = e["ms_per_step"]
+        over = f"{e['overhead']['pct']:+.1f}%" if "overhead" in e else ""
+        lines.append(f"{head} {e['threads']} | {e['batch_size']} | {e['compile_s']:.2f} | {ms['median']:.4g} "
+                     f"[{ms['p5']:.4g}, {ms['p95']:.4g}] | {e['steps_per_s']:,.0f} | {e['samples_per_s']:,.0f} | "
+                     f"{e['gflops']:.3g} | {e.get('pct_peak', float('nan')):.3g} | {over} |")
+    if record.get("targets"):
+        lines += ["", "| target | lab | mode | this run | |", "|---|---|---|---|---|"]
+        for t in record["targets"]:
+            lines.append(f"| {t['target']} | {t['lab']} | {t['mode']} | {_target_value(t)} | "
+                         f"{'met' if t['met'] else 'missed'} |")
+    return "\n".join(lines) + "\n"
 
 
 def github_action(record: dict) -> tuple[list[dict], list[dict]]:
@@ -475,12 +520,14 @@ def github_action(record: dict) -> tuple[list[dict], list[dict]]:
     return smaller, bigger
 
 
-def write_outputs(record: dict, out: str | None, github: str | None) -> None:
-    """The results JSON and, with a prefix, the two github-action-benchmark files."""
-    from harness.results import write_json
+def write_outputs(record: dict, out: str | None, github: str | None, markdown: str | None = None) -> None:
+    """The results JSON and, with a prefix, the two github-action-benchmark files; the markdown tables."""
+    from harness.results import atomic_write, write_json
 
     if out:
         write_json(out, record)
+    if markdown:
+        atomic_write(markdown, format_markdown(record))
     if github:
         smaller, bigger = github_action(record)
         write_json(f"{github}-smaller-is-better.json", smaller)
@@ -526,7 +573,7 @@ def register(sub: Any) -> None:
     p.add_argument("--blocks", type=_positive_int, help="timed blocks (default: suite's)")
     p.add_argument("--warmup-blocks", type=int, help="untimed blocks after compiling (default: suite's)")
     p.add_argument("--fuse-steps", type=_positive_int,
-                   help=f"steps per fused program (default: JAX a block, torch {TORCH_FUSE_STEPS})")
+                   help="steps per fused program (default: JAX a block; torch 10 XOR, 1 MNIST)")
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: 1 for XOR, every core for MNIST)")
     p.add_argument("--overhead-rounds", type=int, help="rounds of the harness-vs-bare-loop check (0: skip)")
     p.add_argument("--batch-size", type=_positive_int, help="override the labs' batch size")
@@ -536,11 +583,12 @@ def register(sub: Any) -> None:
     p.add_argument("--github-action", metavar="PREFIX",
                    help="also write PREFIX-smaller-is-better.json and PREFIX-bigger-is-better.json "
                    "(github-action-benchmark's customSmallerIsBetter / customBiggerIsBetter)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the figures as markdown tables")
     p.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
     p.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
                    help=f"smallest relative drop that fails the gate (default {MIN_THRESHOLD}); the noise of "
                    f"both runs widens it")
-    p.add_argument("--retries", type=int, default=2, help="measure a suspected regression again (default 2)")
+    p.add_argument("--retries", type=int, default=3, help="measure a suspected regression again (default 3)")
     p.add_argument("--inject", choices=INJECTIONS,
                    help="testing the gate: sync after every dispatch (a deliberate slowdown)")
 
@@ -577,12 +625,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rerun(record, [w for w in work if w.key in suspects], args)
             rows = gate(record, baseline, args.threshold)
         print(format_gate(rows))
+        for name, rec in (("this run", record), ("the baseline", baseline)):
+            load, cores = (rec.get("loadavg_start") or [0])[0], rec.get("machine", {}).get("cpu_count") or 1
+            if load > cores:
+                print(f"gate: note: {name} ran on a busy machine (load average {load} on {cores} cores); its "
+                      "figures are noisier than usual")
         failed = regressions(rows)
         record["gate"] = {"baseline": args.compare, "min_threshold": args.threshold, "rows": rows,
                           "regressions": failed}
         print(f"gate: {'FAILED, ' + ', '.join(failed) if failed else 'passed'} (against {args.compare})")
         status = EXIT_REGRESSION if failed else 0
-    write_outputs(record, args.out, args.github_action)
+    write_outputs(record, args.out, args.github_action, args.markdown)
     return status
 
 

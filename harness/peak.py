@@ -49,10 +49,11 @@ def peak_record(times: list[float], n: int) -> dict:
 
 
 def merge_peaks(*records: dict) -> dict:
-    """One peak from several measurements of it (before and after a framework's workloads): the best of them,
-    with every measurement kept."""
-    best = max(records, key=lambda r: r["gflops"])
-    return {**{k: v for k, v in best.items() if k != "seconds"}, "measurements": list(records)}
+    """One peak from several measurements of it (spread over a run): :func:`peak_record` of all their times
+    together, with each measurement's summary kept."""
+    times = [t for r in records for t in r["seconds"]]
+    merged = {k: v for k, v in peak_record(times, records[0]["n"]).items() if k != "seconds"}
+    return {**merged, "measurements": [{k: v for k, v in r.items() if k != "seconds"} for r in records]}
 
 
 def cpu_model() -> str:

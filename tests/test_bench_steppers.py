@@ -118,4 +118,5 @@ def test_plan_defaults():
                          for m in modes}
     assert keys["xor_wide_deep/torch/cpu/eager"].threads == 1
     assert keys["mnist_dropout/jax/cpu/fused"].fuse_steps == bench.BLOCK_STEPS["mnist"]
-    assert keys["mnist_dropout/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS
+    assert keys["mnist_dropout/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS["mnist"]
+    assert keys["xor_wide_deep/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS["xor"]
