@@ -120,9 +120,9 @@ def _grads(steps: int, shape: tuple[int, ...], scale: float, seed: int = 0) -> n
     return np.random.default_rng(seed).standard_normal((steps, *shape)) * scale
 
 
-def torch_trajectory(opt: Optimizer, w0: np.ndarray, grads: np.ndarray) -> np.ndarray:
+def torch_trajectory(opt: Optimizer, w0: np.ndarray, grads: np.ndarray, fused: bool = False) -> np.ndarray:
     p = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
-    o = tm.make_optimizer(opt, [p])
+    o = tm.make_optimizer(opt, [p], fused=fused)
     out = []
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)
@@ -151,11 +151,12 @@ def test_optimizer_is_the_same_algorithm_in_both(name, scale):
     w0 = np.random.default_rng(1).standard_normal((7, 5))
     grads = _grads(60, w0.shape, scale)
     for opt in SETTINGS[name]:
-        t = torch_trajectory(opt, w0, grads)
         j = optax_trajectory(jm.make_optimizer(opt), w0, grads)
-        moved = np.abs(t - w0).max()
-        assert moved > 0
-        np.testing.assert_allclose(j - w0, t - w0, rtol=1e-10, atol=1e-12 * moved, err_msg=str(opt))
+        for fused in (False, True):  # the training loop's Adam is torch's fused kernel
+            t = torch_trajectory(opt, w0, grads, fused)
+            moved = np.abs(t - w0).max()
+            assert moved > 0
+            np.testing.assert_allclose(j - w0, t - w0, rtol=1e-10, atol=1e-12 * moved, err_msg=f"{opt} {fused}")
 
 
 def test_the_match_is_not_trivially_loose():

@@ -8,6 +8,7 @@ graph and replayed; GPU only).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -83,6 +84,7 @@ def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
     if mode not in modes(spec.device):
         raise BackendError(f"torch has no mode {mode!r} on {spec.device}; choose from {', '.join(modes(spec.device))}")
     dtype, device = train.DTYPES[spec.dtype], _device(spec.device)
+    spec = dataclasses.replace(spec, execution=mode)  # the learner's optimizer kernel follows the mode
     learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype, device)
     xs, ys, masks = _pool(spec, device, dtype)
     pool = len(xs)

@@ -55,7 +55,9 @@ class _ModuleLearner:
         self.loss = spec.lab.loss
         self.module = models.build(spec.model, dtype, device, spec.seed, spec.params, spec.state)
         self.module.train()
-        self.opt = models.make_optimizer(spec.lab.optimizer, list(self.module.parameters()))
+        # The eager loop takes torch's fused Adam kernel; the traced executions its single-tensor form.
+        fused = spec.execution in ("per_step", "fused", "eager")
+        self.opt = models.make_optimizer(spec.lab.optimizer, list(self.module.parameters()), fused=fused)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
         self.opt.zero_grad()
@@ -127,8 +129,8 @@ def _functional_update(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -
     if isinstance(opt, torch.optim.Adam):
         m, v, vmax = zeros(), zeros(), zeros() if g["amsgrad"] else []
         return (lambda grads: adam(params, grads, m, v, vmax, steps, capturable=capturable, differentiable=False,
-                                   fused=False, amsgrad=g["amsgrad"], beta1=g["betas"][0], beta2=g["betas"][1],
-                                   lr=g["lr"], eps=g["eps"], **common)), [*m, *v, *vmax, *steps]
+                                   fused=bool(g["fused"]), amsgrad=g["amsgrad"], beta1=g["betas"][0],
+                                   beta2=g["betas"][1], lr=g["lr"], eps=g["eps"], **common)), [*m, *v, *vmax, *steps]
     if isinstance(opt, torch.optim.RMSprop):
         sq, avg, mom = zeros(), zeros() if g["centered"] else [], zeros() if g["momentum"] > 0 else []
         return (lambda grads: rmsprop(params, grads, sq, avg, mom, steps, differentiable=False,
