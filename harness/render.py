@@ -97,7 +97,8 @@ def summary_line(results: dict, out: Path) -> str:
         verdicts[v] = verdicts.get(v, 0) + 1
     counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
     reused = f" ({len(job['reused'])} reused)" if job.get("reused") else ""
-    return (f"report: {job['status']} in {job.get('wall_s', 0):.0f} s: {len(results['labs'])} labs{reused}"
+    n = len(results["labs"])
+    return (f"report: {job['status']} in {job.get('wall_s', 0):.0f} s: {n} lab{'' if n == 1 else 's'}{reused}"
             f"{': ' + counts if counts else ''}; {out / 'report.md'}")
 
 
@@ -176,11 +177,12 @@ def _notes(doc: Doc, results: dict) -> None:
         "**loss**: for the MNIST labs, the mean training loss of the last epoch (what the course prints as cost); "
         "for the others, the loss at the last step. **acc**: test-set accuracy (MNIST), training-set accuracy "
         "(XOR and gates).",
-        VERDICT_HELP,
         "**steps/s**: steady-state training steps per second (warm-up and JAX compilation timed apart); "
         "**% peak**: the run's matmul FLOPs (6·batch·in·out per Linear layer and step: forward, and backward "
         "for inputs and weights) per second, as a share of an n×n matmul measured in the same framework in this job.",
     ]
+    if len(results["options"]["frameworks"]) == 2:
+        notes.insert(1, VERDICT_HELP)
     if any(rec.get("parity", {}).get("verdict") == "differ" and rec.get("task") == "mnist"
            for rec in results["labs"].values()):
         notes.append("The MNIST trajectories are chaotic in float32: any difference, even one ulp on the initial "
