@@ -92,10 +92,16 @@ def dropout_masks(key: jax.Array, rate: float, batch: int, widths: tuple[int, ..
 
 def build(model: Model, dtype: jnp.dtype, seed: int, params: dict[str, np.ndarray] | None = None,
           state: dict[str, np.ndarray] | None = None) -> MLP:
-    """The network with native weights drawn from ``seed``, or with the given shared ``params``."""
-    module = MLP(model, dtype, nnx.Rngs(seed))
-    if params is not None:
-        set_params(module, params, state or {}, dtype)
+    """The network with native weights drawn from ``seed``, or with the given shared ``params`` (then nothing is
+    drawn: the module is built abstractly and every variable set, which saves compiling the eager random draws)."""
+    if params is None:
+        return MLP(model, dtype, nnx.Rngs(seed))
+    module = nnx.eval_shape(lambda: MLP(model, dtype, nnx.Rngs(seed)))
+    state = dict(state or {})
+    for i, width in enumerate(model.sizes[1:-1] if model.batchnorm else ()):  # torch's initial statistics
+        state.setdefault(f"bn{i}/mean", np.zeros(width))
+        state.setdefault(f"bn{i}/var", np.ones(width))
+    set_params(module, params, state, dtype)
     return module
 
 

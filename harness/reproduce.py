@@ -1,0 +1,349 @@
+"""``dlzta reproduce``: every chosen lab in torch and JAX with the lab's own settings, beside the course's numbers.
+
+For each lab both frameworks train with the declaration's defaults on the chosen data (by default from the same
+shared initial weights and on the same batches; each framework draws its own dropout masks). The table shows the
+course's printed reference (cost at epoch 1 and at the last epoch, test accuracy; per-epoch train/validation
+figures for the batch-norm lab; correct answers among the first 1000 test images for the hand-written backprop
+lab) next to each framework's result, with the wall time of each run.
+
+The course trained on full MNIST (60,000/10,000) and, in most MNIST notebooks, computed its accuracy on the raw
+0..255 test pixels while training on pixels scaled to [0, 1]. This harness evaluates on correctly scaled pixels;
+for the labs the course evaluated that way (``Lab.reference_raw_pixels``) it also evaluates on raw pixels, so that
+the course's figure has a like-for-like neighbour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from harness.backend import FRAMEWORKS
+from harness.labs import LABS, Lab, LabError, get_lab
+from harness.metrics import evaluate
+
+RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
+GROUPS = {
+    "mnist": tuple(n for n, lab in LABS.items() if lab.task == "mnist"),
+    "xor": tuple(n for n, lab in LABS.items() if lab.task in ("xor", "gates")),
+    "all": tuple(LABS),
+}
+GAP_PP = 0.5  # the float32 torch-vs-JAX final test accuracy gap this project aims under (percentage points)
+
+
+def lab_names(text: str) -> tuple[str, ...]:
+    """Comma-separated lab names and group names (mnist, xor, all), in order, without repeats."""
+    names: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        for name in GROUPS.get(item, (item,)):
+            get_lab(name)
+            names.append(name)
+    if not names:
+        raise LabError("no lab chosen")
+    return tuple(dict.fromkeys(names))
+
+
+def _with_raw_eval(prepared: Any) -> Any:
+    """``prepared`` with the raw-pixel test set added to its evaluations (for labs the course evaluated so)."""
+    if not prepared.lab.reference_raw_pixels or "test" not in prepared.spec.eval_sets:
+        return prepared
+    x, y = prepared.spec.eval_sets["test"]
+    sets = {**prepared.spec.eval_sets, RAW: (x * np.asarray(255, x.dtype), y)}
+    return dataclasses.replace(prepared, spec=dataclasses.replace(prepared.spec, eval_sets=sets),
+                               eval_targets={**prepared.eval_targets, RAW: y})
+
+
+def run_lab(prepared: Any, framework: str) -> dict:
+    """One framework's run of a prepared lab (and its companion model): the runner's record, with the raw-pixel
+    evaluation under ``raw_pixels`` and the wall time of the whole run under ``wall_s``."""
+    from harness.runner import add_companion, execute, summarize
+
+    start = time.perf_counter()
+    result = execute(prepared, framework)
+    raw = {done: sets.pop(RAW) for done, sets in result.outputs.items() if RAW in sets}
+    record = summarize(prepared, framework, result)
+    if raw:
+        lab, y = prepared.lab, prepared.eval_targets[RAW]
+        evals = {done: evaluate(lab.task, lab.loss, out, y) for done, out in sorted(raw.items())}
+        record["raw_pixels"] = {"final": evals[max(evals)], "evals": evals}
+    if prepared.companion is not None:
+        add_companion(record, prepared, framework, execute(prepared, framework, prepared.companion))
+    record["wall_s"] = time.perf_counter() - start
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+
+def _f(value: Any, digits: int = 6) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+    return str(value)
+
+
+def _acc(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_f(v, 4)}" for k, v in value.items())
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _cost(run: dict, epoch: int) -> float | None:
+    costs = run.get("epoch_cost") or []
+    return costs[epoch - 1] if 0 < epoch <= len(costs) else None
+
+
+def _correct_at(run: dict, step: int, key: str = "evals") -> Any:
+    return (run.get(key) or {}).get(step, {}).get("test", {}).get("correct_of_first_1000")
+
+
+def lab_rows(lab: Lab, runs: dict[str, dict]) -> list[list[str]]:
+    """Rows ``[what, course, <framework>...]`` comparing the course's reference with each run."""
+    ref, fws = lab.reference, list(runs)
+    rows: list[list[str]] = []
+    star = "*" if lab.reference_raw_pixels else ""
+
+    def row(what: str, course: str, cell: Any) -> None:
+        rows.append([what, course] + [cell(runs[fw]) if runs[fw].get("status") == "ok" else "diverged"
+                                      for fw in fws])
+
+    if "cost" in ref:
+        last = max(len(r.get("epoch_cost") or []) for r in runs.values()) or lab.epochs or 1
+        row("cost, epoch 1", _f(ref["cost"].get(1)), lambda r: _f(_cost(r, 1)))
+        row(f"cost, epoch {last}", _f(ref["cost"].get(last)), lambda r: _f(_cost(r, last)))
+    if isinstance(ref.get("loss"), dict):  # XOR labs: the loss at printed steps
+        first, last = min(ref["loss"]), max(ref["loss"])
+        for step in dict.fromkeys((first, last)):
+            row(f"loss, step {step}", _f(ref["loss"][step]),
+                lambda r, s=step: _f(r["loss"][r["steps"].index(s)] if s in r.get("steps", []) else None))
+    if "correct_of_first_1000" in ref:
+        for step, course in sorted(ref["correct_of_first_1000"].items()):
+            row(f"correct of first 1000, step {step}", f"{course}{star}", lambda r, s=step: _f(_correct_at(r, s)))
+        last = max(ref["correct_of_first_1000"])
+        row(f"  same on raw 0..255 pixels, step {last}", f"{ref['correct_of_first_1000'][last]}",
+            lambda r: _f((r.get("raw_pixels") or {}).get("evals", {}).get(last, {}).get("correct_of_first_1000")))
+    if "epoch_10" in ref:
+        labels = lab.model_labels
+        last = max(len(r.get("epochs") or []) for r in runs.values())
+        for label in labels:
+            for split in ("train", "valid"):
+                want = ref["epoch_10"][label]
+                row(f"{label} {split} loss (acc), epoch {last}",
+                    f"{want[f'{split}_loss']:.5f} ({want[f'{split}_acc']:.2f})" if last == 10 else "–",
+                    lambda r, lb=label, sp=split: _epoch_cell(r, last, lb, sp))
+        row(f"{labels[0]} ahead of {labels[1]} (valid loss) every epoch", "yes" if ref.get("bn_ahead_every_epoch")
+            else "–", lambda r: _ahead(r, labels))
+    if not ref:
+        row("loss, last step", "–", lambda r: _f(r["loss"][-1] if r.get("loss") else None))
+    if "epoch_10" not in ref:
+        course = _acc(ref.get("accuracy")) + (star if "accuracy" in ref else "")
+        what = "test accuracy" if lab.task == "mnist" else "accuracy"
+        row(what + (" (pixels in [0, 1])" if star else ""), course, lambda r: _acc(r["final"].get("accuracy")))
+        if star and "accuracy" in ref:
+            row("  same on raw 0..255 pixels, as the course", _acc(ref.get("accuracy")),
+                lambda r: _acc((r.get("raw_pixels") or {}).get("final", {}).get("accuracy")))
+    row("wall time, s", "", lambda r: f"{r['wall_s']:.1f}")
+    return rows
+
+
+def _epoch_cell(run: dict, epoch: int, label: str, split: str) -> str:
+    rows = {e["epoch"]: e for e in run.get("epochs") or []}
+    got = rows.get(epoch, {}).get(label)
+    if not got:
+        return "–"
+    return f"{got[f'{split}_loss']:.5f} ({got[f'{split}_acc']:.2f})"
+
+
+def _ahead(run: dict, labels: tuple[str, str]) -> str:
+    epochs = [e for e in run.get("epochs") or [] if labels[1] in e]
+    if not epochs:
+        return "–"
+    behind = [e["epoch"] for e in epochs if e[labels[0]]["valid_loss"] >= e[labels[1]]["valid_loss"]]
+    return "yes" if not behind else "no (epochs " + ", ".join(map(str, behind)) + ")"
+
+
+def accuracy_gap_pp(runs: dict[str, dict]) -> float | None:
+    """|torch - JAX| final test accuracy in percentage points (the main model's), None without both."""
+    accs = []
+    for fw in ("torch", "jax"):
+        final = (runs.get(fw) or {}).get("final") or {}
+        acc = final["test"].get("accuracy") if isinstance(final.get("test"), dict) else final.get("accuracy")
+        if not isinstance(acc, float):
+            return None
+        accs.append(acc)
+    return abs(accs[0] - accs[1]) * 100
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> list[str]:
+    """Plain-text columns, the first left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return lines
+
+
+def data_text(record: dict) -> str:
+    """A data record in a few words."""
+    if record.get("source") == "builtin":
+        return f"built-in {record.get('name')} table"
+    sha = (record.get("sha256") or "")[:12]
+    return (f"{record.get('source')} {record.get('name') or ''} ({record.get('train_size')} train / "
+            f"{record.get('test_size')} test, sha256 {sha}…)").replace("  ", " ")
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+
+def torch_thread_count(lab: Lab, setting: str, busy: bool) -> int | None:
+    """torch's intra-op threads for ``lab``: ``setting`` "auto" is as ``dlzta report`` does (one on a machine
+    already busy, where a thread pool sharing its cores waits at every parallel region; else as ``dlzta bench``),
+    or a count."""
+    if setting != "auto":
+        return int(setting)
+    if busy:
+        return 1
+    from harness.bench import default_threads
+
+    return default_threads("torch", lab.task)
+
+
+def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] = FRAMEWORKS,
+              out: str | None = None, echo: Any = None, torch_threads: str = "auto") -> dict:
+    """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
+    ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``torch_threads``: see
+    :func:`torch_thread_count`."""
+    from harness.backend import check_device
+    from harness.report import machine_busy
+    from harness.report import torch_threads as threads_set
+    from harness.results import write_json
+    from harness.runner import RunDiverged, prepare
+
+    for fw in frameworks:  # fail fast, and keep the frameworks' import time out of the first lab's wall time
+        check_device(fw, options.device)
+    busy, load = machine_busy()
+    if busy and echo and torch_threads == "auto" and "torch" in frameworks and options.device == "cpu":
+        echo(f"the machine is busy (load average {load[0]:.1f}): torch runs on one thread")
+    results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.init,
+                               "masks": options.masks, "dtype": options.dtype, "device": options.device,
+                               "epochs": options.overrides.get("epochs"), "steps": options.steps,
+                               "loadavg_at_start": load, "data": {}, "labs": {}}
+    start = time.perf_counter()
+    for name in names:
+        lab = get_lab(name)
+        lab_options = options
+        if lab.epochs is None and "epochs" in options.overrides:
+            lab_options = dataclasses.replace(options, overrides={k: v for k, v in options.overrides.items()
+                                                                  if k != "epochs"})
+        prepared = _with_raw_eval(prepare(lab, lab_options))
+        results["data"][prepared.data_record.get("source")] = prepared.data_record
+        runs = {}
+        for fw in frameworks:
+            count = (torch_thread_count(lab, torch_threads, busy) if fw == "torch" and options.device == "cpu"
+                     else None)
+            try:
+                with threads_set(count):
+                    runs[fw] = run_lab(prepared, fw)
+            except RunDiverged as exc:
+                runs[fw] = {**exc.result, "status": "diverged"}
+            if count is not None:
+                runs[fw]["torch_threads"] = count
+            if echo:
+                state = runs[fw].get("status")
+                echo(f"{name} [{fw}]: {state}, {runs[fw].get('wall_s', float('nan')):.1f} s")
+        entry = {"title": lab.title, "notebook": lab.notebook, "notes": lab.notes, "reference": lab.reference,
+                 "reference_raw_pixels": lab.reference_raw_pixels, "data": prepared.data_record,
+                 "steps": prepared.steps, "runs": runs, "rows": lab_rows(lab, runs),
+                 "accuracy_gap_pp": accuracy_gap_pp(runs)}
+        results["labs"][name] = entry
+        results["total_s"] = time.perf_counter() - start
+        if out:
+            write_json(out, results)
+    return results
+
+
+def render(results: dict) -> list[str]:
+    """The whole table, as printed lines."""
+    frameworks = results["frameworks"]
+    lines = []
+    for record in results["data"].values():
+        lines.append(f"data: {data_text(record)}")
+    init = ("the same initial weights in both frameworks" if results["init"] == "shared"
+            else "each framework draws its own")
+    lines.append(f"init: {results['init']} ({init}), dropout masks: {results['masks']}, {results['dtype']} on "
+                 f"{results['device']}")
+    threads = sorted({r["torch_threads"] for e in results["labs"].values() for r in e["runs"].values()
+                      if "torch_threads" in r})
+    if threads:
+        load = results.get("loadavg_at_start")
+        lines.append(f"torch threads: {', '.join(map(str, threads))}"
+                     + (f" (load average at start {load[0]:.1f})" if load else ""))
+    lines.append("course: full MNIST (60,000 train / 10,000 test); * the course computed this accuracy on raw 0..255 "
+                 "test pixels (trained on [0, 1]); the row below it is this run evaluated the same way")
+    for name, entry in results["labs"].items():
+        lines.append("")
+        lines.append(f"{name}: {entry['title']} [{entry['notebook']}], {entry['steps']} steps")
+        lines.extend("  " + t for t in format_table(entry["rows"], ["", "course"] + frameworks))
+        gap = entry.get("accuracy_gap_pp")
+        if gap is not None:
+            mark = "" if gap <= GAP_PP else f"  (over {GAP_PP} pp)"
+            lines.append(f"  torch vs JAX final test accuracy: {gap:.1f} pp{mark}")
+    lines.append("")
+    lines.append(f"total: {results.get('total_s', 0):.1f} s for {len(results['labs'])} labs × "
+                 f"{len(frameworks)} frameworks")
+    return lines
+
+
+def register(sub: Any) -> None:
+    """Add the ``reproduce`` subcommand."""
+    from harness.cli import _positive_int
+
+    p = sub.add_parser("reproduce", help="each lab in torch and JAX with its own settings, beside the course's "
+                       "printed numbers", description=__doc__.split("\n\n")[0])
+    p.set_defaults(func=cmd_reproduce)
+    p.add_argument("--labs", default="mnist", help="comma-separated lab names or groups: mnist (default), xor, all")
+    p.add_argument("--frameworks", default="torch,jax", help="torch,jax (default), or one of them")
+    p.add_argument("--data", default="auto", help="MNIST source: auto, mnist-5k, tfds, tfds:NAME or idx:DIR")
+    p.add_argument("--data-dir", help="TFDS data directory")
+    p.add_argument("--epochs", type=_positive_int, help="epochs of the minibatch labs (default: each lab's own)")
+    p.add_argument("--steps", type=_positive_int, help="cap every lab at this many steps (quick looks)")
+    p.add_argument("--init", default="shared", help="shared (default: the same weights in both) or native")
+    p.add_argument("--masks", default="own", help="dropout masks: own (default) or shared")
+    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    p.add_argument("--device", default="cpu", help="cpu, gpu or tpu (default cpu)")
+    p.add_argument("--torch-threads", default="auto", help="torch intra-op threads: auto (as `report`: 1 on a "
+                   "busy machine, else as `bench`) or a count")
+    p.add_argument("--out", help="write every run and the table as JSON")
+    p.add_argument("--quiet", action="store_true", help="print only the table")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run the chosen labs, print the table; exit 2 (after writing ``--out``) if a run diverged."""
+    from harness.runner import RunDiverged, RunOptions
+
+    names = lab_names(args.labs)
+    frameworks = tuple(dict.fromkeys(f.strip() for f in args.frameworks.split(",") if f.strip()))
+    for fw in frameworks:
+        if fw not in FRAMEWORKS:
+            raise LabError(f"unknown framework {fw!r}; choose from {', '.join(FRAMEWORKS)}")
+    options = RunOptions(device=args.device, dtype=args.dtype, init=args.init, steps=args.steps, data=args.data,
+                         data_dir=args.data_dir, masks=args.masks,
+                         overrides={"epochs": args.epochs} if args.epochs else {})
+    options.check()
+    echo = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    if args.torch_threads != "auto" and not (args.torch_threads.isdigit() and int(args.torch_threads) > 0):
+        raise LabError(f"--torch-threads must be auto or a positive count, got {args.torch_threads!r}")
+    results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads)
+    print("\n".join(render(results)))
+    diverged = [f"{n} ({fw})" for n, e in results["labs"].items() for fw, r in e["runs"].items()
+                if r.get("status") != "ok"]
+    if diverged:
+        raise RunDiverged(f"diverged: {', '.join(diverged)}" + (f"; results in {args.out}" if args.out else ""), {})
+    return 0
