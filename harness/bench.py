@@ -16,10 +16,12 @@ The timing protocol, for each lab x framework x device x mode:
    step function (``Stepper.bare``), alternating which goes first; overhead = median over rounds of the ratio of
    their times - 1 (CPU time on a CPU, wall-clock time on an accelerator; both recorded).
 
-The gate (``--compare BASELINE.json``) compares a machine-normalised figure, the best blocks' throughput as a
-percentage of the peak measured in the same run (``pct_peak_best``), so a baseline carries between machines;
-raw figures are shown beside it. An entry regresses when it falls below the baseline by more than a threshold
-that grows with the measured noise of both runs; suspects are measured again (``--retries``) before failing.
+The gate (``--compare BASELINE.json``) compares a machine-normalised figure, so a baseline carries between
+machines: each timed block's throughput as a percentage of the matmul rate timed right after it, the median over
+blocks (``pct_paired``). Pairing each block with a matmul of the same moment keeps a shared machine's bursts of
+other work out of the ratio; raw figures are shown beside it. An entry regresses when it falls below the baseline
+by more than a threshold that grows with the spread of both runs' per-block figures; suspects are measured again
+(``--retries``) before failing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,7 +49,10 @@ from harness.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-bench/1"
 EXIT_REGRESSION = 1
-BLOCK_STEPS = {"xor": 1000, "gates": 1000, "mnist": 20}  # per task: a block of 5-50 ms on a 2-core CPU
+# Steps per timed block, per task: about 0.05-1 s a block on a 2-core CPU; JAX's fused XOR steps take ~10 us, so
+# its blocks are ten times longer (a block shorter than a scheduler's time slice is at the mercy of neighbours).
+BLOCK_STEPS = {"xor": 1000, "gates": 1000, "mnist": 20}
+FUSED_BLOCK_FACTOR = {"xor": 10, "gates": 10, "mnist": 1}
 # torch.compile / CUDA graphs: steps per captured graph. Fusing ten XOR steps amortises the call (13x eager);
 # an MNIST step is long enough alone, and compile time grows with the graph.
 TORCH_FUSE_STEPS = {"xor": 10, "gates": 10, "mnist": 1}
@@ -123,24 +129,27 @@ def ms_stats(block_s: list[float], block_steps: int) -> dict[str, float]:
 
 
 def inject_sync(stepper: Stepper) -> Stepper:
-    """The same stepper with an extra device sync after every dispatch (every step, in per-step modes): a
-    deliberate slowdown, to show that the gate catches one."""
-    unit, sync = stepper.unit, stepper.sync
+    """The same stepper with an extra host sync after every dispatch (every step, in per-step modes): wait for
+    the device and read the loss back, as a stray ``.item()`` does. A deliberate slowdown, to show that the gate
+    catches one."""
+    unit, loss = stepper.unit, stepper.loss
 
     def slow() -> None:
         unit()
-        sync()
+        loss()
 
     def slow_bare(units: int) -> None:
         for _ in range(units):
             unit()
-            sync()
+            loss()
 
     return dataclasses.replace(stepper, unit=slow, bare=slow_bare)
 
 
-def time_stepper(stepper: Stepper, block_steps: int, blocks: int, warmup_blocks: int) -> dict:
-    """Steps 2 and 3 of the protocol: compile, warm-up, then ``blocks`` timed blocks each ended by a sync."""
+def time_stepper(stepper: Stepper, block_steps: int, blocks: int, warmup_blocks: int,
+                 matmul: Callable[[], float] | None = None) -> dict:
+    """Steps 2 and 3 of the protocol: compile, warm-up, then ``blocks`` timed blocks each ended by a sync (and,
+    given ``matmul``, each followed by one timed matmul: the peak at that moment)."""
     start = time.perf_counter()
     stepper.unit()
     stepper.sync()
@@ -150,17 +159,24 @@ def time_stepper(stepper: Stepper, block_steps: int, blocks: int, warmup_blocks:
         stepper.run(block_steps)
     stepper.sync()
     warmup_s = time.perf_counter() - start
-    return {"compile_s": compile_s, "warmup_s": warmup_s, "block_s": timed_blocks(stepper, block_steps, blocks)}
+    paired: list[float] = []
+    block_s = timed_blocks(stepper, block_steps, blocks, paired.append if matmul else None, matmul)
+    return {"compile_s": compile_s, "warmup_s": warmup_s, "block_s": block_s,
+            **({"paired_matmul_s": paired} if matmul else {})}
 
 
-def timed_blocks(stepper: Stepper, block_steps: int, blocks: int) -> list[float]:
-    """Seconds of each of ``blocks`` blocks of ``block_steps`` steps, each ended by a device sync."""
+def timed_blocks(stepper: Stepper, block_steps: int, blocks: int, record: Callable[[float], None] | None = None,
+                 matmul: Callable[[], float] | None = None) -> list[float]:
+    """Seconds of each of ``blocks`` blocks of ``block_steps`` steps, each ended by a device sync; with
+    ``matmul``, a matmul is timed after each block and handed to ``record``."""
     times = []
     for _ in range(blocks):
         start = time.perf_counter()
         stepper.run(block_steps)
         stepper.sync()
         times.append(time.perf_counter() - start)
+        if matmul is not None and record is not None:
+            record(matmul())
     return times
 
 
@@ -200,7 +216,8 @@ def _options(lab_name: str, w: Workload, data: str, batch_size: int | None) -> R
     return RunOptions(device=w.device, steps=pool, data=data, overrides=overrides)
 
 
-def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, inject: str | None = None) -> dict:
+def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, inject: str | None = None,
+            peak_n: int | None = None) -> dict:
     """Time one workload (steps 1-3 and 5 of the protocol); the entry as it goes into the results."""
     fw = load_bench(w.framework)
     prepared = prepare(get_lab(w.lab), _options(w.lab, w, data, batch_size))
@@ -220,7 +237,8 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
         if inject == "sync":
             stepper = inject_sync(stepper)
         entry["setup_s"] = time.perf_counter() - start
-        timing = time_stepper(stepper, w.block_steps, w.blocks, w.warmup_blocks)
+        n = peak_n or PEAK_N[w.device]
+        timing = time_stepper(stepper, w.block_steps, w.blocks, w.warmup_blocks, fw.matmul_timer(w.device, n))
     except BackendError as exc:
         return {**entry, "status": "unavailable", "reason": str(exc)}
     entry.update(unit_steps=stepper.unit_steps, info=stepper.info, **timing)
@@ -238,6 +256,11 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
     entry["samples_per_s"] = batch * entry["steps_per_s"]
     entry["gflops"] = flops["total"] / ms["median"] / 1e6
     entry["gflops_best"] = flops["total"] / ms["p5"] / 1e6
+    # Each block against the matmul timed right after it: the same moment of a shared machine.
+    paired = [100 * (flops["total"] * w.block_steps / t) / (2 * n**3 / m)
+              for t, m in zip(timing["block_s"], timing["paired_matmul_s"])]
+    q = peak_mod.quantile
+    entry["pct_paired"] = {"median": q(paired, 0.5), "p25": q(paired, 0.25), "p75": q(paired, 0.75), "n": n}
     return entry
 
 
@@ -256,8 +279,8 @@ def add_peak_figures(entry: dict, peak: dict) -> None:
     entry["peak_gflops"] = peak["gflops"]
     entry["pct_peak"] = 100 * entry["gflops"] / peak["gflops"]
     entry["pct_peak_best"] = 100 * entry["gflops_best"] / peak["gflops"]
-    ms = entry["ms_per_step"]
-    entry["noise"] = {"blocks": (ms["p25"] - ms["p5"]) / ms["p25"], "peak": peak.get("spread", 0.0)}
+    paired = entry["pct_paired"]
+    entry["noise"] = {"paired": (paired["median"] - paired["p25"]) / paired["median"]}
 
 
 def plan(labs: tuple[str, ...], frameworks: tuple[str, ...], devices: tuple[str, ...],
@@ -271,10 +294,11 @@ def plan(labs: tuple[str, ...], frameworks: tuple[str, ...], devices: tuple[str,
         for device in devices:
             for lab_name in labs:
                 lab = get_lab(lab_name)
-                steps = block_steps or BLOCK_STEPS[lab.task]
                 for mode in bench.modes(device):
                     if modes is not None and mode not in modes.get(fw, ()):
                         continue
+                    steps = block_steps or BLOCK_STEPS[lab.task] * (
+                        FUSED_BLOCK_FACTOR[lab.task] if (fw, mode) == ("jax", "fused") else 1)
                     fuse = fuse_steps or (steps if fw == "jax" else TORCH_FUSE_STEPS[lab.task])
                     work.append(Workload(
                         lab_name, fw, device, mode, steps, blocks or suite.blocks,
@@ -302,7 +326,7 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
         samples = [measure_peak(fw, device, n, peak_repeats)]
         entries = []
         for w in items:  # the peak is sampled again after every workload: the best of all is the machine's
-            entries.append(measure(w, data, batch_size, inject))
+            entries.append(measure(w, data, batch_size, inject, n))
             samples.append(measure_peak(fw, device, n, max(3, peak_repeats // 4)))
             if echo:
                 print(format_entry(entries[-1]), flush=True)
@@ -368,15 +392,13 @@ NOISE_FACTOR = 2.0  # threshold = NOISE_FACTOR x the combined relative noise of 
 
 
 def _noise(entry: dict) -> float:
-    """Relative noise of an entry's best-blocks figure: how tight the fast tail of its blocks and of its peak's
-    matmuls is ((p25 - p5) / p25 of each), combined."""
-    n = entry.get("noise") or {}
-    return math.hypot(n.get("blocks", 0.0), n.get("peak", 0.0))
+    """Relative noise of an entry's gated figure: the spread of its per-block figures ((median - p25) / median)."""
+    return (entry.get("noise") or {}).get("paired", 0.0)
 
 
 def gate(current: dict, baseline: dict, min_threshold: float = MIN_THRESHOLD,
          noise_factor: float = NOISE_FACTOR) -> list[dict]:
-    """One row per entry of either run: the machine-normalised figure (``pct_peak_best``) of both, their ratio,
+    """One row per entry of either run: the machine-normalised figure (``pct_paired`` median) of both, their ratio,
     the noise-aware threshold and a status: ok, regression, improved, new, missing or unavailable."""
     base = {e["key"]: e for e in baseline.get("results", [])}
     cur = {e["key"]: e for e in current.get("results", [])}
@@ -395,10 +417,10 @@ def gate(current: dict, baseline: dict, min_threshold: float = MIN_THRESHOLD,
             continue
         threshold = min(max(min_threshold, noise_factor * math.hypot(_noise(b), _noise(c))),
                         max(min_threshold, MAX_THRESHOLD))
-        ratio = c["pct_peak_best"] / b["pct_peak_best"]
+        ratio = c["pct_paired"]["median"] / b["pct_paired"]["median"]
         status = "regression" if ratio < 1 - threshold else "improved" if ratio > 1 + threshold else "ok"
         rows.append({**row, "status": status, "ratio": ratio, "threshold": threshold,
-                     "baseline_pct_peak": b["pct_peak_best"], "pct_peak": c["pct_peak_best"],
+                     "baseline_pct_peak": b["pct_paired"]["median"], "pct_peak": c["pct_paired"]["median"],
                      "baseline_ms_per_step": b["ms_per_step"]["median"], "ms_per_step": c["ms_per_step"]["median"],
                      "baseline_steps_per_s": b["steps_per_s"], "steps_per_s": c["steps_per_s"],
                      "baseline_peak_gflops": b["peak_gflops"], "peak_gflops": c["peak_gflops"]})
@@ -412,7 +434,8 @@ def regressions(rows: list[dict]) -> list[str]:
 
 def format_gate(rows: list[dict]) -> str:
     """The gate as a table: normalised figure (the verdict) and raw figures beside it."""
-    lines = [f"{'workload':<42} {'%peak base':>10} {'%peak now':>10} {'ratio':>6} {'limit':>6}  "
+    lines = ["gate figure: each block's GFLOP/s as % of a matmul timed right after it (median over blocks)",
+             f"{'workload':<42} {'% base':>10} {'% now':>10} {'ratio':>6} {'limit':>6}  "
              f"{'ms/step base':>12} {'ms/step now':>12} {'peak GF base/now':>17}  status"]
     for r in rows:
         if "ratio" not in r:
@@ -569,7 +592,8 @@ def register(sub: Any) -> None:
     p.add_argument("--devices", type=_names(DEVICES, "device"), default=("cpu",), help="comma-separated: cpu, gpu")
     p.add_argument("--modes", type=_names(ALL_MODES, "mode"),
                    help="comma-separated: torch eager, compiled, cuda_graph; JAX per_step, fused (default: suite's)")
-    p.add_argument("--block-steps", type=_positive_int, help="steps per timed block (default 1000 XOR, 20 MNIST)")
+    p.add_argument("--block-steps", type=_positive_int,
+                   help="steps per timed block (default 1000 XOR, 10000 for JAX fused XOR, 20 MNIST)")
     p.add_argument("--blocks", type=_positive_int, help="timed blocks (default: suite's)")
     p.add_argument("--warmup-blocks", type=int, help="untimed blocks after compiling (default: suite's)")
     p.add_argument("--fuse-steps", type=_positive_int,
@@ -590,7 +614,7 @@ def register(sub: Any) -> None:
                    f"both runs widens it")
     p.add_argument("--retries", type=int, default=3, help="measure a suspected regression again (default 3)")
     p.add_argument("--inject", choices=INJECTIONS,
-                   help="testing the gate: sync after every dispatch (a deliberate slowdown)")
+                   help="testing the gate: read the loss back after every dispatch (a deliberate slowdown)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -646,5 +670,7 @@ def rerun(record: dict, work: list[Workload], args: argparse.Namespace) -> None:
     for i, e in enumerate(record["results"]):
         new = fresh.get(e["key"])
         if new is not None and new.get("status") == "ok" and (
-                e.get("status") != "ok" or new["pct_peak_best"] > e["pct_peak_best"]):
+                e.get("status") != "ok" or new["pct_paired"]["median"] > e["pct_paired"]["median"]):
             record["results"][i] = {**new, "attempts": e.get("attempts", 1) + 1}
+        elif new is not None:
+            record["results"][i] = {**e, "attempts": e.get("attempts", 1) + 1}

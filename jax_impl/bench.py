@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -40,20 +41,28 @@ def device_info(device: str) -> dict:
     return {"jax_device": str(dev), "device_kind": dev.device_kind}
 
 
-def matmul_times(device: str, n: int, repeats: int) -> list[float]:
-    """Seconds per ``n`` x ``n`` float32 matmul (full precision), each timed with ``block_until_ready``."""
+def matmul_timer(device: str, n: int) -> Callable[[], float]:
+    """A function timing one ``n`` x ``n`` float32 matmul (full precision, ended by ``block_until_ready``), in
+    seconds, on operands made once."""
     dev = jax.devices(device)[0]
     rng = np.random.default_rng(0)
     a, b = (jax.device_put(rng.random((n, n), np.float32), dev) for _ in range(2))
     matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
     for _ in range(2):
         matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
+
+    def timed() -> float:
         start = time.perf_counter()
         matmul(a, b).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return times
+        return time.perf_counter() - start
+
+    return timed
+
+
+def matmul_times(device: str, n: int, repeats: int) -> list[float]:
+    """Seconds per ``n`` x ``n`` float32 matmul, ``repeats`` of them."""
+    timed = matmul_timer(device, n)
+    return [timed() for _ in range(repeats)]
 
 
 def _pool(spec: RunSpec, dtype: jnp.dtype) -> tuple:

@@ -118,5 +118,6 @@ def test_plan_defaults():
                          for m in modes}
     assert keys["xor_wide_deep/torch/cpu/eager"].threads == 1
     assert keys["mnist_dropout/jax/cpu/fused"].fuse_steps == bench.BLOCK_STEPS["mnist"]
+    assert keys["xor_wide_deep/jax/cpu/fused"].block_steps == 10 * keys["xor_wide_deep/jax/cpu/per_step"].block_steps
     assert keys["mnist_dropout/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS["mnist"]
     assert keys["xor_wide_deep/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS["xor"]

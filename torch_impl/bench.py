@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -49,8 +50,9 @@ def _device(device: str) -> torch.device:
     return torch.device("cuda" if device == "gpu" else "cpu")
 
 
-def matmul_times(device: str, n: int, repeats: int) -> list[float]:
-    """Seconds per ``n`` x ``n`` float32 matmul (full precision), each timed with a device sync."""
+def matmul_timer(device: str, n: int) -> Callable[[], float]:
+    """A function timing one ``n`` x ``n`` float32 matmul (full precision, ended by a device sync), in seconds, on
+    operands made once."""
     dev = _device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     a, b = (torch.rand(n, n, generator=gen).to(dev) for _ in range(2))
@@ -58,13 +60,20 @@ def matmul_times(device: str, n: int, repeats: int) -> list[float]:
     for _ in range(2):
         torch.matmul(a, b, out=out)
     train.sync(dev)
-    times = []
-    for _ in range(repeats):
+
+    def timed() -> float:
         start = time.perf_counter()
         torch.matmul(a, b, out=out)
         train.sync(dev)
-        times.append(time.perf_counter() - start)
-    return times
+        return time.perf_counter() - start
+
+    return timed
+
+
+def matmul_times(device: str, n: int, repeats: int) -> list[float]:
+    """Seconds per ``n`` x ``n`` float32 matmul, ``repeats`` of them."""
+    timed = matmul_timer(device, n)
+    return [timed() for _ in range(repeats)]
 
 
 def _pool(spec: RunSpec, device: torch.device, dtype: torch.dtype) -> tuple:
