@@ -85,12 +85,14 @@ def _write(path: str | None, obj: dict) -> None:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, dict):  # one eval set's metrics (labs evaluated on several)
+        return "(" + ", ".join(f"{k} {_fmt(x)}" for k, x in v.items() if k in ("loss", "accuracy")) + ")"
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Train one lab in one framework and print its trajectory and timing."""
-    from harness.runner import RunDiverged, run
+    from harness.runner import RunDiverged, course_lines, run
 
     lab = get_lab(args.lab)
     try:
@@ -101,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for step, loss in zip(result["steps"], result["loss"]):
             print(f"{step:>6} {loss:.10f}")
+    for line in course_lines(result):
+        print(line)
     final = ", ".join(f"{k} {_fmt(v)}" for k, v in result["final"].items())
     t = result["timing"]
     print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, init {result['init']}] final: {final}")

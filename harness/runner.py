@@ -198,6 +198,21 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     return record
 
 
+def course_lines(record: dict) -> list[str]:
+    """The lab's own printout, as the course prints it: per-epoch train and validation loss (accuracy) of the
+    model and its companion; correct answers among the first 1000 test images beside the course's."""
+    lines = []
+    for row in record.get("epochs", []):
+        for split, name in (("train", "TRAIN"), ("valid", "VALID")):
+            cells = [f"{label} loss {m[f'{split}_loss']:.5f} (acc {m[f'{split}_acc']:.2f})"
+                     for label, m in row.items() if label != "epoch"]
+            lines.append(f"[epoch {row['epoch']:>2} {name}] " + " vs ".join(cells))
+    for point in record.get("correct_of_first_1000", []):
+        course = f" (course {point['course']}, on raw pixels)" if point.get("course") is not None else ""
+        lines.append(f"step {point['step']:>6}: {point['correct']} correct of the first 1000 test images{course}")
+    return lines
+
+
 def add_companion(record: dict, prepared: Prepared, framework: str, result: TrainResult) -> dict:
     """Put the companion's run (``result``) into ``record`` as ``record["companion"]``, and its per-epoch
     metrics beside the main model's in ``record["epochs"]``; RunDiverged (holding both) if it diverged."""
