@@ -60,14 +60,14 @@ def growth_rate(rel: np.ndarray, low: float = 1e-12, high: float = 1e-2) -> floa
 
 def verdict(cross: dict, noise: dict) -> str:
     """"agree" when the frameworks never pass the threshold; "agree within rounding noise" when they do, but
-    no earlier and growing no faster than the one-ulp twin; "differ" otherwise."""
+    no earlier and growing no faster than the one-ulp twin; "beyond rounding noise" otherwise."""
     if cross["first_divergence_step"] is None:
         return "agree"
     if noise["first_divergence_step"] is None or cross["first_divergence_step"] < noise["first_divergence_step"]:
-        return "differ"
+        return "beyond rounding noise"
     g_cross, g_noise = cross["growth_per_step"], noise["growth_per_step"]
     if g_cross is not None and g_noise is not None and g_cross > g_noise * 1.05:
-        return "differ"
+        return "beyond rounding noise"
     return "agree within rounding noise"
 
 

@@ -16,7 +16,8 @@ from harness.results import atomic_write, write_json
 FW_NAME = {"torch": "PyTorch", "jax": "JAX"}
 VERDICT_HELP = ("**agree**: the relative difference of the two loss trajectories never passes the threshold; "
                 "**agree within rounding noise**: it does, but no earlier and growing no faster than a JAX twin "
-                "whose initial weights are nudged by one unit in the last place; **differ**: otherwise.")
+                "whose initial weights are nudged by one unit in the last place; **beyond rounding noise**: "
+                "otherwise.")
 
 
 # ----------------------------------------------------------------------------------------------- numbers
@@ -183,14 +184,14 @@ def _notes(doc: Doc, results: dict) -> None:
     ]
     if len(results["options"]["frameworks"]) == 2:
         notes.insert(1, VERDICT_HELP)
-    if any(rec.get("parity", {}).get("verdict") == "differ" and rec.get("task") == "mnist"
+    if any(rec.get("parity", {}).get("verdict") == "beyond rounding noise" and rec.get("task") == "mnist"
            for rec in results["labs"].values()):
         notes.append("The MNIST trajectories are chaotic in float32: any difference, even one ulp on the initial "
                      "weights, grows until the per-step losses are unrelated within a few hundred steps (see each "
-                     "lab's noise floor). There, **differ** means the frameworks part earlier or faster than the "
-                     "one-ulp twin does: they round differently at every step, where the twin is nudged once. The "
-                     "final losses and accuracies are the figures to hold side by side; with `--dtype float64` the "
-                     "same comparisons stay within about 1e-13 relative over hundreds of steps.")
+                     "lab's noise floor). There, **beyond rounding noise** means the frameworks part earlier or "
+                     "faster than the one-ulp twin does: they round differently at every step, where the twin is "
+                     "nudged once. The final losses and accuracies are the figures to hold side by side; with "
+                     "`--dtype float64` the same comparisons stay within about 1e-13 relative over hundreds of steps.")
     if data.get("source") == "mnist-5k":
         notes.append("The course trained on the full 60,000-image MNIST; this job used the bundled 4,000-image "
                      "subset (40 steps an epoch at batch 100, against the course's 600), so the MNIST losses and "

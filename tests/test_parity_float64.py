@@ -58,6 +58,6 @@ def test_verdict_rules():
     fast = {"first_divergence_step": 20, "growth_per_step": 4.0}
     assert verdict(never, late) == "agree"
     assert verdict(late, early) == "agree within rounding noise"
-    assert verdict(early, late) == "differ"
-    assert verdict(fast, early) == "differ"
-    assert verdict(late, never) == "differ"
+    assert verdict(early, late) == "beyond rounding noise"
+    assert verdict(fast, early) == "beyond rounding noise"
+    assert verdict(late, never) == "beyond rounding noise"
