@@ -78,6 +78,51 @@ def run_lab(prepared: Any, framework: str) -> dict:
     return record
 
 
+def _final_accuracy(task: str, loss: str, outputs: dict, targets: dict) -> float | None:
+    sets = outputs[max(outputs)]
+    if "test" not in sets:
+        return None
+    return evaluate(task, loss, sets["test"], targets["test"])["accuracy"]
+
+
+def run_repeats(prepared: Any, framework: str, repeats: int) -> list[dict]:
+    """``repeats - 1`` more runs of the main model, each from the shared weights nudged by 1, 2, ... units in the
+    last place: float32 training is chaotic enough that this is a fresh draw of the final accuracy from the
+    trajectory's rounding noise alone. Their final test accuracy and last-epoch cost."""
+    from harness.init import nudge
+    from harness.runner import execute
+
+    if repeats < 2 or prepared.spec.params is None:
+        return []
+    out = []
+    for ulps in range(1, repeats):
+        spec = dataclasses.replace(prepared.spec, params=nudge(prepared.spec.params, ulps))
+        result = execute(prepared, framework, spec)
+        outputs = {done: {k: v for k, v in sets.items() if k != RAW} for done, sets in result.outputs.items()}
+        per_epoch = prepared.steps_per_epoch
+        cost = float(np.mean(result.losses[-per_epoch:])) if per_epoch else float(result.losses[-1])
+        out.append({"nudge_ulps": ulps, "cost_last_epoch": cost,
+                    "accuracy": _final_accuracy(prepared.lab.task, prepared.lab.loss, outputs,
+                                                prepared.eval_targets)})
+    return out
+
+
+def accuracy_spread(run: dict) -> dict | None:
+    """Mean, standard deviation, min and max of the final test accuracy over a run and its repeats."""
+    accs = [_main_accuracy(run)] + [r["accuracy"] for r in run.get("repeats", [])]
+    if len(accs) < 2 or any(a is None for a in accs):
+        return None
+    a = np.asarray(accs)
+    return {"n": len(a), "mean": float(a.mean()), "sd": float(a.std(ddof=1)), "min": float(a.min()),
+            "max": float(a.max())}
+
+
+def _main_accuracy(run: dict) -> float | None:
+    final = run.get("final") or {}
+    acc = final["test"].get("accuracy") if isinstance(final.get("test"), dict) else final.get("accuracy")
+    return acc if isinstance(acc, float) else None
+
+
 # ------------------------------------------------------------------------------------------------ the table
 
 
@@ -149,6 +194,13 @@ def lab_rows(lab: Lab, runs: dict[str, dict]) -> list[list[str]]:
         if star and "accuracy" in ref:
             row("  same on raw 0..255 pixels, as the course", _acc(ref.get("accuracy")),
                 lambda r: _acc((r.get("raw_pixels") or {}).get("final", {}).get("accuracy")))
+    if any(accuracy_spread(r) for r in runs.values()):
+        def spread(r: dict) -> str:
+            sp = accuracy_spread(r)
+            return "–" if sp is None else f"{sp['mean']:.4f} ± {sp['sd']:.4f}"
+
+        n = max((accuracy_spread(r) or {}).get("n", 0) for r in runs.values())
+        row(f"test accuracy, mean ± sd of {n} runs (1-ulp nudges)", "", spread)
     row("wall time, s", "", lambda r: f"{r['wall_s']:.1f}")
     return rows
 
@@ -169,16 +221,14 @@ def _ahead(run: dict, labels: tuple[str, str]) -> str:
     return "yes" if not behind else "no (epochs " + ", ".join(map(str, behind)) + ")"
 
 
-def accuracy_gap_pp(runs: dict[str, dict]) -> float | None:
-    """|torch - JAX| final test accuracy in percentage points (the main model's), None without both."""
-    accs = []
-    for fw in ("torch", "jax"):
-        final = (runs.get(fw) or {}).get("final") or {}
-        acc = final["test"].get("accuracy") if isinstance(final.get("test"), dict) else final.get("accuracy")
-        if not isinstance(acc, float):
-            return None
-        accs.append(acc)
-    return abs(accs[0] - accs[1]) * 100
+def accuracy_gap_pp(runs: dict[str, dict], mean: bool = False) -> float | None:
+    """|torch - JAX| final test accuracy in percentage points (the main model's; ``mean``: of the means over the
+    repeats), None without both."""
+    if mean:
+        spreads = [accuracy_spread(runs.get(fw) or {}) for fw in ("torch", "jax")]
+        return None if None in spreads else abs(spreads[0]["mean"] - spreads[1]["mean"]) * 100
+    accs = [_main_accuracy(runs.get(fw) or {}) for fw in ("torch", "jax")]
+    return None if None in accs else abs(accs[0] - accs[1]) * 100
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -216,10 +266,10 @@ def torch_thread_count(lab: Lab, setting: str, busy: bool) -> int | None:
 
 
 def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] = FRAMEWORKS,
-              out: str | None = None, echo: Any = None, torch_threads: str = "auto") -> dict:
+              out: str | None = None, echo: Any = None, torch_threads: str = "auto", repeats: int = 1) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
     ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``torch_threads``: see
-    :func:`torch_thread_count`."""
+    :func:`torch_thread_count`; ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
     from harness.report import machine_busy
     from harness.report import torch_threads as threads_set
@@ -234,7 +284,7 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
     results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.init,
                                "masks": options.masks, "dtype": options.dtype, "device": options.device,
                                "epochs": options.overrides.get("epochs"), "steps": options.steps,
-                               "loadavg_at_start": load, "data": {}, "labs": {}}
+                               "repeats": repeats, "loadavg_at_start": load, "data": {}, "labs": {}}
     start = time.perf_counter()
     for name in names:
         lab = get_lab(name)
@@ -251,6 +301,8 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
             try:
                 with threads_set(count):
                     runs[fw] = run_lab(prepared, fw)
+                    if repeats > 1:
+                        runs[fw]["repeats"] = run_repeats(prepared, fw, repeats)
             except RunDiverged as exc:
                 runs[fw] = {**exc.result, "status": "diverged"}
             if count is not None:
@@ -261,7 +313,7 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
         entry = {"title": lab.title, "notebook": lab.notebook, "notes": lab.notes, "reference": lab.reference,
                  "reference_raw_pixels": lab.reference_raw_pixels, "data": prepared.data_record,
                  "steps": prepared.steps, "runs": runs, "rows": lab_rows(lab, runs),
-                 "accuracy_gap_pp": accuracy_gap_pp(runs)}
+                 "accuracy_gap_pp": accuracy_gap_pp(runs), "mean_accuracy_gap_pp": accuracy_gap_pp(runs, True)}
         results["labs"][name] = entry
         results["total_s"] = time.perf_counter() - start
         if out:
@@ -291,10 +343,13 @@ def render(results: dict) -> list[str]:
         lines.append("")
         lines.append(f"{name}: {entry['title']} [{entry['notebook']}], {entry['steps']} steps")
         lines.extend("  " + t for t in format_table(entry["rows"], ["", "course"] + frameworks))
-        gap = entry.get("accuracy_gap_pp")
+        gap, mean_gap = entry.get("accuracy_gap_pp"), entry.get("mean_accuracy_gap_pp")
         if gap is not None:
             mark = "" if gap <= GAP_PP else f"  (over {GAP_PP} pp)"
-            lines.append(f"  torch vs JAX final test accuracy: {gap:.1f} pp{mark}")
+            text = f"  torch vs JAX final test accuracy: {gap:.1f} pp{mark}"
+            if mean_gap is not None:
+                text += f"; of the means over the repeats: {mean_gap:.2f} pp"
+            lines.append(text)
     lines.append("")
     lines.append(f"total: {results.get('total_s', 0):.1f} s for {len(results['labs'])} labs × "
                  f"{len(frameworks)} frameworks")
@@ -318,6 +373,8 @@ def register(sub: Any) -> None:
     p.add_argument("--masks", default="own", help="dropout masks: own (default) or shared")
     p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     p.add_argument("--device", default="cpu", help="cpu, gpu or tpu (default cpu)")
+    p.add_argument("--repeats", type=_positive_int, default=1, help="runs per framework, the extra ones from the "
+                   "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise (default 1)")
     p.add_argument("--torch-threads", default="auto", help="torch intra-op threads: auto (as `report`: 1 on a "
                    "busy machine, else as `bench`) or a count")
     p.add_argument("--out", help="write every run and the table as JSON")
@@ -340,7 +397,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     echo = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if args.torch_threads != "auto" and not (args.torch_threads.isdigit() and int(args.torch_threads) > 0):
         raise LabError(f"--torch-threads must be auto or a positive count, got {args.torch_threads!r}")
-    results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads)
+    if args.repeats > 1 and args.init != "shared":
+        raise LabError("--repeats needs --init shared (the repeats nudge the shared weights)")
+    results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads, args.repeats)
     print("\n".join(render(results)))
     diverged = [f"{n} ({fw})" for n, e in results["labs"].items() for fw, r in e["runs"].items()
                 if r.get("status") != "ok"]

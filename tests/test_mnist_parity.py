@@ -127,3 +127,22 @@ def test_shared_masks_are_what_makes_dropout_runs_equal():
     own = pair("mnist_dropout", 30, masks="own")
     rel = rel_diff(own["results"]["torch"][0].losses, own["results"]["jax"][0].losses)
     assert rel[0] > 1e-4  # each framework drew its own masks from step 0
+
+
+ABLATIONS = [  # every activation, optimizer and init scheme at least once, as the lectures vary them
+    {"activation": "sigmoid", "optimizer_name": "sgd", "lr": 0.5, "init": "xavier_normal"},
+    {"activation": "tanh", "optimizer_name": "rmsprop", "lr": 0.001, "init": "he_normal"},
+    {"activation": "leaky_relu", "optimizer_name": "adadelta", "lr": 1.0, "init": "flax_default"},
+    {"activation": "selu", "optimizer_name": "adam", "lr": 0.001, "init": "he_uniform"},
+    {"activation": "relu", "optimizer_name": "adam", "lr": 0.001, "init": "torch_default"},
+    {"activation": "relu", "optimizer_name": "rmsprop", "lr": 0.001, "init": "normal", "dropout": 0.2},
+]
+
+
+@pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_float64_parity_of_the_lectures_ablations(overrides):
+    options = RunOptions(data="mnist-5k", dtype="float64", init="shared", masks="shared", steps=60,
+                         overrides=overrides)
+    prepared = prepare(get_lab("mnist_relu_xavier"), options)
+    t, j = (run_prepared(prepared, fw)[1][0] for fw in ("torch", "jax"))
+    check_agreement(t, j, 60, str(overrides))

@@ -9,7 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.labs import LABS, LabError, get_lab
-from harness.reproduce import GROUPS, lab_names, render, reproduce
+from harness.reproduce import GROUPS, accuracy_spread, lab_names, render, reproduce
 from harness.runner import RunOptions, run
 
 
@@ -83,5 +83,17 @@ def test_reproduce_command(tmp_path, capsys):
     assert main(["reproduce", "--labs", "nope"]) == 2
     assert main(["reproduce", "--frameworks", "mxnet"]) == 2
     assert main(["reproduce", "--torch-threads", "zero"]) == 2
+    assert main(["reproduce", "--repeats", "2", "--init", "native"]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 3 and "nope" in err and "mxnet" in err
+    assert err.count("error:") == 4 and "nope" in err and "mxnet" in err and "--init shared" in err
+
+
+def test_repeats_draw_the_rounding_noise_spread():
+    options = RunOptions(data="mnist-5k", steps=40, init="shared")
+    results = reproduce(("mnist_softmax",), options, frameworks=("jax",), repeats=3)
+    run_ = results["labs"]["mnist_softmax"]["runs"]["jax"]
+    assert [r["nudge_ulps"] for r in run_["repeats"]] == [1, 2]
+    assert all(0 <= r["accuracy"] <= 1 and r["cost_last_epoch"] > 0 for r in run_["repeats"])
+    spread = accuracy_spread(run_)
+    assert spread["n"] == 3 and spread["min"] <= spread["mean"] <= spread["max"]
+    assert any(r[0].startswith("test accuracy, mean ± sd of 3 runs") for r in results["labs"]["mnist_softmax"]["rows"])
