@@ -221,27 +221,29 @@ def _run_table(doc: Doc, rec: dict, results: dict) -> None:
                "% peak", "status"], rows, right=range(2, 9))
 
 
+def _onset(figures: dict) -> str | int:
+    """The first step over the threshold, or "never"."""
+    first = figures.get("first_divergence_step")
+    return "never" if first is None else first
+
+
 def _parity(doc: Doc, rec: dict) -> None:
     p = rec.get("parity")
     if not p:
         return
-    first = p.get("first_divergence_step")
     items = [f"max absolute difference of the losses {num(p.get('max_abs_diff'), 3)}, max relative "
              f"{num(p.get('max_rel_diff'), 3)} over {p.get('steps')} steps",
-             f"first step over {num(p.get('threshold'))}: {'never' if first is None else first}; "
+             f"first step over {num(p.get('threshold'))}: {_onset(p)}; "
              f"growth of the difference per step: {num(p.get('growth_per_step'), 3)}"]
     nf = p.get("noise_floor")
     if nf:
-        nfirst = nf.get("first_divergence_step")
         items.append(f"noise floor ({nf['framework']} twin, one ulp on every initial weight): max relative "
-                     f"{num(nf.get('max_rel_diff'), 3)}, first step over threshold "
-                     f"{'never' if nfirst is None else nfirst}, growth {num(nf.get('growth_per_step'), 3)}")
+                     f"{num(nf.get('max_rel_diff'), 3)}, first step over threshold {_onset(nf)}, "
+                     f"growth {num(nf.get('growth_per_step'), 3)}")
     c = rec.get("companion_parity")
     if c:
-        cfirst = c.get("first_divergence_step")
         items.append(f"the second model ({MODEL_NAMES.get(c.get('model'), c.get('model'))}): max relative "
-                     f"difference {num(c.get('max_rel_diff'), 3)}, first step over threshold "
-                     f"{'never' if cfirst is None else cfirst}")
+                     f"difference {num(c.get('max_rel_diff'), 3)}, first step over threshold {_onset(c)}")
     if p.get("verdict"):
         items.append(f"verdict: **{p['verdict']}**")
     if rec.get("masks") == "shared":
