@@ -1,9 +1,9 @@
-"""The small interface both frameworks implement, and the framework-neutral run description they receive.
+"""The backend contract, the registry of backends, and the framework-neutral run description they receive.
 
-Each framework package has a ``train`` module exposing ``train(spec: RunSpec) -> TrainResult``,
-``available_devices() -> list[str]`` and ``versions() -> dict``, and a ``bench`` module building a
-:class:`Stepper` for ``harness.bench``. The harness imports it only when asked to run
-that framework, so the other framework need not be installed.
+A backend is a module (``torch_impl.backend``, ``jax_impl.backend``, ...) that satisfies :class:`Backend`. The
+harness knows backends only through :data:`REGISTRY` (name, label, colour, execution modes, thread policy) and
+imports a backend's module only when a run asks for it, so one framework runs where another is absent and
+``harness`` itself imports no framework. Register another with :func:`register`.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from harness.labs import Lab, Model
 
-FRAMEWORKS = ("torch", "jax")
 DEVICES = ("cpu", "gpu", "tpu")
 DTYPES = ("float32", "float64")
 # "fused" (JAX: lax.scan over many steps; torch: eager, its default) and "per_step" run everywhere; "eager",
@@ -95,20 +93,120 @@ class Stepper:
             unit()
 
 
-def load_backend(framework: str) -> ModuleType:
-    """Import ``<framework>_impl.train``; a BackendError naming the missing package otherwise."""
-    if framework not in FRAMEWORKS:
-        raise BackendError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module provides. Every function may import its framework; none is called at import time
+    of ``harness``."""
+
+    def train(self, spec: RunSpec) -> TrainResult:
+        """Train ``spec`` and hand back the run record's raw material."""
+
+    def available_devices(self) -> list[str]:
+        """The harness device names (``DEVICES``) this backend can use here."""
+
+    def versions(self) -> dict[str, str]:
+        """Package versions, for the results."""
+
+    def configure_threads(self, threads: int | None) -> dict:
+        """Set the intra-op thread count (None: leave it) and full-precision matmuls; every setting in effect."""
+
+    def thread_count(self) -> int | None:
+        """The intra-op thread count in effect now (None: not settable / not meaningful)."""
+
+    def device_info(self, device: str) -> dict:
+        """What results should say about ``device`` beyond the CPU model."""
+
+    def modes(self, device: str) -> tuple[str, ...]:
+        """The execution modes offered on ``device`` (a subset of the registry entry's ``executions``)."""
+
+    def matmul_timer(self, device: str, n: int) -> Callable[[], float]:
+        """A function timing one ``n`` x ``n`` float32 matmul, ended by a device sync, in seconds."""
+
+    def make_stepper(self, spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
+        """Steady-state training of ``spec`` in ``mode`` for the timing protocol."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A registry entry. ``module`` is imported lazily and must satisfy :class:`Backend`.
+
+    ``executions``: the ``--execution`` values it accepts (the first is its default). ``thread_policy``:
+    "per_task" (one intra-op thread for the tiny XOR nets, every core otherwise; settable at run time) or "fixed"
+    (sized at start-up, recorded only). ``cost``: rough seconds per run of ``(setup, per_step)`` on a CPU, for
+    ETAs. ``float64_only``: the backend computes in float64 whatever dtype is asked (a referee)."""
+
+    name: str
+    label: str
+    color: str
+    module: str
+    executions: tuple[str, ...]
+    thread_policy: str = "fixed"
+    cost: tuple[float, float] = (1.0, 100e-6)
+    companion_color: str | None = None
+    float64_only: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+REGISTRY: dict[str, BackendInfo] = {}
+
+
+def register(info: BackendInfo) -> BackendInfo:
+    """Add (or replace) a backend; returns ``info``."""
+    REGISTRY[info.name] = info
+    return info
+
+
+def unregister(name: str) -> None:
+    """Remove a backend (tests that register their own)."""
+    REGISTRY.pop(name, None)
+
+
+def names(include_referees: bool = True) -> tuple[str, ...]:
+    """Registered backend names, in registration order."""
+    return tuple(n for n, i in REGISTRY.items() if include_referees or not i.float64_only)
+
+
+def info(name: str) -> BackendInfo:
+    """The registry entry of ``name``; BackendError naming the choices otherwise."""
     try:
-        return importlib.import_module(f"{framework}_impl.train")
+        return REGISTRY[name]
+    except KeyError:
+        raise BackendError(f"unknown framework {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def label(name: str) -> str:
+    """Display label (``PyTorch``); the name itself for an unregistered one."""
+    return REGISTRY[name].label if name in REGISTRY else name
+
+
+def load(name: str) -> Backend:
+    """Import the backend module of ``name``; a BackendError naming the missing package otherwise."""
+    entry = info(name)
+    try:
+        return importlib.import_module(entry.module)  # type: ignore[return-value]
     except ImportError as exc:
-        raise BackendError(f"framework {framework!r} is not usable here: {exc}") from None
+        raise BackendError(f"framework {name!r} is not usable here: {exc}") from None
 
 
-def check_device(framework: str, device: str) -> Any:
-    """Raise BackendError unless ``framework`` sees a ``device``."""
+def check_device(name: str, device: str) -> None:
+    """Raise BackendError unless backend ``name`` sees a ``device``."""
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
-    found = load_backend(framework).available_devices()
+    found = load(name).available_devices()
     if device not in found:
-        raise BackendError(f"device {device!r} is not present for {framework} (found: {', '.join(found)})")
+        raise BackendError(f"device {device!r} is not present for {name} (found: {', '.join(found)})")
+
+
+register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eager", "compiled", "cuda_graph"),
+                     thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582"))
+register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),
+                     thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de"))
+
+
+# Transitional names (the harness moves to ``names()``/``load()``; kept until every caller has moved).
+FRAMEWORKS = ("torch", "jax")
+
+
+def load_backend(framework: str) -> Backend:
+    """Transitional alias of :func:`load`."""
+    return load(framework)
