@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness import bench, peak
+from harness import bench
+from harness.bench import peak
 from harness.labs import get_lab
 from harness.runner import RunOptions, prepare
 from torch_impl import train as torch_train

@@ -12,7 +12,7 @@ import pytest
 
 from harness import report
 from harness.cli import main
-from harness.doc import Doc
+from harness.report.doc import Doc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = ["--labs", "xor_mlp,mnist_batchnorm", "--steps", "300", "--epochs", "2", "--data", "mnist-5k",

@@ -9,7 +9,7 @@ The timing protocol, for each lab x framework x device x mode:
    ``warmup_blocks`` blocks (``warmup_s``); neither counts in the steady state.
 3. Steady state: ``blocks`` blocks of ``block_steps`` steps, each ended by an explicit device sync
    (``block_until_ready``, ``torch.cuda.synchronize``) and timed alone: ms/step median, p5 and p95 over blocks.
-4. Figures: steps/s, samples/s, analytic FLOPs per step (:mod:`harness.peak`), GFLOP/s, and that as a percentage
+4. Figures: steps/s, samples/s, analytic FLOPs per step (:mod:`harness.bench.peak`), GFLOP/s, and that as a percentage
    of the float32 matmul peak the same framework measured on the same device in the same run (before its first
    workload and after each; the best of all).
 5. The harness's own overhead: rounds of one protocol block against the same steps as a bare loop of the same
@@ -42,8 +42,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from harness import peak as peak_mod
 from harness.backend import DEVICES, FRAMEWORKS, BackendError, Stepper, check_device, load_backend
+from harness.bench import peak as peak_mod
 from harness.labs import get_lab
 from harness.runner import RunOptions, prepare
 

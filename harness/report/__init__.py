@@ -124,8 +124,8 @@ def run_options(lab: Lab, opts: JobOptions) -> RunOptions:
 
 def flops_per_step(lab: Lab) -> int:
     """Matmul FLOPs of one training step of the lab's (main) model: the 6·B·Σ in·out convention of
-    :mod:`harness.peak` (forward, and backward for inputs and weights)."""
-    from harness.peak import flops_per_step as flops
+    :mod:`harness.bench.peak` (forward, and backward for inputs and weights)."""
+    from harness.bench.peak import flops_per_step as flops
 
     return flops(lab.model, lab.batch_size or 4, lab.manual)["total"]
 
@@ -176,7 +176,7 @@ def torch_threads(count: int | None) -> Iterator[None]:
 
 def machine_busy() -> tuple[bool, list[float] | None]:
     """Whether other work already occupies half the cores or more (1-minute load average), and the averages."""
-    from harness.peak import loadavg
+    from harness.bench.peak import loadavg
 
     load = loadavg()
     return (load is not None and load[0] >= (os.cpu_count() or 1) / 2), load
@@ -257,7 +257,7 @@ def measure_peak(framework: str, device: str = "cpu", threads: int | None = None
     ``threads`` intra-op threads when given, else on every core)."""
     from harness.bench import PEAK_N, load_bench
     from harness.bench import measure_peak as bench_peak
-    from harness.peak import loadavg, peak_record
+    from harness.bench.peak import loadavg, peak_record
 
     n = PEAK_N[device]
     if framework == "torch" and device == "cpu" and threads is not None:
@@ -382,7 +382,7 @@ def _reusable(path: Path, key: dict, resume: bool) -> dict | None:
 
 
 def _lab_line(i: int, n: int, rec: dict, seconds: float | None) -> str:
-    from harness.render import final_metrics
+    from harness.report.render import final_metrics
 
     when = "reused" if seconds is None else f"{seconds:6.1f} s"
     if rec["status"] == "ok":
@@ -423,7 +423,7 @@ def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = No
     """Run the job and write the report; the results (``results.json``'s content). On KeyboardInterrupt the
     report of the labs finished so far is written and the results come back with job status "interrupted"."""
     from harness import data as data_mod
-    from harness import render
+    from harness.report import render
 
     _check(opts)
     labs = [get_lab(name) for name in opts.labs]
@@ -587,7 +587,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         quiet=args.quiet, html=args.html, torch_threads=args.torch_threads,
         command=" ".join(["dlzta", *sys.argv[1:]]),
     )
-    from harness.render import summary_line
+    from harness.report.render import summary_line
 
     with _term_as_interrupt():
         results = run_job(opts)

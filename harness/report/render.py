@@ -1,7 +1,7 @@
 """The report's content: the summary table, a section per lab, the studies; written as Markdown, HTML and JSON.
 
 Everything here reads the JSON form of the results (``OUT/labs/<lab>.json``), so a report can be rebuilt from
-those files alone. Files are written atomically; plots are drawn by :mod:`harness.plots`.
+those files alone. Files are written atomically; plots are drawn by :mod:`harness.report.plots`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.doc import Doc, num
+from harness.report.doc import Doc, num
 from harness.results import atomic_write, write_json
 
 FW_NAME = {"torch": "PyTorch", "jax": "JAX"}
@@ -465,7 +465,7 @@ def _write_png(path: Path, data: bytes) -> None:
 
 def lab_plots(out: Path, rec: dict, force: bool = False) -> None:
     """Draw the lab's plots (and the batch-norm panels) unless present; ``force`` redraws."""
-    from harness import plots
+    from harness.report import plots
 
     if rec.get("status") == "error" or not rec.get("runs"):
         return
@@ -480,7 +480,7 @@ def lab_plots(out: Path, rec: dict, force: bool = False) -> None:
 
 def study_plot(out: Path, study: dict, force: bool = False) -> None:
     """Draw the initialisation study's plot unless present."""
-    from harness import plots
+    from harness.report import plots
 
     path = out / "plots" / "init_study.png"
     if force or not path.exists():
@@ -490,7 +490,7 @@ def study_plot(out: Path, study: dict, force: bool = False) -> None:
 def write_report(out: Path, results: dict, html: bool = True, final: bool = False) -> None:
     """Write results.json, report.md and (``html``) report.html for the labs finished so far; ``final`` also
     draws the throughput plot."""
-    from harness import plots
+    from harness.report import plots
 
     results["generated"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     results["summary"] = summary_rows(results)
