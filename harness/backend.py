@@ -15,18 +15,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from harness.errors import BackendError
 from harness.labs import Lab, Model
 
 DEVICES = ("cpu", "gpu", "tpu")
 DTYPES = ("float32", "float64")
-# "fused" (JAX: lax.scan over many steps; torch: eager, its default) and "per_step" run everywhere; "eager",
-# "compiled" (torch.compile) and "cuda_graph" are torch's own modes (see torch_impl/train.py).
+# Every execution mode some backend offers (each registry entry lists its own): JAX "fused" (lax.scan over many
+# steps) and "per_step"; torch "eager", "compiled" (torch.compile) and "cuda_graph" (see torch_impl/train.py).
 EXECUTIONS = ("fused", "per_step", "eager", "compiled", "cuda_graph")
 Params = dict[str, np.ndarray]
-
-
-class BackendError(RuntimeError):
-    """A framework that is not installed, or a device it does not have."""
 
 
 @dataclass
@@ -53,7 +50,7 @@ class RunSpec:
     steps: int = 0
     eval_steps: tuple[int, ...] = ()
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    execution: str = "fused"
+    execution: str | None = None  # None: the backend's default (the registry entry's first execution)
     progress: Callable[[int, int], None] | None = None  # called with (steps done, total)
 
 
@@ -130,7 +127,8 @@ class Backend(Protocol):
 class BackendInfo:
     """A registry entry. ``module`` is imported lazily and must satisfy :class:`Backend`.
 
-    ``executions``: the ``--execution`` values it accepts (the first is its default). ``thread_policy``:
+    ``executions``: the ``--execution`` values it accepts (the first is its default); ``execution_aliases``
+    maps other accepted spellings onto them. ``thread_policy``:
     "per_task" (one intra-op thread for the tiny XOR nets, every core otherwise; settable at run time) or "fixed"
     (sized at start-up, recorded only). ``cost``: rough seconds per run of ``(setup, per_step)`` on a CPU, for
     ETAs. ``float64_only``: the backend computes in float64 whatever dtype is asked (a referee)."""
@@ -145,6 +143,7 @@ class BackendInfo:
     companion_color: str | None = None
     float64_only: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    execution_aliases: dict[str, str] = field(default_factory=dict)  # old spellings -> an ``executions`` entry
 
 
 REGISTRY: dict[str, BackendInfo] = {}
@@ -188,6 +187,19 @@ def load(name: str) -> Backend:
         raise BackendError(f"framework {name!r} is not usable here: {exc}") from None
 
 
+def resolve_execution(name: str, execution: str | None) -> str:
+    """The execution mode backend ``name`` runs for ``execution`` (None: its default; an alias: what it means);
+    BackendError naming the choices for one it does not have."""
+    entry = info(name)
+    if execution is None:
+        return entry.executions[0]
+    if execution in entry.executions:
+        return execution
+    if execution in entry.execution_aliases:
+        return entry.execution_aliases[execution]
+    raise BackendError(f"{name} has no execution {execution!r}; choose from {', '.join(entry.executions)}")
+
+
 def check_device(name: str, device: str) -> None:
     """Raise BackendError unless backend ``name`` sees a ``device``."""
     if device not in DEVICES:
@@ -198,7 +210,8 @@ def check_device(name: str, device: str) -> None:
 
 
 register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eager", "compiled", "cuda_graph"),
-                     thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582"))
+                     thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582",
+                     execution_aliases={"fused": "eager", "per_step": "eager"}))  # old spellings, for a release
 register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),
                      thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de"))
 

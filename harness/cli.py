@@ -1,4 +1,8 @@
-"""The command line: ``dlzta`` or ``python -m harness``.
+"""The command line: ``dlzta`` or ``python -m harness``. This module owns every option of every subcommand.
+
+Options come in shared groups (data, device, dtype, steps/epochs, frameworks, threads, output); lists are
+comma-separated everywhere, and lab lists take the groups ``xor``, ``mnist`` and ``all``. The command
+functions live beside the code they drive and are imported only when their subcommand runs.
 
 Every failure a user can cause (unknown lab, bad option value, missing device or data, a diverging run) ends
 with a one-line ``error: ...`` on stderr and exit status 2; results already written stay intact.
@@ -7,192 +11,342 @@ with a one-line ``error: ...`` on stderr and exit status 2; results already writ
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.labs import LABS, LabError, get_lab
-from harness.runner import RunOptions
+from harness import __version__
+from harness import backend as backends
+from harness.errors import EXIT_USAGE, USER_ERRORS, LabError, UsageError
+from harness.labs import ACTIVATIONS, GROUPS, INITS, LABS, OPTIMIZERS, lab_names
 
-EXIT_USAGE = 2
+__all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main", "main_exit"]
+
+WEIGHTS = ("native", "shared")
+MASK_MODES = ("own", "shared")
+DATA_HELP = "MNIST source: auto, mnist-5k, tfds, tfds:NAME or idx:DIR"
 
 
-class UsageError(Exception):
-    """A command line that cannot be run; the message is the one line shown."""
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown after each help text; a None default (the lab's or the backend's own) is not shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, not usage + message
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _positive_int(text: str) -> int:
+# ------------------------------------------------------------------------------------------ value parsers
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
+_positive_int = positive_int  # the old private name
+
+
+def _one_of(choices: tuple[str, ...], what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; choose from {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def name_list(choices: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
+    """A parser of comma-separated names out of ``choices``, in order, without repeats."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {','.join(bad) or text!r}; "
+                                             f"choose from {', '.join(choices)}")
+        return names
+
+    return parse
+
+
+def lab_list(text: str) -> tuple[str, ...]:
+    """Comma-separated lab names and groups (``xor``, ``mnist``, ``all``)."""
+    try:
+        return lab_names(text)
+    except LabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _LabsAction(argparse.Action):
+    """Positional lab lists (``bench xor mnist_softmax``): each word a name, a group or a comma list, flattened."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        names = [n for v in values for n in v]
+        setattr(namespace, self.dest, list(dict.fromkeys(names)))
+
+
+def _threads(text: str) -> str:
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be auto or a positive count, got {text!r}")
+    return text
+
+
+def _meta(choices: Sequence[str]) -> str:
+    return "{" + ",".join(choices) + "}"
+
+
+def _executions() -> tuple[str, ...]:
+    names: dict[str, None] = {}
+    for name in backends.names():
+        entry = backends.info(name)
+        names.update(dict.fromkeys((*entry.executions, *entry.execution_aliases)))
+    return tuple(names)
+
+
+# ----------------------------------------------------------------------------------------- option groups
+
+
+def _add_data(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=default, help=DATA_HELP)
+    g.add_argument("--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("device and precision")
+    g.add_argument("--device", default="cpu", type=_one_of(backends.DEVICES, "device"),
+                   metavar=_meta(backends.DEVICES), help="where to train")
+    g.add_argument("--dtype", default="float32", type=_one_of(backends.DTYPES, "dtype"),
+                   metavar=_meta(backends.DTYPES), help="float64: x64 in JAX, double in torch")
+
+
+def _add_length(p: argparse.ArgumentParser, steps: str, epochs: str) -> None:
+    g = p.add_argument_group("run length")
+    g.add_argument("--steps", type=positive_int, help=steps)
+    g.add_argument("--epochs", type=positive_int, help=epochs)
+
+
+def _add_frameworks(p: argparse.ArgumentParser, help_text: str, default: tuple[str, ...] | None = None) -> None:
+    names = backends.names()
+    p.add_argument("--frameworks", type=name_list(names, "framework"), metavar="LIST",
+                   default=default if default is not None else backends.names(include_referees=False),
+                   help=f"{help_text}; comma-separated, from {', '.join(names)}")
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", "--torch-threads", dest="torch_threads", default="auto", type=_threads,
+                   help="intra-op threads of backends that set them per task: auto (1 for XOR, every core for "
+                   "MNIST; 1 on a busy machine) or a count")
+
+
+def _add_output(p: argparse.ArgumentParser, out: str, quiet: str, default: str | None = None) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=default, help=out)
+    g.add_argument("--quiet", action="store_true", help=quiet)
+
+
+def _add_weights(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--weights", "--init", dest="weights", default=default, type=_one_of(WEIGHTS, "init"),
+                   metavar=_meta(WEIGHTS), help="initial weights: native (each framework draws its own) or shared "
+                   "(the harness draws them once for all); --init is the old spelling")
+
+
+def _add_masks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--masks", dest="mask_mode", default="own", type=_one_of(MASK_MODES, "masks"),
+                   metavar=_meta(MASK_MODES), help="dropout masks: own (each framework draws) or shared (the "
+                   "harness draws them once for all)")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that trains: device, dtype, init, data, lab overrides."""
-    p.add_argument("--device", default="cpu", help="cpu, gpu or tpu (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32 or float64 (x64 in JAX, double in torch)")
-    p.add_argument("--seed", type=int, help="override the lab's seed")
-    p.add_argument("--steps", type=_positive_int, help="stop after this many steps")
-    p.add_argument("--log-every", type=_positive_int, help="log the loss every N steps (1: every step)")
-    p.add_argument("--execution", default="fused", help="fused (JAX lax.scan; torch eager), per_step, or torch's "
-                   "eager, compiled (torch.compile) and cuda_graph (GPU)")
-    p.add_argument("--data", default="auto", help="auto, mnist-5k, tfds, tfds:NAME or idx:DIR (MNIST labs)")
-    p.add_argument("--data-dir", help="TFDS data directory")
-    p.add_argument("--masks", default="own", help="dropout masks: own (each framework draws) or shared")
+    """Options of a single training run (run, compare): device, dtype, data, length, execution, lab overrides."""
+    _add_device(p)
+    _add_data(p)
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help="override the lab's seed")
+    g.add_argument("--log-every", type=positive_int, help="log the loss every N steps (1: every step; default: "
+                   "the lab's)")
+    g.add_argument("--execution", type=_one_of(_executions(), "execution"), metavar=_meta(_executions()),
+                   help="how the backend runs its steps (default: the backend's first): JAX fused (lax.scan) or "
+                   "per_step; torch eager, compiled (torch.compile) or cuda_graph (GPU); torch's old fused and "
+                   "per_step spellings run eager")
+    _add_length(p, "stop after this many steps", "epochs of a minibatch lab (default: the lab's)")
     g = p.add_argument_group("lab overrides (default: the lab's declaration)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--optimizer", dest="optimizer_name", help="sgd, adadelta, rmsprop or adam")
-    g.add_argument("--activation", help="sigmoid, tanh, relu, leaky_relu or selu")
-    g.add_argument("--weight-init", dest="weight_init", help="torch_default, normal, xavier_uniform, xavier_normal, "
-                   "he_uniform, he_normal or flax_default")
-    g.add_argument("--dropout", type=float)
-    g.add_argument("--epochs", type=_positive_int)
-    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--lr", type=float, help="learning rate (positive, finite)")
+    g.add_argument("--optimizer", dest="optimizer_name", type=_one_of(OPTIMIZERS, "optimizer"),
+                   metavar=_meta(OPTIMIZERS), help="optimizer (torch's default settings)")
+    g.add_argument("--activation", type=_one_of(ACTIVATIONS, "activation"), metavar=_meta(ACTIVATIONS),
+                   help="hidden-layer activation")
+    g.add_argument("--weight-init", dest="weight_init", type=_one_of(INITS, "weight init"), metavar=_meta(INITS),
+                   help="weight initialisation scheme")
+    g.add_argument("--dropout", type=float, help="dropout rate of the hidden layers, in [0, 1)")
+    g.add_argument("--batch-size", type=positive_int, help="minibatch size (MNIST labs)")
 
 
-def run_options(args: argparse.Namespace, init: str) -> RunOptions:
-    """RunOptions from parsed arguments."""
-    overrides = {"lr": args.lr, "optimizer_name": args.optimizer_name, "activation": args.activation,
-                 "init": args.weight_init, "dropout": args.dropout, "epochs": args.epochs,
-                 "batch_size": args.batch_size}
-    return RunOptions(
-        device=args.device, dtype=args.dtype, init=init, seed=args.seed, log_every=args.log_every,
-        steps=args.steps, execution=args.execution, data=args.data, data_dir=args.data_dir, masks=args.masks,
-        overrides={k: v for k, v in overrides.items() if v is not None},
-    )
+# ------------------------------------------------------------------------------------------- subcommands
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    """One line per lab."""
-    width = max(map(len, LABS))
-    for lab in LABS.values():
-        print(f"{lab.name:<{width}}  {lab.title}  [{lab.notebook}]")
-    return 0
+def _sub(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+         description: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=description or help_text)
+    p.set_defaults(func=func)
+    return p
 
 
-def _write(path: str | None, obj: dict) -> None:
-    if path:
-        from harness.results import write_json
+def _add_run(sub: Any) -> None:
+    from harness.commands import cmd_run
 
-        write_json(path, obj)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, dict):  # one eval set's metrics (labs evaluated on several)
-        return "(" + ", ".join(f"{k} {_fmt(x)}" for k, x in v.items() if k in ("loss", "accuracy")) + ")"
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Train one lab in one framework and print its trajectory and timing."""
-    from harness.runner import RunDiverged, course_lines, run
-
-    lab = get_lab(args.lab)
-    try:
-        result = run(lab, args.framework, run_options(args, args.init))
-    except RunDiverged as exc:
-        _write(args.out, exc.result)
-        raise
-    if not args.quiet:
-        for step, loss in zip(result["steps"], result["loss"]):
-            print(f"{step:>6} {loss:.10f}")
-    for line in course_lines(result):
-        print(line)
-    final = ", ".join(f"{k} {_fmt(v)}" for k, v in result["final"].items())
-    t = result["timing"]
-    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, init {result['init']}] final: {final}")
-    print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s")
-    _write(args.out, result)
-    return 0
+    p = _sub(sub, "run", cmd_run, "train one lab in one framework")
+    p.add_argument("lab", help="a lab name (see `dlzta list`)")
+    names = backends.names()
+    p.add_argument("--framework", required=True, type=_one_of(names, "framework"), metavar=_meta(names),
+                   help="the backend to train in")
+    _add_weights(p, "native")
+    _add_masks(p)
+    _add_output(p, "write the result as JSON (every logged step)", "only the summary lines")
+    add_run_options(p)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Train one lab in both frameworks from shared weights and report the parity figures."""
-    from harness.compare import compare
-    from harness.runner import RunDiverged
+def _add_compare(sub: Any) -> None:
+    from harness.commands import cmd_compare
 
-    lab = get_lab(args.lab)
-    try:
-        result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise)
-    except RunDiverged as exc:
-        _write(args.out, exc.result)
-        raise
-    first = result["first_divergence_step"]
-    print(f"{lab.name} [{result['dtype']}, shared init, {result['runs']['torch']['steps'][-1] + 1} steps]")
-    for fw in ("torch", "jax"):
-        final = ", ".join(f"{k} {_fmt(v)}" for k, v in result["runs"][fw]["final"].items())
-        print(f"  {fw:<5} final: {final}")
-    print(f"  max |diff| {result['max_abs_diff']:.3e}, max rel diff {result['max_rel_diff']:.3e}, "
-          f"first step over {args.threshold:g}: {first if first is not None else 'never'}, "
-          f"growth/step: {_fmt(result['growth_per_step'])}")
-    if "noise_floor" in result:
-        nf = result["noise_floor"]
-        nfirst = nf["first_divergence_step"]
-        print(f"  noise floor ({nf['framework']} twin, 1 ulp): max rel diff {nf['max_rel_diff']:.3e}, "
-              f"first step over {args.threshold:g}: {nfirst if nfirst is not None else 'never'}, "
-              f"growth/step: {_fmt(nf['growth_per_step'])}")
-        print(f"  verdict: {result['verdict']}")
-    _write(args.out, result)
-    return 0
+    p = _sub(sub, "compare", cmd_compare, "train one lab in both frameworks from the same weights; parity figures")
+    p.add_argument("lab", help="a lab name (see `dlzta list`)")
+    p.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
+    p.add_argument("--no-noise", action="store_true", help="skip the one-ulp noise-floor twin")
+    _add_output(p, "write both runs and the parity figures as JSON", "only the summary lines")
+    p.set_defaults(weights="shared")
+    _add_masks(p)
+    add_run_options(p)
 
 
-# Modules that add their own subcommands: each has ``register(sub)`` adding a parser whose defaults set
-# ``func`` (a callable taking the parsed arguments, returning the exit status). Heavy imports stay inside func.
-PLUGINS = ("harness.reproduce", "harness.bench", "harness.report")
+def _add_reproduce(sub: Any) -> None:
+    from harness.reproduce import __doc__ as doc
+    from harness.reproduce import cmd_reproduce
+
+    p = _sub(sub, "reproduce", cmd_reproduce, "each lab in every framework with its own settings, beside the "
+             "course's printed numbers", (doc or "").split("\n\n")[0])
+    p.add_argument("--labs", type=lab_list, default=GROUPS["mnist"], metavar="LIST",
+                   help="comma-separated lab names or groups (xor, mnist, all); default: mnist")
+    _add_frameworks(p, "frameworks to run")
+    _add_data(p)
+    _add_length(p, "cap every lab at this many steps (quick looks)", "epochs of the minibatch labs (default: "
+                "each lab's own)")
+    _add_weights(p, "shared")
+    _add_masks(p)
+    _add_device(p)
+    p.add_argument("--repeats", type=positive_int, default=1, help="runs per framework, the extra ones from the "
+                   "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise")
+    _add_threads(p)
+    _add_output(p, "write every run and the table as JSON", "print only the table")
+
+
+def _add_bench(sub: Any) -> None:
+    from harness.bench import INJECTIONS, MIN_THRESHOLD, SUITES, cmd_bench
+
+    p = _sub(sub, "bench", cmd_bench, "step-throughput benchmarks against the machine's matmul peak; regression "
+             "gate", "Time training steps of the labs in each framework and mode (compile and warm-up apart, "
+             "blocks of steps ended by a device sync), against the float32 matmul peak each framework measures in "
+             "the same run. --compare gates against a baseline results file: exit 1 on a regression.")
+    p.add_argument("labs", nargs="*", type=lab_list, action=_LabsAction, default=[],
+                   help="labs or groups to time (xor, mnist, all; default: the suite's)")
+    p.add_argument("--suite", choices=tuple(SUITES), default="ci",
+                   help="ci: xor_wide_deep and mnist_dropout, about a minute; full: every MLP lab and mode")
+    _add_frameworks(p, "frameworks to time")
+    p.add_argument("--devices", type=name_list(backends.DEVICES, "device"), default=("cpu",), metavar="LIST",
+                   help=f"comma-separated, from {', '.join(backends.DEVICES)}")
+    p.add_argument("--modes", type=name_list(_executions(), "mode"), metavar="LIST",
+                   help=f"comma-separated, from {', '.join(_executions())} (default: the suite's)")
+    g = p.add_argument_group("timing protocol")
+    g.add_argument("--block-steps", type=positive_int,
+                   help="steps per timed block (default 1000 XOR, 10000 for JAX fused XOR, 20 MNIST)")
+    g.add_argument("--blocks", type=positive_int, help="timed blocks (default: the suite's)")
+    g.add_argument("--warmup-blocks", type=int, help="untimed blocks after compiling (default: the suite's)")
+    g.add_argument("--fuse-steps", type=positive_int,
+                   help="steps per fused program (default: JAX a block; torch 10 XOR, 1 MNIST)")
+    g.add_argument("--threads", type=positive_int, help="torch threads (default: 1 for XOR, every core for MNIST)")
+    g.add_argument("--overhead-rounds", type=int, help="rounds of the harness-vs-bare-loop check (0: skip)")
+    g.add_argument("--batch-size", type=positive_int, help="override the labs' batch size")
+    g.add_argument("--peak-repeats", type=positive_int, default=20, help="matmuls timed for each peak measurement")
+    p.add_argument("--data", default="mnist-5k", help=DATA_HELP)
+    g = p.add_argument_group("output and gate")
+    g.add_argument("--out", help="write every figure as JSON")
+    g.add_argument("--github-action", metavar="PREFIX",
+                   help="also write PREFIX-smaller-is-better.json and PREFIX-bigger-is-better.json "
+                   "(github-action-benchmark's customSmallerIsBetter / customBiggerIsBetter)")
+    g.add_argument("--markdown", metavar="FILE", help="also write the figures as markdown tables")
+    g.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
+    g.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
+                   help="smallest relative drop that fails the gate; the noise of both runs widens it")
+    g.add_argument("--retries", type=int, default=3, help="measure a suspected regression again")
+    g.add_argument("--inject", choices=INJECTIONS,
+                   help="testing the gate: read the loss back after every dispatch (a deliberate slowdown)")
+
+
+def _add_report(sub: Any) -> None:
+    from harness.report import cmd_report
+
+    p = _sub(sub, "report", cmd_report, "every lab in every framework: comparison report with plots (the main "
+             "job)", "Run the labs in every framework from shared weights, compare the trajectories, time them "
+             "and write OUT/report.md, report.html, results.json and plots/.")
+    p.add_argument("--labs", type=lab_list, default=tuple(LABS), metavar="LIST",
+                   help="comma-separated lab names or groups (xor, mnist, all); default: all")
+    _add_frameworks(p, "frameworks to run (one: no comparison)")
+    _add_data(p)
+    _add_device(p)
+    _add_length(p, "cap every lab at this many steps (quick looks, tests)", "epochs of the MNIST labs (default: "
+                "each lab's own)")
+    g = p.add_argument_group("comparison")
+    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
+    g.add_argument("--no-noise", dest="noise", action="store_false", help="skip the one-ulp noise-floor runs")
+    g.add_argument("--no-init-study", dest="init_study", action="store_false",
+                   help="skip the weight-initialisation comparison")
+    g.add_argument("--init-steps", type=positive_int, default=200, help="steps of each initialisation run")
+    _add_threads(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default="report", help="output folder")
+    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse labs already in OUT/labs/ with the same options (default: yes)")
+    g.add_argument("--no-html", dest="html", action="store_false", help="skip report.html")
+    g.add_argument("--quiet", action="store_true", help="print only the final summary (CI logs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = _Parser(prog="dlzta", description="Deep Learning Zero To All (season 2, part 2) labs in PyTorch and "
-                     "JAX: run, compare, benchmark and report.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="every lab, one line each").set_defaults(func=cmd_list)
-    p = sub.add_parser("run", help="train one lab in one framework")
-    p.set_defaults(func=cmd_run)
-    p.add_argument("lab")
-    p.add_argument("--framework", required=True, help="torch or jax")
-    p.add_argument("--init", default="native", help="native (the framework draws) or shared (the harness draws)")
-    p.add_argument("--out", help="write the result as JSON")
-    p.add_argument("--quiet", action="store_true", help="only the summary lines")
-    add_run_options(p)
-    p = sub.add_parser("compare", help="train one lab in both frameworks from the same weights; parity figures")
-    p.set_defaults(func=cmd_compare)
-    p.add_argument("lab")
-    p.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
-    p.add_argument("--no-noise", action="store_true", help="skip the one-ulp noise-floor twin")
-    p.add_argument("--out", help="write both runs and the parity figures as JSON")
-    add_run_options(p)
-    for name in PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+    from harness.commands import cmd_list
+
+    parser = _Parser(prog="dlzta", description="Deep Learning Zero To All (season 2, part 2) labs in "
+                     f"{', '.join(map(backends.label, backends.names()))}: run, compare, benchmark and report.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _sub(sub, "list", cmd_list, "every lab, one line each")
+    for add in (_add_run, _add_compare, _add_reproduce, _add_bench, _add_report):
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from harness.backend import BackendError
-    from harness.data import DataError
-    from harness.runner import RunDiverged
-
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if getattr(args, "framework", None) not in (None, "torch", "jax"):
-            raise UsageError(f"unknown framework {args.framework!r}; choose from torch, jax")
+        if getattr(args, "func", None) is None:  # bare ``dlzta``: the help, as ``pip`` does
+            parser.print_help()
+            return 0
         return args.func(args)
-    except (UsageError, LabError, BackendError, DataError, RunDiverged) as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into head & co.

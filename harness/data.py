@@ -25,12 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import DataError
+
 ASSET_PATH = Path(__file__).resolve().parent / "assets" / "mnist_5k.npz"
 SOURCES_HELP = "auto, mnist-5k, tfds, tfds:NAME or idx:DIR"
-
-
-class DataError(ValueError):
-    """A data source is missing, unreadable or malformed; a one-line message naming the file and fault."""
 
 
 @dataclass(frozen=True)

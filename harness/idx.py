@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data import DataError
+from harness.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

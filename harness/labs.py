@@ -13,6 +13,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import LabError
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "selu")
 INITS = (
     "torch_default", "normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "flax_default",
@@ -21,10 +23,6 @@ BIAS_INITS = ("torch_default", "zeros", "normal")
 OPTIMIZERS = ("sgd", "adadelta", "rmsprop", "adam")
 LOSSES = ("bce", "cross_entropy", "manual_bce", "manual_squared")
 TASKS = ("xor", "gates", "mnist")
-
-
-class LabError(ValueError):
-    """An unknown lab or an option value a lab cannot take."""
 
 
 @dataclass(frozen=True)
@@ -293,3 +291,26 @@ def get_lab(name: str) -> Lab:
         close = difflib.get_close_matches(name, LABS, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f"; known labs: {', '.join(LABS)}"
         raise LabError(f"unknown lab {name!r}{hint}") from None
+
+
+# Lab groups, accepted wherever a list of labs is (``--labs xor,mnist_softmax``).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "xor": tuple(n for n, lab in LABS.items() if lab.task in ("xor", "gates")),
+    "mnist": tuple(n for n, lab in LABS.items() if lab.task == "mnist"),
+    "all": tuple(LABS),
+}
+
+
+def lab_names(text: str) -> tuple[str, ...]:
+    """Comma-separated lab names and group names (``xor``, ``mnist``, ``all``), in order, without repeats; a
+    LabError for an unknown name or an empty list."""
+    names: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        for name in GROUPS.get(item, (item,)):
+            get_lab(name)
+            names.append(name)
+    if not names:
+        raise LabError("no lab chosen")
+    return tuple(dict.fromkeys(names))

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import DataError
+from harness.errors import DataError
 
 CACHE_FORMAT = 1
 NETWORK_PROBE = ("storage.googleapis.com", 443)  # where TFDS downloads MNIST from

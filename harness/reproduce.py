@@ -22,31 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from harness.backend import FRAMEWORKS
-from harness.labs import LABS, Lab, LabError, get_lab
+from harness import backend as backends
+from harness.labs import Lab, LabError, get_lab
 from harness.metrics import evaluate
 
 RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
-GROUPS = {
-    "mnist": tuple(n for n, lab in LABS.items() if lab.task == "mnist"),
-    "xor": tuple(n for n, lab in LABS.items() if lab.task in ("xor", "gates")),
-    "all": tuple(LABS),
-}
 GAP_PP = 0.5  # the float32 torch-vs-JAX final test accuracy gap this project aims under (percentage points)
-
-
-def lab_names(text: str) -> tuple[str, ...]:
-    """Comma-separated lab names and group names (mnist, xor, all), in order, without repeats."""
-    names: list[str] = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        for name in GROUPS.get(item, (item,)):
-            get_lab(name)
-            names.append(name)
-    if not names:
-        raise LabError("no lab chosen")
-    return tuple(dict.fromkeys(names))
 
 
 def _with_raw_eval(prepared: Any) -> Any:
@@ -265,7 +246,7 @@ def torch_thread_count(lab: Lab, setting: str, busy: bool) -> int | None:
     return default_threads("torch", lab.task)
 
 
-def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] = FRAMEWORKS,
+def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] | None = None,
               out: str | None = None, echo: Any = None, torch_threads: str = "auto", repeats: int = 1) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
     ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``torch_threads``: see
@@ -276,13 +257,14 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
     from harness.results import write_json
     from harness.runner import RunDiverged, prepare
 
+    frameworks = frameworks or backends.names(include_referees=False)
     for fw in frameworks:  # fail fast, and keep the frameworks' import time out of the first lab's wall time
         check_device(fw, options.device)
     busy, load = machine_busy()
     if busy and echo and torch_threads == "auto" and "torch" in frameworks and options.device == "cpu":
         echo(f"the machine is busy (load average {load[0]:.1f}): torch runs on one thread")
-    results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.init,
-                               "masks": options.masks, "dtype": options.dtype, "device": options.device,
+    results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.weights,
+                               "masks": options.mask_mode, "dtype": options.dtype, "device": options.device,
                                "epochs": options.overrides.get("epochs"), "steps": options.steps,
                                "repeats": repeats, "loadavg_at_start": load, "data": {}, "labs": {}}
     start = time.perf_counter()
@@ -356,49 +338,18 @@ def render(results: dict) -> list[str]:
     return lines
 
 
-def register(sub: Any) -> None:
-    """Add the ``reproduce`` subcommand."""
-    from harness.cli import _positive_int
-
-    p = sub.add_parser("reproduce", help="each lab in torch and JAX with its own settings, beside the course's "
-                       "printed numbers", description=__doc__.split("\n\n")[0])
-    p.set_defaults(func=cmd_reproduce)
-    p.add_argument("--labs", default="mnist", help="comma-separated lab names or groups: mnist (default), xor, all")
-    p.add_argument("--frameworks", default="torch,jax", help="torch,jax (default), or one of them")
-    p.add_argument("--data", default="auto", help="MNIST source: auto, mnist-5k, tfds, tfds:NAME or idx:DIR")
-    p.add_argument("--data-dir", help="TFDS data directory")
-    p.add_argument("--epochs", type=_positive_int, help="epochs of the minibatch labs (default: each lab's own)")
-    p.add_argument("--steps", type=_positive_int, help="cap every lab at this many steps (quick looks)")
-    p.add_argument("--init", default="shared", help="shared (default: the same weights in both) or native")
-    p.add_argument("--masks", default="own", help="dropout masks: own (default) or shared")
-    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    p.add_argument("--device", default="cpu", help="cpu, gpu or tpu (default cpu)")
-    p.add_argument("--repeats", type=_positive_int, default=1, help="runs per framework, the extra ones from the "
-                   "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise (default 1)")
-    p.add_argument("--torch-threads", default="auto", help="torch intra-op threads: auto (as `report`: 1 on a "
-                   "busy machine, else as `bench`) or a count")
-    p.add_argument("--out", help="write every run and the table as JSON")
-    p.add_argument("--quiet", action="store_true", help="print only the table")
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the chosen labs, print the table; exit 2 (after writing ``--out``) if a run diverged."""
     from harness.runner import RunDiverged, RunOptions
 
-    names = lab_names(args.labs)
-    frameworks = tuple(dict.fromkeys(f.strip() for f in args.frameworks.split(",") if f.strip()))
-    for fw in frameworks:
-        if fw not in FRAMEWORKS:
-            raise LabError(f"unknown framework {fw!r}; choose from {', '.join(FRAMEWORKS)}")
-    options = RunOptions(device=args.device, dtype=args.dtype, init=args.init, steps=args.steps, data=args.data,
-                         data_dir=args.data_dir, masks=args.masks,
+    names, frameworks = args.labs, args.frameworks
+    options = RunOptions(device=args.device, dtype=args.dtype, weights=args.weights, steps=args.steps,
+                         data=args.data, data_dir=args.data_dir, mask_mode=args.mask_mode,
                          overrides={"epochs": args.epochs} if args.epochs else {})
     options.check()
     echo = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    if args.torch_threads != "auto" and not (args.torch_threads.isdigit() and int(args.torch_threads) > 0):
-        raise LabError(f"--torch-threads must be auto or a positive count, got {args.torch_threads!r}")
-    if args.repeats > 1 and args.init != "shared":
-        raise LabError("--repeats needs --init shared (the repeats nudge the shared weights)")
+    if args.repeats > 1 and args.weights != "shared":
+        raise LabError("--repeats needs --weights shared (the repeats nudge the shared weights)")
     results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads, args.repeats)
     print("\n".join(render(results)))
     diverged = [f"{n} ({fw})" for n, e in results["labs"].items() for fw, r in e["runs"].items()

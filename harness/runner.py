@@ -14,50 +14,76 @@ from typing import Any
 import numpy as np
 
 from harness import data as data_mod
-from harness.backend import DEVICES, DTYPES, EXECUTIONS, RunSpec, TrainResult, check_device, load_backend
+from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, names, resolve_execution
+from harness.errors import RunDiverged
 from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
 from harness.metrics import epoch_means, epoch_rows, evaluate
 
-INITS = ("native", "shared")
-MASKS = ("own", "shared")
-
-
-class RunDiverged(RuntimeError):
-    """The loss became NaN or infinite; ``result`` holds what was logged before."""
-
-    def __init__(self, message: str, result: dict) -> None:
-        super().__init__(message)
-        self.result = result
+WEIGHTS = ("native", "shared")
+MASK_MODES = ("own", "shared")
+INITS, MASKS = WEIGHTS, MASK_MODES  # the old names
 
 
 @dataclass
 class RunOptions:
-    """How to run a lab (not what the lab is: that is the declaration, with ``overrides`` on top)."""
+    """How to run a lab (not what the lab is: that is the declaration, with ``overrides`` on top).
+
+    ``weights``: "native" (the framework draws the initial weights) or "shared" (the harness draws them);
+    ``mask_mode``: "own" (each framework draws its dropout masks) or "shared". ``execution`` None: each
+    backend's default. The old keywords ``init=`` and ``masks=`` are still accepted (and read) for a release.
+    """
 
     device: str = "cpu"
     dtype: str = "float32"
-    init: str = "native"
+    weights: str = "native"
     seed: int | None = None
     log_every: int | None = None
     steps: int | None = None  # cut a run short (tests, compare windows)
-    execution: str = "fused"
+    execution: str | None = None
     data: str = "auto"
     data_dir: str | None = None
-    masks: str = "own"
+    mask_mode: str = "own"
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def init(self) -> str:
+        """The old name of ``weights``."""
+        return self.weights
+
+    @property
+    def masks(self) -> str:
+        """The old name of ``mask_mode``."""
+        return self.mask_mode
 
     def check(self) -> None:
         """Raise LabError for a value outside its choices."""
+        executions = {e for n in names() for e in (*info(n).executions, *info(n).execution_aliases)}
         for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
-                                     ("init", self.init, INITS), ("execution", self.execution, EXECUTIONS),
-                                     ("masks", self.masks, MASKS)):
+                                     ("init", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
             if value not in allowed:
                 raise LabError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+        if self.execution is not None and self.execution not in executions:
+            raise LabError(f"unknown execution {self.execution!r}; choose from {', '.join(sorted(executions))}")
         for name in ("steps", "log_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+_dataclass_init = RunOptions.__init__
+
+
+def _init_with_old_names(self: RunOptions, *args: Any, init: str | None = None, masks: str | None = None,
+                         **kwargs: Any) -> None:
+    if init is not None:
+        kwargs.setdefault("weights", init)
+    if masks is not None:
+        kwargs.setdefault("mask_mode", masks)
+    _dataclass_init(self, *args, **kwargs)
+
+
+RunOptions.__init__ = _init_with_old_names  # type: ignore[method-assign]
 
 
 @dataclass
@@ -127,8 +153,8 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
     if options.steps is not None:
         steps = min(steps, options.steps)
         batches = batches[:steps] if batches is not None else None
-    params, state = shared_weights(model, seed, options.dtype) if options.init == "shared" else (None, None)
-    masks = dropout_masks(model, batches, steps, seed) if options.masks == "shared" else None
+    params, state = shared_weights(model, seed, options.dtype) if options.weights == "shared" else (None, None)
+    masks = dropout_masks(model, batches, steps, seed) if options.mask_mode == "shared" else None
     spec = RunSpec(
         lab=lab, model=model, dtype=options.dtype, device=options.device, seed=seed, params=params, state=state,
         train_x=x, train_y=y, batches=batches, masks=masks, steps=steps,
@@ -138,9 +164,9 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
     if lab.companion is not None and model is lab.model:
         # Same seed, so the same batch order; the companion's Linear layers draw the same initial weights as the
         # main model's (batch norm draws nothing), natively and in the shared init alike.
-        c_params, c_state = (shared_weights(lab.companion, seed, options.dtype) if options.init == "shared"
+        c_params, c_state = (shared_weights(lab.companion, seed, options.dtype) if options.weights == "shared"
                              else (None, None))
-        c_masks = dropout_masks(lab.companion, batches, steps, seed) if options.masks == "shared" else None
+        c_masks = dropout_masks(lab.companion, batches, steps, seed) if options.mask_mode == "shared" else None
         companion = dataclasses.replace(spec, model=lab.companion, params=c_params, state=c_state, masks=c_masks)
     return Prepared(lab, options, seed, steps, spec, record, steps_per_epoch,
                     {k: v[1] for k, v in eval_sets.items()}, companion)
@@ -154,7 +180,9 @@ def logged_steps(steps: int, log_every: int) -> list[int]:
 def execute(prepared: Prepared, framework: str, spec: RunSpec | None = None) -> TrainResult:
     """Train ``prepared`` (or a variant ``spec`` of it) in ``framework`` on the chosen device."""
     check_device(framework, prepared.options.device)
-    return load_backend(framework).train(spec or prepared.spec)
+    spec = spec or prepared.spec
+    spec = dataclasses.replace(spec, execution=resolve_execution(framework, spec.execution))
+    return load(framework).train(spec)
 
 
 def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
@@ -169,7 +197,8 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
                     for name, out in sets.items()} for done, sets in sorted(result.outputs.items())}
     record: dict[str, Any] = {
         "lab": lab.name, "framework": framework, "device": result.device, "dtype": options.dtype,
-        "init": options.init, "seed": prepared.seed, "execution": options.execution,
+        "init": options.weights, "weights": options.weights, "seed": prepared.seed,
+        "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
         "timing": result.timing, "versions": _versions(framework),
     }
@@ -224,7 +253,7 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
         record["status"] = "diverged"
         exc.result = record
         raise
-    for key in ("lab", "framework", "device", "dtype", "init", "seed", "execution", "data", "versions"):
+    for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions"):
         other.pop(key, None)
     other["model"] = labels[1]
     by_epoch = {row["epoch"]: row[labels[0]] for row in other.pop("epochs", [])}
@@ -236,7 +265,7 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
 
 
 def _versions(framework: str) -> dict[str, str]:
-    return {"python": platform.python_version(), "numpy": np.__version__, **load_backend(framework).versions()}
+    return {"python": platform.python_version(), "numpy": np.__version__, **load(framework).versions()}
 
 
 def run_prepared(prepared: Prepared, framework: str) -> tuple[dict, list[TrainResult]]:

@@ -159,10 +159,11 @@ def train(spec: RunSpec) -> TrainResult:
         eval_sets = {k: jnp.asarray(a, dtype) for k, (a, _) in spec.eval_sets.items()}
         body = _step_fn(spec, learner, dtype)
         outputs_fn = jax.jit(lambda carry, x: learner.outputs(carry, x))
-        if spec.execution not in EXECUTIONS:
-            raise BackendError(f"jax has no execution {spec.execution!r}; choose from {', '.join(EXECUTIONS)}")
+        execution = spec.execution or "fused"  # the default (registry: jax's first execution)
+        if execution not in EXECUTIONS:
+            raise BackendError(f"jax has no execution {execution!r}; choose from {', '.join(EXECUTIONS)}")
         set_precision()
-        run = _run_fused if spec.execution == "fused" else _run_per_step
+        run = _run_fused if execution == "fused" else _run_per_step
         carry, losses, outputs, timing = run(spec, body, learner.carry, data, xs, eval_sets, outputs_fn)
         params, state = learner.export(carry)
     return TrainResult(np.asarray(losses, np.float64), outputs, params, state, timing, str(device))

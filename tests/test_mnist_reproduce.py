@@ -8,8 +8,8 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.labs import LABS, LabError, get_lab
-from harness.reproduce import GROUPS, accuracy_spread, lab_names, render, reproduce
+from harness.labs import GROUPS, LABS, LabError, get_lab, lab_names
+from harness.reproduce import accuracy_spread, render, reproduce
 from harness.runner import RunOptions, run
 
 

@@ -56,7 +56,7 @@ class _ModuleLearner:
         self.module = models.build(spec.model, dtype, device, spec.seed, spec.params, spec.state)
         self.module.train()
         # The eager loop takes torch's fused Adam kernel; the traced executions its single-tensor form.
-        fused = spec.execution in ("per_step", "fused", "eager")
+        fused = spec.execution in (None, "per_step", "fused", "eager")
         self.opt = models.make_optimizer(spec.lab.optimizer, list(self.module.parameters()), fused=fused)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
@@ -274,9 +274,9 @@ def train(spec: RunSpec) -> TrainResult:
     return TrainResult(losses.cpu().numpy().astype(np.float64), outputs, params, state, timing, str(device))
 
 
-def _step_for(execution: str, learner: _ModuleLearner | _ManualLearner, device: torch.device) -> Callable:
+def _step_for(execution: str | None, learner: _ModuleLearner | _ManualLearner, device: torch.device) -> Callable:
     """The per-step callable ``(x, y, masks) -> loss`` of an execution mode (see the module docstring)."""
-    if execution in ("per_step", "fused", "eager"):
+    if execution in (None, "per_step", "fused", "eager"):
         return learner.step
     if execution not in EXECUTIONS:
         raise BackendError(f"torch has no execution {execution!r}; choose from per_step, {', '.join(EXECUTIONS)}")

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from harness.backend import DEVICES, FRAMEWORKS, BackendError, Stepper, check_device, load_backend
+from harness.backend import FRAMEWORKS, BackendError, Stepper, check_device, load_backend
 from harness.bench import peak as peak_mod
 from harness.labs import get_lab
 from harness.runner import RunOptions, prepare
@@ -450,7 +450,7 @@ def format_gate(rows: list[dict]) -> str:
 
 def load_results(path: str) -> dict:
     """A results file written by ``bench --out``; a UsageError naming the problem otherwise."""
-    from harness.cli import UsageError
+    from harness.errors import UsageError
 
     try:
         record = json.loads(Path(path).read_text())
@@ -559,67 +559,9 @@ def write_outputs(record: dict, out: str | None, github: str | None, markdown: s
 
 # --- the command -----------------------------------------------------------------------------------------------
 
-def _names(allowed: tuple[str, ...], what: str) -> Any:
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(n for n in text.split(",") if n)
-        bad = [n for n in names if n not in allowed]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(f"unknown {what} {','.join(bad) or text!r}; "
-                                             f"choose from {', '.join(allowed)}")
-        return names
-
-    return parse
-
-
-ALL_MODES = ("eager", "compiled", "cuda_graph", "per_step", "fused")
-
-
-def register(sub: Any) -> None:
-    """Add the ``bench`` subcommand."""
-    from harness.cli import _positive_int
-
-    p = sub.add_parser("bench", help="step-throughput benchmarks against the machine's matmul peak; regression gate",
-                       description="Time training steps of the labs in each framework and mode (compile and "
-                       "warm-up apart, blocks of steps ended by a device sync), against the float32 matmul peak "
-                       "each framework measures in the same run. --compare gates against a baseline results "
-                       "file: exit 1 on a regression.")
-    p.set_defaults(func=cmd_bench)
-    p.add_argument("labs", nargs="*", help="labs to time (default: the suite's)")
-    p.add_argument("--suite", choices=tuple(SUITES), default="ci",
-                   help="ci: xor_wide_deep and mnist_dropout, about a minute; full: every MLP lab and mode")
-    p.add_argument("--frameworks", type=_names(FRAMEWORKS, "framework"), default=FRAMEWORKS,
-                   help="comma-separated (default torch,jax)")
-    p.add_argument("--devices", type=_names(DEVICES, "device"), default=("cpu",), help="comma-separated: cpu, gpu")
-    p.add_argument("--modes", type=_names(ALL_MODES, "mode"),
-                   help="comma-separated: torch eager, compiled, cuda_graph; JAX per_step, fused (default: suite's)")
-    p.add_argument("--block-steps", type=_positive_int,
-                   help="steps per timed block (default 1000 XOR, 10000 for JAX fused XOR, 20 MNIST)")
-    p.add_argument("--blocks", type=_positive_int, help="timed blocks (default: suite's)")
-    p.add_argument("--warmup-blocks", type=int, help="untimed blocks after compiling (default: suite's)")
-    p.add_argument("--fuse-steps", type=_positive_int,
-                   help="steps per fused program (default: JAX a block; torch 10 XOR, 1 MNIST)")
-    p.add_argument("--threads", type=_positive_int, help="torch threads (default: 1 for XOR, every core for MNIST)")
-    p.add_argument("--overhead-rounds", type=int, help="rounds of the harness-vs-bare-loop check (0: skip)")
-    p.add_argument("--batch-size", type=_positive_int, help="override the labs' batch size")
-    p.add_argument("--data", default="mnist-5k", help="MNIST source (default mnist-5k, bundled)")
-    p.add_argument("--peak-repeats", type=_positive_int, default=20, help="matmuls timed for each peak measurement")
-    p.add_argument("--out", help="write every figure as JSON")
-    p.add_argument("--github-action", metavar="PREFIX",
-                   help="also write PREFIX-smaller-is-better.json and PREFIX-bigger-is-better.json "
-                   "(github-action-benchmark's customSmallerIsBetter / customBiggerIsBetter)")
-    p.add_argument("--markdown", metavar="FILE", help="also write the figures as markdown tables")
-    p.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
-    p.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
-                   help=f"smallest relative drop that fails the gate (default {MIN_THRESHOLD}); the noise of "
-                   f"both runs widens it")
-    p.add_argument("--retries", type=int, default=3, help="measure a suspected regression again (default 3)")
-    p.add_argument("--inject", choices=INJECTIONS,
-                   help="testing the gate: read the loss back after every dispatch (a deliberate slowdown)")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks; print, write and gate them."""
-    from harness.cli import UsageError
+    from harness.errors import UsageError
 
     suite = SUITES[args.suite]
     for name in args.labs:

@@ -21,13 +21,13 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from harness.backend import FRAMEWORKS, check_device
-from harness.labs import LABS, Lab, LabError, get_lab
+from harness.labs import LABS, Lab, get_lab
 from harness.results import to_jsonable, write_json
 
 if TYPE_CHECKING:
@@ -401,7 +401,7 @@ def machine() -> dict:
 
 
 def _check(opts: JobOptions) -> None:
-    from harness.cli import UsageError
+    from harness.errors import UsageError
 
     if not opts.labs:
         raise UsageError("no labs chosen")
@@ -521,61 +521,6 @@ def _options_record(opts: JobOptions) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-
-
-def _names(choices: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-        for n in names:
-            if what == "lab":
-                try:
-                    get_lab(n)
-                except LabError as exc:
-                    raise argparse.ArgumentTypeError(str(exc)) from None
-            elif n not in choices:
-                raise argparse.ArgumentTypeError(f"unknown {what} {n!r}; choose from {', '.join(choices)}")
-        return names
-
-    return parse
-
-
-def _threads(text: str) -> str:
-    if text != "auto" and not (text.isdigit() and int(text) >= 1):
-        raise argparse.ArgumentTypeError(f"must be auto or a positive count, got {text!r}")
-    return text
-
-
-def register(sub: Any) -> None:
-    """Add the ``report`` subcommand."""
-    from harness.cli import _positive_int
-
-    p = sub.add_parser("report", help="every lab in both frameworks: comparison report with plots (the main job)",
-                       description="Run the labs in both frameworks from shared weights, compare the trajectories, "
-                       "time them and write OUT/report.md, report.html, results.json and plots/.")
-    p.set_defaults(func=cmd_report)
-    p.add_argument("--out", default="report", help="output folder (default: report)")
-    p.add_argument("--labs", type=_names(tuple(LABS), "lab"), default=tuple(LABS),
-                   help="comma-separated lab names (default: all; see `list`)")
-    p.add_argument("--frameworks", type=_names(FRAMEWORKS, "framework"), default=FRAMEWORKS,
-                   help="torch,jax (default), or one of them (no comparison then)")
-    p.add_argument("--data", default="auto", help="MNIST source: auto, mnist-5k, tfds, tfds:NAME or idx:DIR")
-    p.add_argument("--data-dir", help="TFDS data directory")
-    p.add_argument("--device", default="cpu", help="cpu, gpu or tpu (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    p.add_argument("--steps", type=_positive_int, help="cap every lab at this many steps (quick looks, tests)")
-    p.add_argument("--epochs", type=_positive_int, help="epochs of the MNIST labs (default: each lab's own)")
-    p.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
-    p.add_argument("--no-noise", dest="noise", action="store_false", help="skip the one-ulp noise-floor runs")
-    p.add_argument("--no-init-study", dest="init_study", action="store_false",
-                   help="skip the weight-initialisation comparison")
-    p.add_argument("--init-steps", type=_positive_int, default=200, help="steps of each initialisation run")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="reuse labs already in OUT/labs/ with the same options (default: yes)")
-    p.add_argument("--no-html", dest="html", action="store_false", help="skip report.html")
-    p.add_argument("--torch-threads", default="auto", type=_threads,
-                   help="torch intra-op threads: auto (as `bench`: 1 for XOR, every core for MNIST; 1 on a busy "
-                   "machine) or a count")
-    p.add_argument("--quiet", action="store_true", help="print only the final summary (CI logs)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

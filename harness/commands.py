@@ -1,0 +1,101 @@
+"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harness.labs import LABS, get_lab
+from harness.runner import RunOptions
+
+
+def run_options(args: argparse.Namespace, weights: str | None = None) -> RunOptions:
+    """RunOptions from parsed ``run``/``compare`` arguments (``weights`` overrides ``args.weights``)."""
+    overrides = {"lr": args.lr, "optimizer_name": args.optimizer_name, "activation": args.activation,
+                 "init": args.weight_init, "dropout": args.dropout, "epochs": args.epochs,
+                 "batch_size": args.batch_size}
+    return RunOptions(
+        device=args.device, dtype=args.dtype, weights=weights or args.weights, seed=args.seed,
+        log_every=args.log_every, steps=args.steps, execution=args.execution, data=args.data,
+        data_dir=args.data_dir, mask_mode=args.mask_mode,
+        overrides={k: v for k, v in overrides.items() if v is not None},
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """One line per lab."""
+    width = max(map(len, LABS))
+    for lab in LABS.values():
+        print(f"{lab.name:<{width}}  {lab.title}  [{lab.notebook}]")
+    return 0
+
+
+def _write(path: str | None, obj: dict) -> None:
+    if path:
+        from harness.results import write_json
+
+        write_json(path, obj)
+
+
+def fmt(v: Any) -> str:
+    """A final metric for a summary line (nested: one eval set's loss and accuracy)."""
+    if isinstance(v, dict):
+        return "(" + ", ".join(f"{k} {fmt(x)}" for k, x in v.items() if k in ("loss", "accuracy")) + ")"
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train one lab in one framework and print its trajectory and timing."""
+    from harness.errors import RunDiverged
+    from harness.runner import course_lines, run
+
+    lab = get_lab(args.lab)
+    try:
+        result = run(lab, args.framework, run_options(args))
+    except RunDiverged as exc:
+        _write(args.out, exc.result)
+        raise
+    if not args.quiet:
+        for step, loss in zip(result["steps"], result["loss"]):
+            print(f"{step:>6} {loss:.10f}")
+    for line in course_lines(result):
+        print(line)
+    final = ", ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
+    t = result["timing"]
+    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['init']}] "
+          f"final: {final}")
+    print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s")
+    _write(args.out, result)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train one lab in both frameworks from shared weights and report the parity figures."""
+    from harness.compare import compare
+    from harness.errors import RunDiverged
+
+    lab = get_lab(args.lab)
+    try:
+        result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise)
+    except RunDiverged as exc:
+        _write(args.out, exc.result)
+        raise
+    first = result["first_divergence_step"]
+    runs = result["runs"]
+    steps = next(iter(runs.values()))["steps"][-1] + 1
+    print(f"{lab.name} [{result['dtype']}, shared weights, {steps} steps]")
+    for fw, rec in runs.items():
+        final = ", ".join(f"{k} {fmt(v)}" for k, v in rec["final"].items())
+        print(f"  {fw:<5} final: {final}")
+    print(f"  max |diff| {result['max_abs_diff']:.3e}, max rel diff {result['max_rel_diff']:.3e}, "
+          f"first step over {args.threshold:g}: {first if first is not None else 'never'}, "
+          f"growth/step: {fmt(result['growth_per_step'])}")
+    if "noise_floor" in result:
+        nf = result["noise_floor"]
+        nfirst = nf["first_divergence_step"]
+        print(f"  noise floor ({nf['framework']} twin, 1 ulp): max rel diff {nf['max_rel_diff']:.3e}, "
+              f"first step over {args.threshold:g}: {nfirst if nfirst is not None else 'never'}, "
+              f"growth/step: {fmt(nf['growth_per_step'])}")
+        print(f"  verdict: {result['verdict']}")
+    _write(args.out, result)
+    return 0
