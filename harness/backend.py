@@ -211,9 +211,13 @@ def check_device(name: str, device: str) -> None:
 
 register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eager", "compiled", "cuda_graph"),
                      thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582",
-                     execution_aliases={"fused": "eager", "per_step": "eager"}))  # old spellings, for a release
+                     execution_aliases={"fused": "eager", "per_step": "eager"},  # old spellings, for a release
+                     # bench: steps per torch.compile graph / CUDA graph, per task (harness.bench.workloads)
+                     extras={"bench_fuse_steps": {"xor": 10, "gates": 10, "mnist": 1}}))
 register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),
-                     thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de"))
+                     thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de",
+                     # bench: fused XOR steps take ~10 us, so their timed blocks are ten times longer
+                     extras={"bench_block_factor": {"fused": {"xor": 10, "gates": 10}}}))
 
 
 # Transitional names (the harness moves to ``names()``/``load()``; kept until every caller has moved).
