@@ -9,6 +9,7 @@ imports a backend's module only when a run asks for it, so one framework runs wh
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -108,7 +109,7 @@ class Backend(Protocol):
         """Set the intra-op thread count (None: leave it) and full-precision matmuls; every setting in effect."""
 
     def thread_count(self) -> int | None:
-        """The intra-op thread count in effect now (None: not settable / not meaningful)."""
+        """The intra-op thread count in effect now (None: unknown)."""
 
     def device_info(self, device: str) -> dict:
         """What results should say about ``device`` beyond the CPU model."""
@@ -198,6 +199,11 @@ def resolve_execution(name: str, execution: str | None) -> str:
     if execution in entry.execution_aliases:
         return entry.execution_aliases[execution]
     raise BackendError(f"{name} has no execution {execution!r}; choose from {', '.join(entry.executions)}")
+
+
+def is_loaded(name: str) -> bool:
+    """Whether backend ``name``'s module is already imported in this process."""
+    return info(name).module in sys.modules
 
 
 def check_device(name: str, device: str) -> None:

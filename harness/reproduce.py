@@ -1,6 +1,6 @@
-"""``dlzta reproduce``: every chosen lab in torch and JAX with the lab's own settings, beside the course's numbers.
+"""``dlzta reproduce``: each chosen lab in every framework with the lab's own settings, beside the course's numbers.
 
-For each lab both frameworks train with the declaration's defaults on the chosen data (by default from the same
+For each lab every framework trains with the declaration's defaults on the chosen data (by default from the same
 shared initial weights and on the same batches; each framework draws its own dropout masks). The table shows the
 course's printed reference (cost at epoch 1 and at the last epoch, test accuracy; per-epoch train/validation
 figures for the batch-norm lab; correct answers among the first 1000 test images for the hand-written backprop
@@ -27,7 +27,7 @@ from harness.labs import Lab, LabError, get_lab
 from harness.metrics import evaluate
 
 RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
-GAP_PP = 0.5  # the float32 torch-vs-JAX final test accuracy gap this project aims under (percentage points)
+GAP_PP = 0.5  # the float32 gap between frameworks' final test accuracy this project aims under (percentage points)
 
 
 def _with_raw_eval(prepared: Any) -> Any:
@@ -203,13 +203,14 @@ def _ahead(run: dict, labels: tuple[str, str]) -> str:
 
 
 def accuracy_gap_pp(runs: dict[str, dict], mean: bool = False) -> float | None:
-    """|torch - JAX| final test accuracy in percentage points (the main model's; ``mean``: of the means over the
-    repeats), None without both."""
+    """The spread (max - min) of the frameworks' final test accuracy in percentage points (the main model's;
+    ``mean``: of the means over the repeats), None with fewer than two."""
     if mean:
-        spreads = [accuracy_spread(runs.get(fw) or {}) for fw in ("torch", "jax")]
-        return None if None in spreads else abs(spreads[0]["mean"] - spreads[1]["mean"]) * 100
-    accs = [_main_accuracy(runs.get(fw) or {}) for fw in ("torch", "jax")]
-    return None if None in accs else abs(accs[0] - accs[1]) * 100
+        values = [(accuracy_spread(r) or {}).get("mean") for r in runs.values()]
+    else:
+        values = [_main_accuracy(r) for r in runs.values()]
+    values = [v for v in values if v is not None]
+    return (max(values) - min(values)) * 100 if len(values) >= 2 else None
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -233,27 +234,13 @@ def data_text(record: dict) -> str:
 # ------------------------------------------------------------------------------------------------ the command
 
 
-def torch_thread_count(lab: Lab, setting: str, busy: bool) -> int | None:
-    """torch's intra-op threads for ``lab``: ``setting`` "auto" is as ``dlzta report`` does (one on a machine
-    already busy, where a thread pool sharing its cores waits at every parallel region; else as ``dlzta bench``),
-    or a count."""
-    if setting != "auto":
-        return int(setting)
-    if busy:
-        return 1
-    from harness.bench import default_threads
-
-    return default_threads("torch", lab.task)
-
-
 def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] | None = None,
-              out: str | None = None, echo: Any = None, torch_threads: str = "auto", repeats: int = 1) -> dict:
+              out: str | None = None, echo: Any = None, threads: str = "auto", repeats: int = 1) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
-    ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``torch_threads``: see
-    :func:`torch_thread_count`; ``repeats``: see :func:`run_repeats` (shared init only)."""
+    ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``threads``: "auto" or a count,
+    see :func:`harness.machine.threads_for`; ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
-    from harness.report import machine_busy
-    from harness.report import torch_threads as threads_set
+    from harness.machine import machine_busy, machine_record, threads_for, threads_set
     from harness.results import write_json
     from harness.runner import RunDiverged, prepare
 
@@ -261,12 +248,14 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
     for fw in frameworks:  # fail fast, and keep the frameworks' import time out of the first lab's wall time
         check_device(fw, options.device)
     busy, load = machine_busy()
-    if busy and echo and torch_threads == "auto" and "torch" in frameworks and options.device == "cpu":
-        echo(f"the machine is busy (load average {load[0]:.1f}): torch runs on one thread")
+    ones = [fw for fw in frameworks if threads_for(fw, "mnist", busy, threads, options.device) == 1]
+    if busy and echo and threads == "auto" and ones:
+        echo(f"the machine is busy (load average {load[0]:.1f}): {', '.join(ones)} run(s) on one thread")
     results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.weights,
                                "masks": options.mask_mode, "dtype": options.dtype, "device": options.device,
                                "epochs": options.overrides.get("epochs"), "steps": options.steps,
-                               "repeats": repeats, "loadavg_at_start": load, "data": {}, "labs": {}}
+                               "repeats": repeats, "loadavg_at_start": load, "machine": machine_record(),
+                               "data": {}, "labs": {}}
     start = time.perf_counter()
     for name in names:
         lab = get_lab(name)
@@ -278,17 +267,16 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
         results["data"][prepared.data_record.get("source")] = prepared.data_record
         runs = {}
         for fw in frameworks:
-            count = (torch_thread_count(lab, torch_threads, busy) if fw == "torch" and options.device == "cpu"
-                     else None)
+            count = threads_for(fw, lab.task, busy, threads, options.device)
             try:
-                with threads_set(count):
+                with threads_set(fw, count):
                     runs[fw] = run_lab(prepared, fw)
                     if repeats > 1:
                         runs[fw]["repeats"] = run_repeats(prepared, fw, repeats)
             except RunDiverged as exc:
                 runs[fw] = {**exc.result, "status": "diverged"}
             if count is not None:
-                runs[fw]["torch_threads"] = count
+                runs[fw]["threads"] = count
             if echo:
                 state = runs[fw].get("status")
                 echo(f"{name} [{fw}]: {state}, {runs[fw].get('wall_s', float('nan')):.1f} s")
@@ -313,11 +301,11 @@ def render(results: dict) -> list[str]:
             else "each framework draws its own")
     lines.append(f"init: {results['init']} ({init}), dropout masks: {results['masks']}, {results['dtype']} on "
                  f"{results['device']}")
-    threads = sorted({r["torch_threads"] for e in results["labs"].values() for r in e["runs"].values()
-                      if "torch_threads" in r})
-    if threads:
+    threads = {fw: sorted({e["runs"][fw]["threads"] for e in results["labs"].values()
+                           if "threads" in e["runs"].get(fw, {})}) for fw in frameworks}
+    if any(threads.values()):
         load = results.get("loadavg_at_start")
-        lines.append(f"torch threads: {', '.join(map(str, threads))}"
+        lines.append("threads: " + "; ".join(f"{fw} {', '.join(map(str, n))}" for fw, n in threads.items() if n)
                      + (f" (load average at start {load[0]:.1f})" if load else ""))
     lines.append("course: full MNIST (60,000 train / 10,000 test); * the course computed this accuracy on raw 0..255 "
                  "test pixels (trained on [0, 1]); the row below it is this run evaluated the same way")
@@ -328,7 +316,7 @@ def render(results: dict) -> list[str]:
         gap, mean_gap = entry.get("accuracy_gap_pp"), entry.get("mean_accuracy_gap_pp")
         if gap is not None:
             mark = "" if gap <= GAP_PP else f"  (over {GAP_PP} pp)"
-            text = f"  torch vs JAX final test accuracy: {gap:.1f} pp{mark}"
+            text = f"  final test accuracy, largest gap between frameworks: {gap:.1f} pp{mark}"
             if mean_gap is not None:
                 text += f"; of the means over the repeats: {mean_gap:.2f} pp"
             lines.append(text)

@@ -76,10 +76,10 @@ _dataclass_init = RunOptions.__init__
 
 def _init_with_old_names(self: RunOptions, *args: Any, init: str | None = None, masks: str | None = None,
                          **kwargs: Any) -> None:
-    if init is not None:
-        kwargs.setdefault("weights", init)
+    if init is not None:  # wins: ``dataclasses.replace(options, init=...)`` passes the old ``weights`` too
+        kwargs["weights"] = init
     if masks is not None:
-        kwargs.setdefault("mask_mode", masks)
+        kwargs["mask_mode"] = masks
     _dataclass_init(self, *args, **kwargs)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 from jax_impl.bench import configure as configure_threads
 from jax_impl.bench import device_info, make_stepper, matmul_timer, modes
 from jax_impl.train import available_devices, train, versions
@@ -11,5 +14,7 @@ __all__ = ["available_devices", "configure_threads", "device_info", "make_steppe
 
 
 def thread_count() -> int | None:
-    """XLA sizes its CPU pool at start-up: not settable here (None)."""
-    return None
+    """XLA's CPU intra-op pool, sized at start-up (not settable here): ``intra_op_parallelism_threads`` from
+    ``XLA_FLAGS`` when given, else every core."""
+    found = re.search(r"intra_op_parallelism_threads=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    return int(found.group(1)) if found else os.cpu_count()

@@ -85,7 +85,7 @@ def test_reproduce_command(tmp_path, capsys):
     assert main(["reproduce", "--torch-threads", "zero"]) == 2
     assert main(["reproduce", "--repeats", "2", "--init", "native"]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 4 and "nope" in err and "mxnet" in err and "--init shared" in err
+    assert err.count("error:") == 4 and "nope" in err and "mxnet" in err and "--weights shared" in err
 
 
 def test_repeats_draw_the_rounding_noise_spread():
