@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import LabError
 
@@ -21,8 +22,11 @@ INITS = (
 )
 BIAS_INITS = ("torch_default", "zeros", "normal")
 OPTIMIZERS = ("sgd", "adadelta", "rmsprop", "adam")
-LOSSES = ("bce", "cross_entropy", "manual_bce", "manual_squared")
+MODULE_LOSSES = ("bce", "cross_entropy")  # on a framework module's output, gradients by autodiff
+MANUAL_LOSSES = ("manual_bce", "manual_squared")  # the lectures' hand-written backpropagation
+LOSSES = MODULE_LOSSES + MANUAL_LOSSES
 TASKS = ("xor", "gates", "mnist")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,15 @@ class Lab:
             lab = dataclasses.replace(lab, companion=dataclasses.replace(self.companion, **shared))
         validate(lab)
         return lab
+
+
+def pick(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]`` for the name-keyed dispatch of the backends (activations, inits, losses, optimizers); a
+    LabError naming the choices for a name the table lacks, so a new name one side forgets fails loudly."""
+    try:
+        return table[name]
+    except KeyError:
+        raise LabError(f"unknown {what} {name!r}; choose from {', '.join(table)}") from None
 
 
 def _choice(what: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from harness.init import bias_distribution, weight_distribution
-from harness.labs import Model, Optimizer
+from harness.labs import Model, Optimizer, pick
 
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "leaky_relu": jax.nn.leaky_relu,
@@ -43,14 +43,17 @@ class BatchNorm(nnx.Module):
         return (x - mean) / jnp.sqrt(var + self.eps) * self.scale.get_value() + self.bias.get_value()
 
 
+INITIALIZERS = {  # the distributions of ``harness.init`` (weight_distribution, bias_distribution)
+    "uniform": lambda scale: lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -scale, scale),
+    "normal": lambda scale: nnx.initializers.normal(scale),
+    "truncated_normal": lambda scale: lambda key, shape, dtype: scale * jax.random.truncated_normal(
+        key, -2.0, 2.0, shape, dtype),
+    "zeros": lambda scale: nnx.initializers.zeros,
+}
+
+
 def _initializer(kind: str, scale: float) -> nnx.Initializer:
-    if kind == "uniform":
-        return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -scale, scale)
-    if kind == "normal":
-        return nnx.initializers.normal(scale)
-    if kind == "truncated_normal":
-        return lambda key, shape, dtype: scale * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
-    return nnx.initializers.zeros
+    return pick(INITIALIZERS, kind, "initial distribution")(scale)
 
 
 class MLP(nnx.Module):
@@ -70,7 +73,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array, masks: list[jax.Array] | None = None, train: bool = False) -> jax.Array:
         """Outputs for ``x``; ``masks`` are 0/1 keep-masks per hidden layer, applied in training only."""
-        act, p = ACTIVATIONS[self.spec.activation], self.spec.dropout
+        act, p = pick(ACTIVATIONS, self.spec.activation, "activation"), self.spec.dropout
         for i, layer in enumerate(self.dense):
             x = layer(x)
             if i < len(self.dense) - 1:
@@ -151,21 +154,27 @@ def _bce_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
 binary_cross_entropy.defvjp(_bce_fwd, _bce_bwd)
 
 
+LOSSES = {  # the module losses (labs.MODULE_LOSSES); the manual ones are in manual.py
+    # mean over examples, summed over independent outputs
+    "bce": lambda out, y: binary_cross_entropy(out, y).mean(0).sum(),
+    "cross_entropy": lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y).mean(),  # from logits
+}
+
+
 def loss_fn(name: str, out: jax.Array, y: jax.Array) -> jax.Array:
-    """The declared loss: "bce" (mean over examples, summed over independent outputs) or "cross_entropy"
-    (mean over examples, from logits)."""
-    if name == "bce":
-        return binary_cross_entropy(out, y).mean(0).sum()
-    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+    """The declared loss (see ``LOSSES``)."""
+    return pick(LOSSES, name, "loss")(out, y)
+
+
+OPTIMIZERS = {  # labs.OPTIMIZERS -> optax, with torch's algorithm and defaults: rmsprop's eps outside the square
+    # root and its smoothing ``alpha`` as optax's ``decay``; adam and adadelta already match torch's formulas
+    "sgd": lambda opt: optax.sgd(opt.lr),
+    "adadelta": lambda opt: optax.adadelta(opt.lr, rho=opt.rho, eps=opt.epsilon),
+    "rmsprop": lambda opt: optax.rmsprop(opt.lr, decay=opt.alpha, eps=opt.epsilon, eps_in_sqrt=False),
+    "adam": lambda opt: optax.adam(opt.lr, b1=opt.betas[0], b2=opt.betas[1], eps=opt.epsilon),
+}
 
 
 def make_optimizer(opt: Optimizer) -> optax.GradientTransformation:
-    """The declared optimizer with torch's algorithm and defaults: rmsprop's eps outside the square root and its
-    smoothing ``alpha`` as optax's ``decay``; adam and adadelta already match torch's formulas."""
-    if opt.name == "sgd":
-        return optax.sgd(opt.lr)
-    if opt.name == "adam":
-        return optax.adam(opt.lr, b1=opt.betas[0], b2=opt.betas[1], eps=opt.epsilon)
-    if opt.name == "rmsprop":
-        return optax.rmsprop(opt.lr, decay=opt.alpha, eps=opt.epsilon, eps_in_sqrt=False)
-    return optax.adadelta(opt.lr, rho=opt.rho, eps=opt.epsilon)
+    """The declared optimizer (see ``OPTIMIZERS``)."""
+    return pick(OPTIMIZERS, opt.name, "optimizer")(opt)

@@ -21,10 +21,13 @@ import pytest
 import torch
 
 from harness.init import init_params
-from harness.labs import INITS, OPTIMIZERS, Model, Optimizer
+from harness.labs import ACTIVATIONS, INITS, MANUAL_LOSSES, MODULE_LOSSES, OPTIMIZERS, LabError, Model, Optimizer
+from jax_impl import manual as jmanual
 from jax_impl import models as jm
 from jax_impl.train import x64
+from torch_impl import manual as tmanual
 from torch_impl import models as tm
+from torch_impl import train as ttrain
 
 FAN_IN, FAN_OUT = 784, 512  # 401,408 draws per kernel
 TAIL = math.erfc(2 / math.sqrt(2))  # P(|z| > 2) of a standard normal, 0.0455
@@ -157,6 +160,39 @@ def test_optimizer_is_the_same_algorithm_in_both(name, scale):
             moved = np.abs(t - w0).max()
             assert moved > 0
             np.testing.assert_allclose(j - w0, t - w0, rtol=1e-10, atol=1e-12 * moved, err_msg=f"{opt} {fused}")
+
+
+def test_dispatch_tables_cover_the_declared_names_and_refuse_others():
+    """Every backend dispatch table is keyed on exactly the names labs.py declares; an unknown name raises (it
+    used to fall through to Adadelta)."""
+    for table, names in ((tm.OPTIMIZERS, OPTIMIZERS), (jm.OPTIMIZERS, OPTIMIZERS), (ttrain._FUNCTIONAL, OPTIMIZERS),
+                         (tm.ACTIVATIONS, ACTIVATIONS), (jm.ACTIVATIONS, ACTIVATIONS), (tm.LOSSES, MODULE_LOSSES),
+                         (jm.LOSSES, MODULE_LOSSES), (tmanual.LOSSES, MANUAL_LOSSES), (jmanual.LOSSES, MANUAL_LOSSES)):
+        assert set(table) == set(names)
+    assert set(tm.DRAWS) == set(jm.INITIALIZERS)
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    for make in (lambda o: tm.make_optimizer(o, p), jm.make_optimizer):
+        with pytest.raises(LabError, match="unknown optimizer 'nadam'"):
+            make(Optimizer("nadam"))
+    with pytest.raises(LabError, match="unknown loss 'hinge'"):
+        tm.loss_fn("hinge", torch.zeros(2, 1), torch.zeros(2, 1))
+    with pytest.raises(LabError, match="unknown activation 'swish'"):
+        tm.MLP(dataclasses.replace(Model((2, 2, 1)), activation="swish"))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_torch_functional_update_is_the_optimizers_own(name):
+    """The traced executions' update (torch.optim's functional form) follows the optimizer step for step."""
+    w0 = np.random.default_rng(2).standard_normal((7, 5))
+    grads = _grads(30, w0.shape, 1.0)
+    for opt in SETTINGS[name]:
+        p = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
+        update, _ = ttrain._functional_update(tm.make_optimizer(opt, [p]), [p.data])
+        out = []
+        for g in grads:
+            update([torch.tensor(g, dtype=torch.float64)])
+            out.append(p.detach().numpy().copy())
+        np.testing.assert_allclose(np.stack(out), torch_trajectory(opt, w0, grads), rtol=1e-12, atol=1e-14)
 
 
 def test_the_match_is_not_trivially_loose():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.labs import pick
+
 Tensors = dict[str, torch.Tensor]
 
 
@@ -28,30 +30,47 @@ def targets(loss: str, y: torch.Tensor, width: int, dtype: torch.dtype) -> torch
     return y
 
 
-def loss_value(loss: str, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``manual_bce``: -mean(Y log P + (1-Y) log(1-P)); ``manual_squared``: mean over examples of
-    0.5 * sum over outputs (P - Y)^2 (the objective whose gradient is lab-08_4's ``diff = P - Y``)."""
-    if loss == "manual_bce":
-        return -torch.mean(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+def _bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-mean(Y log P + (1-Y) log(1-P))."""
+    return -torch.mean(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+
+
+def _bce_grad(p: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """The lecture's d_P = (P - Y) / (P (1 - P) + eps), per output."""
+    return (p - y) / (p * (1.0 - p) + eps) / y.shape[1]
+
+
+def _squared(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of 0.5 * sum over outputs (P - Y)^2."""
     return 0.5 * torch.mean(torch.sum((p - y) ** 2, dim=1))
+
+
+def _squared_grad(p: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """lab-08_4's ``diff = P - Y``."""
+    return p - y
+
+
+LOSSES = {"manual_bce": (_bce, _bce_grad), "manual_squared": (_squared, _squared_grad)}  # labs.MANUAL_LOSSES
+
+
+def loss_value(loss: str, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The value of the manual loss ``loss`` (see ``LOSSES``)."""
+    return pick(LOSSES, loss, "manual loss")[0](p, y)
 
 
 def backward(params: Tensors, x: torch.Tensor, y: torch.Tensor, loss: str, eps: float) -> tuple[Tensors, torch.Tensor]:
     """The lectures' chain rule: update directions (weights batch-summed, biases batch-mean) and the loss."""
     pres, acts = forward(params, x)
     p = acts[-1]
-    n_out = y.shape[1] if loss == "manual_bce" else 1
-    if loss == "manual_bce":
-        d = (p - y) / (p * (1.0 - p) + eps) / n_out
-    else:
-        d = p - y
+    value, grad = pick(LOSSES, loss, "manual loss")
+    d = grad(p, y, eps)
     grads: Tensors = {}
     for i in reversed(range(len(pres))):
         d_l = d * (torch.sigmoid(pres[i]) * (1 - torch.sigmoid(pres[i])))  # sigmoid_prime
         grads[f"dense{i}/kernel"] = torch.matmul(torch.transpose(acts[i], 0, 1), d_l)
         grads[f"dense{i}/bias"] = torch.mean(d_l, 0)
         d = torch.matmul(d_l, torch.transpose(params[f"dense{i}/kernel"], 0, 1))
-    return grads, loss_value(loss, p, y)
+    return grads, value(p, y)
 
 
 def sgd_update(params: Tensors, grads: Tensors, lr: float) -> Tensors:

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.errors import LabError
 from harness.init import bias_distribution, weight_distribution
-from harness.labs import Model, Optimizer
+from harness.labs import Model, Optimizer, pick
 
 ACTIVATIONS = {
     "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu, "leaky_relu": F.leaky_relu, "selu": F.selu,
@@ -25,7 +26,7 @@ class MLP(nn.Module):
         widths = model.sizes[1:-1] if model.batchnorm else ()
         self.bn = nn.ModuleList(nn.BatchNorm1d(w, eps=model.bn_eps, momentum=model.bn_momentum, dtype=dtype)
                                 for w in widths)
-        self.activation = ACTIVATIONS[model.activation]
+        self.activation = pick(ACTIVATIONS, model.activation, "activation")
 
     def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Outputs for ``x``; ``masks`` are 0/1 keep-masks per hidden layer (None: torch's own dropout)."""
@@ -41,15 +42,16 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.spec.output == "sigmoid" else x
 
 
+DRAWS = {  # the distributions of ``harness.init`` (weight_distribution, bias_distribution)
+    "uniform": lambda t, scale: nn.init.uniform_(t, -scale, scale),
+    "normal": lambda t, scale: nn.init.normal_(t, 0.0, scale),
+    "truncated_normal": lambda t, scale: nn.init.trunc_normal_(t, 0.0, scale, -2 * scale, 2 * scale),
+    "zeros": lambda t, scale: nn.init.zeros_(t),
+}
+
+
 def _draw(tensor: torch.Tensor, kind: str, scale: float) -> None:
-    if kind == "uniform":
-        nn.init.uniform_(tensor, -scale, scale)
-    elif kind == "normal":
-        nn.init.normal_(tensor, 0.0, scale)
-    elif kind == "truncated_normal":
-        nn.init.trunc_normal_(tensor, 0.0, scale, -2 * scale, 2 * scale)
-    elif kind == "zeros":
-        nn.init.zeros_(tensor)
+    pick(DRAWS, kind, "initial distribution")(tensor, scale)
 
 
 def native_init(module: MLP) -> None:
@@ -105,22 +107,37 @@ def get_params(module: MLP) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
     return out, state
 
 
+LOSSES = {  # the module losses (labs.MODULE_LOSSES); the manual ones are in manual.py
+    # mean over examples, summed over independent outputs; torch clamps each log term at -100
+    "bce": lambda out, y: F.binary_cross_entropy(out, y, reduction="none").mean(0).sum(),
+    "cross_entropy": lambda out, y: F.cross_entropy(out, y),  # mean over examples, from logits
+}
+
+
 def loss_fn(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The declared loss: "bce" (mean over examples, summed over independent outputs; torch clamps each log
-    term at -100) or "cross_entropy" (mean over examples, from logits)."""
-    if name == "bce":
-        return F.binary_cross_entropy(out, y, reduction="none").mean(0).sum()
-    return F.cross_entropy(out, y)
+    """The declared loss (see ``LOSSES``)."""
+    return pick(LOSSES, name, "loss")(out, y)
+
+
+OPTIMIZERS = {  # labs.OPTIMIZERS -> (torch.optim class, its settings from the declaration)
+    "sgd": (torch.optim.SGD, lambda opt: {"lr": opt.lr}),
+    "adadelta": (torch.optim.Adadelta, lambda opt: {"lr": opt.lr, "rho": opt.rho, "eps": opt.epsilon}),
+    "rmsprop": (torch.optim.RMSprop, lambda opt: {"lr": opt.lr, "alpha": opt.alpha, "eps": opt.epsilon}),
+    "adam": (torch.optim.Adam, lambda opt: {"lr": opt.lr, "betas": opt.betas, "eps": opt.epsilon}),
+}
 
 
 def make_optimizer(opt: Optimizer, params: list[torch.nn.Parameter], fused: bool = False) -> torch.optim.Optimizer:
     """The declared optimizer with torch's own algorithm. ``fused``: Adam through torch's fused kernel (one kernel
     per tensor instead of a dozen; the same update, rounded differently in the last bit), for eager loops."""
-    extra = {"eps": opt.epsilon}
-    if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr)
-    if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, fused=fused or None, **extra)
-    if opt.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=opt.lr, alpha=opt.alpha, **extra)
-    return torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, **extra)
+    cls, settings = pick(OPTIMIZERS, opt.name, "optimizer")
+    extra = {"fused": fused or None} if opt.name == "adam" else {}
+    return cls(params, **settings(opt), **extra)
+
+
+def optimizer_name(opt: torch.optim.Optimizer) -> str:
+    """The declared name of a torch optimizer made by :func:`make_optimizer`."""
+    for name, (cls, _) in OPTIMIZERS.items():
+        if type(opt) is cls:
+            return name
+    raise LabError(f"unknown optimizer {type(opt).__name__}; choose from {', '.join(OPTIMIZERS)}")

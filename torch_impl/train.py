@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from harness.backend import BackendError, RunSpec, TrainResult
+from harness.labs import pick
 from torch_impl import manual, models
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -109,37 +110,53 @@ def _functional_update(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -
     """``opt``'s own algorithm (torch.optim's functional form, single-tensor path as on the CPU) updating ``params``
     in place, with its state in fresh tensors initialised as the optimizer does; returns the update and that state.
     On a GPU the step counters live on the device (``capturable``), so the update can be captured in a CUDA graph."""
-    from torch.optim.adadelta import adadelta
-    from torch.optim.adam import adam
-    from torch.optim.rmsprop import rmsprop
-    from torch.optim.sgd import sgd
-
     g = opt.param_groups[0]
     capturable = params[0].device.type == "cuda"
-
-    def zeros() -> list[torch.Tensor]:
-        return [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
-
     steps = [torch.zeros((), dtype=torch.float32, device=p.device if capturable else "cpu") for p in params]
     common = {"weight_decay": g["weight_decay"], "maximize": g["maximize"], "foreach": False}
-    if isinstance(opt, torch.optim.SGD):
-        buffers: list[torch.Tensor | None] = [None] * len(params)
-        return (lambda grads: sgd(params, grads, buffers, fused=False, momentum=g["momentum"], lr=g["lr"],
-                                  dampening=g["dampening"], nesterov=g["nesterov"], **common)), []
-    if isinstance(opt, torch.optim.Adam):
-        m, v, vmax = zeros(), zeros(), zeros() if g["amsgrad"] else []
-        return (lambda grads: adam(params, grads, m, v, vmax, steps, capturable=capturable, differentiable=False,
-                                   fused=bool(g["fused"]), amsgrad=g["amsgrad"], beta1=g["betas"][0],
-                                   beta2=g["betas"][1], lr=g["lr"], eps=g["eps"], **common)), [*m, *v, *vmax, *steps]
-    if isinstance(opt, torch.optim.RMSprop):
-        sq, avg, mom = zeros(), zeros() if g["centered"] else [], zeros() if g["momentum"] > 0 else []
-        return (lambda grads: rmsprop(params, grads, sq, avg, mom, steps, differentiable=False,
-                                      capturable=capturable, lr=g["lr"], alpha=g["alpha"], eps=g["eps"],
-                                      momentum=g["momentum"], centered=g["centered"], **common)), \
-            [*sq, *avg, *mom, *steps]
-    sq, acc = zeros(), zeros()
+    update = pick(_FUNCTIONAL, models.optimizer_name(opt), "optimizer")
+    return update(params, g, steps, capturable, common)
+
+
+def _zeros(params: list[torch.Tensor], wanted: bool = True) -> list[torch.Tensor]:
+    return [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params] if wanted else []
+
+
+def _sgd(params: list, g: dict, steps: list, capturable: bool, common: dict) -> tuple[Callable, list]:
+    from torch.optim.sgd import sgd
+
+    buffers: list[torch.Tensor | None] = [None] * len(params)
+    return (lambda grads: sgd(params, grads, buffers, fused=False, momentum=g["momentum"], lr=g["lr"],
+                              dampening=g["dampening"], nesterov=g["nesterov"], **common)), []
+
+
+def _adam(params: list, g: dict, steps: list, capturable: bool, common: dict) -> tuple[Callable, list]:
+    from torch.optim.adam import adam
+
+    m, v, vmax = _zeros(params), _zeros(params), _zeros(params, g["amsgrad"])
+    return (lambda grads: adam(params, grads, m, v, vmax, steps, capturable=capturable, differentiable=False,
+                               fused=bool(g["fused"]), amsgrad=g["amsgrad"], beta1=g["betas"][0],
+                               beta2=g["betas"][1], lr=g["lr"], eps=g["eps"], **common)), [*m, *v, *vmax, *steps]
+
+
+def _rmsprop(params: list, g: dict, steps: list, capturable: bool, common: dict) -> tuple[Callable, list]:
+    from torch.optim.rmsprop import rmsprop
+
+    sq, avg, mom = _zeros(params), _zeros(params, g["centered"]), _zeros(params, g["momentum"] > 0)
+    return (lambda grads: rmsprop(params, grads, sq, avg, mom, steps, differentiable=False, capturable=capturable,
+                                  lr=g["lr"], alpha=g["alpha"], eps=g["eps"], momentum=g["momentum"],
+                                  centered=g["centered"], **common)), [*sq, *avg, *mom, *steps]
+
+
+def _adadelta(params: list, g: dict, steps: list, capturable: bool, common: dict) -> tuple[Callable, list]:
+    from torch.optim.adadelta import adadelta
+
+    sq, acc = _zeros(params), _zeros(params)
     return (lambda grads: adadelta(params, grads, sq, acc, steps, capturable=capturable, differentiable=False,
                                    lr=g["lr"], rho=g["rho"], eps=g["eps"], **common)), [*sq, *acc, *steps]
+
+
+_FUNCTIONAL = {"sgd": _sgd, "adadelta": _adadelta, "rmsprop": _rmsprop, "adam": _adam}  # keyed on labs.OPTIMIZERS
 
 
 def functional_step(learner: _ModuleLearner | _ManualLearner) -> tuple[Callable, list[torch.Tensor]]:
