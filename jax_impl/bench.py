@@ -13,9 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# torch and JAX may share one accelerator in a process (bench, report): JAX must not take 75% of its memory
+# when its backend starts (it reads this then, not at import).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from harness.backend import BackendError, RunSpec, Stepper
 from jax_impl import train
@@ -57,12 +61,6 @@ def matmul_timer(device: str, n: int) -> Callable[[], float]:
         return time.perf_counter() - start
 
     return timed
-
-
-def matmul_times(device: str, n: int, repeats: int) -> list[float]:
-    """Seconds per ``n`` x ``n`` float32 matmul, ``repeats`` of them."""
-    timed = matmul_timer(device, n)
-    return [timed() for _ in range(repeats)]
 
 
 def _pool(spec: RunSpec, dtype: jnp.dtype) -> tuple:

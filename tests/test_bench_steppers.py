@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from harness import backend as backends
 from harness import bench
 from harness.bench import peak
+from harness.errors import BackendError
 from harness.labs import get_lab
 from harness.runner import RunOptions, prepare
 from torch_impl import train as torch_train
@@ -29,13 +31,13 @@ def _spec(lab: str, **overrides):
 
 @functools.cache
 def _trained(lab: str, framework: str) -> np.ndarray:
-    return bench.load_backend(framework).train(dataclasses.replace(_spec(lab), execution="per_step")).losses
+    return backends.load(framework).train(dataclasses.replace(_spec(lab), execution="per_step")).losses
 
 
 @pytest.mark.parametrize("framework,mode", [("torch", "eager"), ("jax", "per_step"), ("jax", "fused")])
 @pytest.mark.parametrize("lab", ["mnist_dropout", "xor_wide_deep", "mnist_batchnorm", "mnist_backprop_manual"])
 def test_a_stepper_follows_the_trainer(framework, mode, lab):
-    stepper = bench.load_bench(framework).make_stepper(_spec(lab), mode, fuse_steps=POOL)
+    stepper = backends.load(framework).make_stepper(_spec(lab), mode, fuse_steps=POOL)
     stepper.run(POOL)
     assert stepper.loss() == pytest.approx(_trained(lab, framework)[POOL - 1], rel=1e-6)
 
@@ -43,7 +45,7 @@ def test_a_stepper_follows_the_trainer(framework, mode, lab):
 @pytest.mark.parametrize("framework,mode", [("torch", "eager"), ("jax", "per_step"), ("jax", "fused")])
 def test_the_bare_loop_runs_the_same_steps(framework, mode):
     spec = _spec("xor_wide_deep")
-    make = bench.load_bench(framework).make_stepper
+    make = backends.load(framework).make_stepper
     a, b = make(spec, mode, POOL), make(spec, mode, POOL)
     a.run(2 * POOL)
     b.bare(2 * POOL // b.unit_steps)
@@ -78,17 +80,17 @@ def test_compiled_training_follows_eager(lab):
 
 
 def test_modes_each_framework_offers():
-    assert bench.load_bench("torch").modes("cpu") == ("eager", "compiled")
-    assert bench.load_bench("torch").modes("gpu") == ("eager", "compiled", "cuda_graph")
-    assert bench.load_bench("jax").modes("cpu") == ("per_step", "fused")
+    assert backends.load("torch").modes("cpu") == ("eager", "compiled")
+    assert backends.load("torch").modes("gpu") == ("eager", "compiled", "cuda_graph")
+    assert backends.load("jax").modes("cpu") == ("per_step", "fused")
 
 
 def test_cuda_graph_training_needs_a_gpu():
     spec = _spec("xor_mlp")
-    with pytest.raises(bench.BackendError, match="needs a GPU"):
+    with pytest.raises(BackendError, match="needs a GPU"):
         torch_train.train(dataclasses.replace(spec, execution="cuda_graph"))
-    with pytest.raises(bench.BackendError, match="jax has no execution 'compiled'"):
-        bench.load_backend("jax").train(dataclasses.replace(spec, execution="compiled"))
+    with pytest.raises(BackendError, match="jax has no execution 'compiled'"):
+        backends.load("jax").train(dataclasses.replace(spec, execution="compiled"))
 
 
 def test_flops_per_step():
@@ -120,5 +122,15 @@ def test_plan_defaults():
     assert keys["xor_wide_deep/torch/cpu/eager"].threads == 1
     assert keys["mnist_dropout/jax/cpu/fused"].fuse_steps == bench.BLOCK_STEPS["mnist"]
     assert keys["xor_wide_deep/jax/cpu/fused"].block_steps == 10 * keys["xor_wide_deep/jax/cpu/per_step"].block_steps
-    assert keys["mnist_dropout/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS["mnist"]
-    assert keys["xor_wide_deep/torch/cpu/compiled"].fuse_steps == bench.TORCH_FUSE_STEPS["xor"]
+    torch_fuse = backends.info("torch").extras["bench_fuse_steps"]
+    assert keys["mnist_dropout/torch/cpu/compiled"].fuse_steps == torch_fuse["mnist"] == 1
+    assert keys["xor_wide_deep/torch/cpu/compiled"].fuse_steps == torch_fuse["xor"] == 10
+
+
+def test_the_ci_suite_skips_compiled_modes_and_runs_per_task_pools_on_one_thread():
+    work = bench.plan(bench.SUITES["ci"].labs, ("torch", "jax"), ("cpu",), None, bench.SUITES["ci"])
+    assert {w.key.split("/", 1)[1] for w in work} == {"torch/cpu/eager", "jax/cpu/per_step", "jax/cpu/fused"}
+    assert {w.threads for w in work if w.framework == "torch"} == {1}
+    assert {w.threads for w in work if w.framework == "jax"} == {None}  # sized at start-up: recorded, not set
+    only = bench.plan(("xor_mlp",), ("torch", "jax"), ("cpu",), ("fused",), bench.SUITES["ci"])
+    assert [w.key for w in only] == ["xor_mlp/jax/cpu/fused"]  # --modes: wherever a backend offers them

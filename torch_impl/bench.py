@@ -70,12 +70,6 @@ def matmul_timer(device: str, n: int) -> Callable[[], float]:
     return timed
 
 
-def matmul_times(device: str, n: int, repeats: int) -> list[float]:
-    """Seconds per ``n`` x ``n`` float32 matmul, ``repeats`` of them."""
-    timed = matmul_timer(device, n)
-    return [timed() for _ in range(repeats)]
-
-
 def _pool(spec: RunSpec, device: torch.device, dtype: torch.dtype) -> tuple:
     """Every step's batch (and shared masks) gathered once onto the device: a leading axis of ``P`` steps; the
     full-batch labs have one entry, the whole training set."""

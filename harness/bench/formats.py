@@ -1,0 +1,114 @@
+"""Output formats of a bench run: one line per workload, markdown tables (docs/benchmarks.md), the results JSON,
+and github-action-benchmark's two custom formats.
+
+github-action-benchmark files: ``PREFIX-smaller-is-better.json`` (``customSmallerIsBetter``: ms/step) and
+``PREFIX-bigger-is-better.json`` (``customBiggerIsBetter``: steps/s and % of the matmul peak). Each value is the
+median over blocks; its ``range`` is ``± X`` with X half the width of the p5..p95 interval over blocks (the form
+the action parses); the percentiles themselves are in ``extra``.
+"""
+
+from __future__ import annotations
+
+from harness.bench.protocol import half_width
+from harness.bench.targets import target_value
+
+
+def format_entry(e: dict) -> str:
+    """One line per workload."""
+    head = f"{e['lab']:<20} {e['framework']:<5} {e['device']:<3} {e['mode']:<10}"
+    if e.get("status") not in ("ok", "diverged"):
+        return f"{head} {e.get('status')}: {e.get('reason', '')}"
+    ms = e["ms_per_step"]
+    over = f" overhead {e['overhead']['pct']:+.1f}% ({e['overhead']['basis'].replace('_', ' ')})" \
+        if "overhead" in e else ""
+    pct = f" {e['pct_peak']:.1f}% of peak" if "pct_peak" in e else ""
+    return (f"{head} thr {e['threads']} compile {e['compile_s']:.2f}s  {ms['median']:.4g} ms/step "
+            f"[p5 {ms['p5']:.4g}, p95 {ms['p95']:.4g}]  {e['steps_per_s']:,.0f} steps/s  "
+            f"{e['samples_per_s']:,.0f} samples/s  {e['gflops']:.3g} GFLOP/s{pct}{over}")
+
+
+def _machine_lines(record: dict) -> list[str]:
+    m = record["machine"]
+    lines = [f"Machine: {m['cpu_model']}, {m['cpu_count']} cores ({', '.join(m.get('cpu_flags', []))}); "
+             f"{m['platform']}; Python {m['python']}; load average {record.get('loadavg_start')} at the start, "
+             f"{record.get('loadavg_end')} at the end; {record['created']}.", ""]
+    for fw, info in record["frameworks"].items():
+        versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        for device, d in info["devices"].items():
+            gpu = f" on {d['gpu']}" if d.get("gpu") else ""
+            lines.append(f"- {fw} ({versions}){gpu}: float32 matmul peak {d['peak']['gflops']:.1f} GFLOP/s on "
+                         f"{device} (n={d['peak']['n']}, best of {d['peak']['repeats']}, median "
+                         f"{d['peak']['gflops_median']:.1f})")
+    return lines
+
+
+def _result_row(e: dict) -> str:
+    head = f"| {e['lab']} | {e['framework']} | {e['device']} | {e['mode']} |"
+    if e.get("status") != "ok":
+        return f"{head} | | | {e.get('status')}: {e.get('reason', '')} | | | | | |"
+    ms = e["ms_per_step"]
+    over = f"{e['overhead']['pct']:+.1f}%" if "overhead" in e else ""
+    return (f"{head} {e['threads']} | {e['batch_size']} | {e['compile_s']:.2f} | {ms['median']:.4g} "
+            f"[{ms['p5']:.4g}, {ms['p95']:.4g}] | {e['steps_per_s']:,.0f} | {e['samples_per_s']:,.0f} | "
+            f"{e['gflops']:.3g} | {e.get('pct_peak', float('nan')):.3g} | {over} |")
+
+
+def format_markdown(record: dict) -> str:
+    """The figures of a run as markdown tables (docs/benchmarks.md): the machine, the peaks, one row per workload,
+    and the development targets when the run checked them (``--targets``)."""
+    lines = _machine_lines(record)
+    lines += ["", "| lab | framework | device | mode | threads | batch | compile s | ms/step median [p5, p95] | "
+              "steps/s | samples/s | GFLOP/s | % of peak | overhead |", "|" + "---|" * 13]
+    lines += [_result_row(e) for e in record["results"]]
+    if record.get("targets"):
+        lines += ["", "| target | lab | mode | this run | |", "|---|---|---|---|---|"]
+        for t in record["targets"]:
+            lines.append(f"| {t['target']} | {t['lab']} | {t['mode']} | {target_value(t)} | "
+                         f"{'met' if t['met'] else 'missed'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _inverse_half_width(value: float, ms: dict[str, float]) -> float:
+    """``± X`` of a figure proportional to 1/(ms/step), from the p5..p95 of ms/step."""
+    return value * ms["median"] * (1 / ms["p5"] - 1 / ms["p95"]) / 2
+
+
+def github_action(record: dict) -> tuple[list[dict], list[dict]]:
+    """The figures in github-action-benchmark's ``customSmallerIsBetter`` and ``customBiggerIsBetter`` formats:
+    median values, ``range`` ``± X`` (half the p5..p95 width over blocks), percentiles and settings in ``extra``."""
+    smaller, bigger = [], []
+    for e in record["results"]:
+        if e.get("status") != "ok":
+            continue
+        ms = e["ms_per_step"]
+        extra = (f"ms/step p5 {ms['p5']:.4g}, median {ms['median']:.4g}, p95 {ms['p95']:.4g}; threads {e['threads']}, "
+                 f"batch {e['batch_size']}, {e['blocks']} blocks of {e['block_steps']} steps")
+        smaller.append({"name": f"{e['key']} ms/step", "unit": "ms/step", "value": float(ms["median"]),
+                        "range": f"± {half_width(ms):.4g}", "extra": extra})
+        bigger.append({"name": f"{e['key']} steps/s", "unit": "steps/s", "value": float(e["steps_per_s"]),
+                       "range": f"± {_inverse_half_width(e['steps_per_s'], ms):.4g}", "extra": extra})
+        if "pct_peak" in e:
+            bigger.append({"name": f"{e['key']} % of matmul peak", "unit": "% of peak",
+                           "value": float(e["pct_peak"]),
+                           "range": f"± {_inverse_half_width(e['pct_peak'], ms):.4g}",
+                           "extra": f"peak {e['peak_gflops']:.1f} GFLOP/s; {extra}"})
+    return smaller, bigger
+
+
+def github_action_paths(prefix: str) -> tuple[str, str]:
+    """The two files ``--github-action PREFIX`` writes: smaller-is-better, bigger-is-better."""
+    return f"{prefix}-smaller-is-better.json", f"{prefix}-bigger-is-better.json"
+
+
+def write_outputs(record: dict, out: str | None, github: str | None, markdown: str | None = None) -> None:
+    """The results JSON, the markdown tables and, with a prefix, the two github-action-benchmark files (each
+    written atomically)."""
+    from harness.results import atomic_write, write_json
+
+    if out:
+        write_json(out, record)
+    if markdown:
+        atomic_write(markdown, format_markdown(record))
+    if github:
+        for path, items in zip(github_action_paths(github), github_action(record)):
+            write_json(path, items)

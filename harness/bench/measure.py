@@ -1,0 +1,176 @@
+"""Measuring: the matmul peak of a backend, one workload's entry (protocol + figures), and a whole run's record
+(machine, backends with settings and peaks, entries). Backends come from the registry only."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from harness import backend as backends
+from harness.backend import BackendError
+from harness.bench import peak as peak_mod
+from harness.bench.protocol import harness_overhead, inject_sync, ms_stats, time_stepper
+from harness.bench.workloads import Workload, sets_threads
+from harness.labs import get_lab
+from harness.runner import RunOptions, prepare
+
+SCHEMA = "dlzta-bench/1"
+PEAK_N = {"cpu": 1024, "gpu": 8192, "tpu": 8192}
+
+
+def matmul_times(framework: str, device: str, n: int, repeats: int) -> list[float]:
+    """Seconds per ``n`` x ``n`` float32 matmul in ``framework`` on ``device``, ``repeats`` of them."""
+    timed = backends.load(framework).matmul_timer(device, n)
+    return [timed() for _ in range(repeats)]
+
+
+def measure_peak(framework: str, device: str, n: int, repeats: int, threads: int | None = None) -> dict:
+    """The framework's float32 matmul peak on ``device``, GFLOP/s: on ``threads`` intra-op threads (None: every
+    core, for a backend that sets them per task, on a CPU); the thread count in effect before is restored."""
+    b = backends.load(framework)
+    if threads is None and device == "cpu" and sets_threads(framework):
+        threads = os.cpu_count()
+    before = b.thread_count()
+    try:
+        settings = b.configure_threads(threads)
+        times = matmul_times(framework, device, n, repeats)
+    finally:
+        b.configure_threads(before)
+    return {**peak_mod.peak_record(times, n), "threads": settings["threads"], "loadavg": peak_mod.loadavg()}
+
+
+def _options(w: Workload, data: str, batch_size: int | None) -> RunOptions:
+    pool = w.block_steps if get_lab(w.lab).task == "mnist" else 1
+    overrides = {"batch_size": batch_size} if batch_size else {}
+    return RunOptions(device=w.device, steps=pool, data=data, overrides=overrides)
+
+
+def _figures(timing: dict, block_steps: int, batch: int, flops: int, n: int) -> dict[str, Any]:
+    """Throughput figures of one entry from its block times, and each block against the matmul timed right after
+    it (the same moment of a shared machine): ``pct_paired``, the gate's figure."""
+    ms = ms_stats(timing["block_s"], block_steps)
+    paired = [100 * (flops * block_steps / t) / (2 * n**3 / m)
+              for t, m in zip(timing["block_s"], timing["paired_matmul_s"])]
+    q = peak_mod.quantile
+    return {"ms_per_step": ms, "steps_per_s": 1e3 / ms["median"], "steps_per_s_best": 1e3 / ms["p5"],
+            "samples_per_s": batch * 1e3 / ms["median"], "gflops": flops / ms["median"] / 1e6,
+            "gflops_best": flops / ms["p5"] / 1e6,
+            "pct_paired": {"median": q(paired, 0.5), "p25": q(paired, 0.25), "p75": q(paired, 0.75), "n": n}}
+
+
+def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, inject: str | None = None,
+            peak_n: int | None = None) -> dict:
+    """Time one workload (protocol, overhead, figures); the entry as it goes into the results."""
+    b = backends.load(w.framework)
+    prepared = prepare(get_lab(w.lab), _options(w, data, batch_size))
+    spec = prepared.spec
+    batch = len(spec.batches[0]) if spec.batches is not None else len(spec.train_x)
+    entry: dict[str, Any] = {
+        "key": w.key, "lab": w.lab, "framework": w.framework, "device": w.device, "mode": w.mode,
+        "dtype": spec.dtype, "batch_size": batch, "block_steps": w.block_steps, "blocks": w.blocks,
+        "warmup_blocks": w.warmup_blocks, "data": prepared.data_record.get("name", prepared.data_record["source"]),
+        "injected": inject, "loadavg": peak_mod.loadavg(), "threads": b.configure_threads(w.threads)["threads"],
+    }
+    n = peak_n or PEAK_N[w.device]
+    start = time.perf_counter()
+    try:
+        stepper = b.make_stepper(spec, w.mode, w.fuse_steps)
+        if inject == "sync":
+            stepper = inject_sync(stepper)
+        entry["setup_s"] = time.perf_counter() - start
+        timing = time_stepper(stepper, w.block_steps, w.blocks, w.warmup_blocks, b.matmul_timer(w.device, n))
+    except BackendError as exc:
+        return {**entry, "status": "unavailable", "reason": str(exc)}
+    entry.update(unit_steps=stepper.unit_steps, info=stepper.info, **timing)
+    if w.overhead_rounds:
+        entry["overhead"] = harness_overhead(stepper, w.block_steps, w.overhead_rounds, w.device)
+    entry["final_loss"] = stepper.loss()
+    entry["status"] = "ok" if math.isfinite(entry["final_loss"]) else "diverged"
+    flops = peak_mod.flops_per_step(spec.model, batch, spec.lab.manual)
+    entry.update(flops_per_step=flops["total"], flops=flops)
+    entry.update(_figures(timing, w.block_steps, batch, flops["total"], n))
+    return entry
+
+
+def add_peak_figures(entry: dict, peak: dict) -> None:
+    """GFLOP/s as a percentage of ``peak`` (the best matmul rate): of the median block and of the best blocks."""
+    if entry.get("status") != "ok":
+        return
+    entry["peak_gflops"] = peak["gflops"]
+    entry["pct_peak"] = 100 * entry["gflops"] / peak["gflops"]
+    entry["pct_peak_best"] = 100 * entry["gflops_best"] / peak["gflops"]
+    paired = entry["pct_paired"]
+    entry["noise"] = {"paired": (paired["median"] - paired["p25"]) / paired["median"]}
+
+
+def format_peak(framework: str, device: str, peak: dict) -> str:
+    """One line: a backend's merged matmul peak."""
+    return (f"  {framework} {device} matmul peak: {peak['gflops']:.1f} GFLOP/s (n={peak['n']}, best of "
+            f"{peak['repeats']}; median {peak['gflops_median']:.1f})")
+
+
+def _time_group(items: list[Workload], n: int, peak_repeats: int, measure_one: Callable[[Workload], dict],
+                echo: Callable[[dict], None] | None) -> tuple[list[dict], dict]:
+    """The workloads of one backend and device, the peak sampled before the first and after each (the best of all
+    is the machine's); the entries with their peak figures, and the merged peak."""
+    fw, device = items[0].framework, items[0].device
+    samples = [measure_peak(fw, device, n, peak_repeats)]
+    entries = []
+    for w in items:
+        entries.append(measure_one(w))
+        samples.append(measure_peak(fw, device, n, max(3, peak_repeats // 4)))
+        if echo:
+            echo(entries[-1])
+    merged = peak_mod.merge_peaks(*samples)
+    for entry in entries:
+        add_peak_figures(entry, merged)
+    return entries, merged
+
+
+def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = None, inject: str | None = None,
+        peak_repeats: int = 20, peak_n: int | None = None, echo: Callable[[str], None] | None = print) -> dict:
+    """Time every workload; the whole results record (machine, frameworks with settings and peaks, entries).
+    ``echo(line)`` is told each entry and peak as it is measured (None: silent)."""
+    from harness.bench.formats import format_entry
+
+    record: dict[str, Any] = {
+        "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "frameworks": {}, "results": [],
+    }
+    groups: dict[tuple[str, str], list[Workload]] = {}
+    for w in work:
+        groups.setdefault((w.framework, w.device), []).append(w)
+    for (fw, device), items in groups.items():
+        backends.check_device(fw, device)
+        b = backends.load(fw)
+        info = record["frameworks"].setdefault(fw, {"versions": b.versions(), "devices": {}})
+        n = peak_n or PEAK_N[device]
+        entries, merged = _time_group(items, n, peak_repeats, lambda w, n=n: measure(w, data, batch_size, inject, n),
+                                      (lambda e: echo(format_entry(e))) if echo else None)
+        info["devices"][device] = {"peak": merged, "settings": b.configure_threads(None), **b.device_info(device)}
+        record["results"].extend(entries)
+        if echo:
+            echo(format_peak(fw, device, merged))
+    record["loadavg_end"] = peak_mod.loadavg()
+    return record
+
+
+def better_paired(new: dict, old: dict) -> bool:
+    """Whether entry ``new`` is the better measurement by the machine-normalised figure."""
+    return new["pct_paired"]["median"] > old["pct_paired"]["median"]
+
+
+def merge_rerun(record: dict, again: dict, better: Callable[[dict, dict], bool] = better_paired) -> None:
+    """Keep, per entry of ``record`` measured again in ``again``, the ``better`` of the two measurements; count the
+    attempts."""
+    fresh = {e["key"]: e for e in again["results"]}
+    for i, e in enumerate(record["results"]):
+        new = fresh.get(e["key"])
+        if new is None:
+            continue
+        keep_new = new.get("status") == "ok" and (e.get("status") != "ok" or better(new, e))
+        record["results"][i] = {**(new if keep_new else e), "attempts": e.get("attempts", 1) + 1}
