@@ -287,6 +287,8 @@ def _add_bench(sub: Any) -> None:
                    help="also write PREFIX-smaller-is-better.json and PREFIX-bigger-is-better.json "
                    "(github-action-benchmark's customSmallerIsBetter / customBiggerIsBetter)")
     g.add_argument("--markdown", metavar="FILE", help="also write the figures as markdown tables")
+    g.add_argument("--targets", action="store_true",
+                   help="also check the project's development targets (docs/benchmarks.md) against the figures")
     g.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
     g.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
                    help="smallest relative drop that fails the gate; the noise of both runs widens it")
