@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from harness.errors import LabError
+from harness.references import Breakout, CorrectSeries, EpochTable, FinalMetric, LossSeries, Reference
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "selu")
 INITS = (
@@ -88,7 +89,7 @@ class Lab:
     companion: Model | None = None  # a second model trained on the same batches (mnist_batchnorm)
     model_labels: tuple[str, str] = ("model", "companion")  # names of the two in per-epoch results
     eval_every_epoch: bool = False
-    reference: dict[str, Any] = field(default_factory=dict)
+    reference: Reference = field(default_factory=Reference)  # what the course printed (typed records)
     reference_raw_pixels: bool = False  # the course computed its accuracy on raw 0..255 test pixels
     notes: str = ""
 
@@ -171,11 +172,19 @@ _MNIST = dict(task="mnist", loss="cross_entropy", optimizer=_ADAM, epochs=15, ba
               reference_raw_pixels=True)
 
 
-def _xor(name: str, title: str, notebook: str, sizes: tuple[int, ...], reference: dict, **kw: Any) -> Lab:
+def _xor(name: str, title: str, notebook: str, sizes: tuple[int, ...], records: tuple, **kw: Any) -> Lab:
     return Lab(
         name=name, title=title, notebook=notebook, task="xor", model=Model(sizes), loss="bce",
-        optimizer=_XOR_SGD, steps=10001, reference=reference, **kw,
+        optimizer=_XOR_SGD, steps=10001, reference=Reference(records), **kw,
     )
+
+
+def _course(cost_first: float, cost_last: float, accuracy: float, **kw: Any) -> Reference:
+    """An MNIST notebook's printout: the mean training cost of epochs 1 and 15, and the test accuracy (on raw
+    0..255 pixels, as those notebooks computed it)."""
+    return Reference((FinalMetric("epoch_cost", "train", cost_first, epoch=1),
+                      FinalMetric("epoch_cost", "train", cost_last, epoch=15),
+                      FinalMetric("accuracy", "test", accuracy, epoch=15, raw_pixels=True)), **kw)
 
 
 LABS: dict[str, Lab] = {}
@@ -191,27 +200,28 @@ _register(
     Lab(
         name="gates", title="Perceptron on AND, OR and XOR", notebook="lecture Lab-08-1", task="gates",
         model=Model((2, 3)), loss="bce", optimizer=_XOR_SGD, steps=10001,
-        reference={"accuracy": {"AND": 1.0, "OR": 1.0, "XOR": "not learned (0.5 or 0.75)"}},
+        reference=Reference((FinalMetric("accuracy", "train", {"AND": 1.0, "OR": 1.0,
+                                                                "XOR": "not learned (0.5 or 0.75)"}),)),
         notes="Three independent perceptrons (one output column per gate); the loss is the sum of the three "
         "per-gate mean BCEs, so each column gets exactly the gradient of its own perceptron.",
     ),
     _xor(
         "xor_perceptron", "XOR with a single-layer perceptron", "lab-08_1_xor", (2, 1),
-        {"loss": {0: 0.7273974418640137, **{s: 0.6931471824645996 for s in range(200, 10001, 100)}},
-         "accuracy": 0.5, "rtol": 1e-4},
+        (LossSeries({0: 0.7273974418640137, **{s: 0.6931471824645996 for s in range(200, 10001, 100)}}, 1e-4),
+         FinalMetric("accuracy", "train", 0.5)),
     ),
     _xor(
         "xor_mlp", "XOR with a 2-2-1 sigmoid network", "lab-08_2_xor_nn", (2, 2, 1),
-        {"loss": {0: 0.7434073090553284, 2100: 0.6561676263809204, 2200: 0.4311096668243408,
-                  10000: 0.0012345188297331333},
-         "accuracy": 1.0, "rtol": 1e-4},
+        (LossSeries({0: 0.7434073090553284, 2100: 0.6561676263809204, 2200: 0.4311096668243408,
+                     10000: 0.0012345188297331333}, 1e-4),
+         FinalMetric("accuracy", "train", 1.0)),
     ),
     _xor(
         "xor_wide_deep", "XOR with a wide and deep sigmoid network", "lab-08_3_xor_nn_wide_deep",
         (2, 10, 10, 10, 1),
-        {"loss": {0: 0.6948983669281006, 5000: 0.6820821762084961, 5300: 0.041401054710149765,
-                  10000: 0.0001565046259202063},
-         "accuracy": 1.0, "rtol": 0.02, "breakout": {"step": 5300, "below": 0.1, "tolerance_steps": 100}},
+        (LossSeries({0: 0.6948983669281006, 5000: 0.6820821762084961, 5300: 0.041401054710149765,
+                     10000: 0.0001565046259202063}, 0.02, Breakout(5300, 0.1, 100)),
+         FinalMetric("accuracy", "train", 1.0)),
         notes="float32 rounding differs between PyTorch 1.0 and today's; the steep break-out from the ln 2 "
         "plateau magnifies it, so the course's numbers are matched within 2% and the break-out within 100 steps.",
     ),
@@ -228,31 +238,30 @@ _register(
         model=Model((784, 30, 10), init="normal", bias_init="normal"), loss="manual_squared",
         optimizer=Optimizer("sgd", lr=0.5), steps=10000, batch_size=10, log_every=1000, manual=True,
         reference_raw_pixels=True,
-        reference={"correct_of_first_1000": {1000 * (i + 1): c for i, c in
-                                             enumerate((736, 862, 860, 881, 874, 890, 904, 923, 916, 920))}},
+        reference=Reference((CorrectSeries({1000 * (i + 1): c for i, c in enumerate(
+            (736, 862, 860, 881, 874, 890, 904, 923, 916, 920))}, raw_pixels=True),)),
     ),
     Lab(
         name="mnist_softmax", title="MNIST softmax regression", notebook="lab-09_1_mnist_softmax",
         model=Model((784, 10), output="logits", init="normal"),
-        reference={"cost": {1: 4.848181248, 15: 0.396514893}, "accuracy": 0.8944}, **_MNIST,
+        reference=_course(4.848181248, 0.396514893, 0.8944), **_MNIST,
     ),
     Lab(
         name="mnist_relu_normal", title="MNIST 784-256-256-10 ReLU network, N(0,1) weights",
         notebook="lab-09_2_mnist_nn", model=Model((784, 256, 256, 10), "relu", "logits", init="normal"),
-        reference={"cost": {1: 129.325607300, 15: 0.751341939}, "accuracy": 0.9423}, **_MNIST,
+        reference=_course(129.325607300, 0.751341939, 0.9423), **_MNIST,
     ),
     Lab(
         name="mnist_relu_xavier", title="MNIST 784-256-256-10 ReLU network, Xavier uniform weights",
         notebook="lab-09_3_mnist_nn_xavier",
         model=Model((784, 256, 256, 10), "relu", "logits", init="xavier_uniform"),
-        reference={"cost": {1: 0.249897048, 15: 0.006201488}, "accuracy": 0.9805}, **_MNIST,
+        reference=_course(0.249897048, 0.006201488, 0.9805), **_MNIST,
     ),
     Lab(
         name="mnist_deep_xavier", title="MNIST five-layer 512-wide ReLU network, Xavier uniform (as intended)",
         notebook="lab-09_4_mnist_nn_deep",
         model=Model((784, 512, 512, 512, 512, 10), "relu", "logits", init="xavier_uniform"),
-        reference={"cost": {1: 0.283860594, 15: 0.008151450}, "accuracy": 0.9819,
-                   "published_variant": "mnist_deep_xavier_published"},
+        reference=_course(0.283860594, 0.008151450, 0.9819, published_variant="mnist_deep_xavier_published"),
         **_MNIST,
         notes="The course's numbers come from the notebook as it ran, whose Sequential used only the first three "
         "Linear layers: that network is mnist_deep_xavier_published; this one is the five layers it declares.",
@@ -261,7 +270,7 @@ _register(
         name="mnist_deep_xavier_published", title="MNIST deep Xavier network as the notebook ran it",
         notebook="lab-09_4_mnist_nn_deep",
         model=Model((784, 512, 512, 512), "relu", "logits", init="xavier_uniform"),
-        reference={"cost": {1: 0.283860594, 15: 0.008151450}, "accuracy": 0.9819}, **_MNIST,
+        reference=_course(0.283860594, 0.008151450, 0.9819), **_MNIST,
         notes="The notebook's Sequential uses only its first three Linear layers, so the network ends in 512 "
         "logits (cross-entropy over 512 classes, of which only 0..9 ever occur).",
     ),
@@ -269,7 +278,7 @@ _register(
         name="mnist_dropout", title="MNIST five-layer 512-wide ReLU network with dropout 0.3",
         notebook="lab-09_5_mnist_nn_dropout",
         model=Model((784, 512, 512, 512, 512, 10), "relu", "logits", init="xavier_uniform", dropout=0.3),
-        reference={"cost": {1: 0.309925616, 15: 0.044633854}, "accuracy": 0.9772}, **_MNIST,
+        reference=_course(0.309925616, 0.044633854, 0.9772), **_MNIST,
     ),
     Lab(
         name="mnist_batchnorm", title="MNIST 784-32-32-10 with batch norm, beside the same net without",
@@ -278,11 +287,10 @@ _register(
         companion=Model((784, 32, 32, 10), "relu", "logits"),
         seed=1, task="mnist", loss="cross_entropy", optimizer=Optimizer("adam", lr=0.01), epochs=10,
         batch_size=32, log_every=1, eval_every_epoch=True, model_labels=("bn", "plain"),
-        reference={"epoch_10": {"bn": {"train_loss": 0.04630, "train_acc": 0.99, "valid_loss": 0.09259,
-                                       "valid_acc": 0.97},
-                                "plain": {"train_loss": 0.09960, "train_acc": 0.97, "valid_loss": 0.16750,
-                                          "valid_acc": 0.96}},
-                   "bn_ahead_every_epoch": True},
+        reference=Reference((EpochTable(10, {
+            "bn": {"train_loss": 0.04630, "train_acc": 0.99, "valid_loss": 0.09259, "valid_acc": 0.97},
+            "plain": {"train_loss": 0.09960, "train_acc": 0.97, "valid_loss": 0.16750, "valid_acc": 0.96}},
+            first_ahead_every_epoch=True),)),
         notes="The course draws the plain model's weights after the batch-norm model's from one generator; here "
         "both start from the same Linear weights (drawn from the seed), so batch norm is the only difference.",
     ),
@@ -290,7 +298,7 @@ _register(
         name="mnist_selu", title="MNIST five-layer 512-wide SELU network (work in progress in the course)",
         notebook="lab-09_7_mnist_nn_selu",
         model=Model((784, 512, 512, 512, 512, 10), "selu", "logits", init="xavier_uniform"),
-        reference={"cost": {1: 0.314744234, 15: 0.054599971}, "accuracy": 0.8196}, **_MNIST,
+        reference=_course(0.314744234, 0.054599971, 0.8196), **_MNIST,
         notes="The course's 0.8196 comes from evaluating on raw 0..255 pixels.",
     ),
 )

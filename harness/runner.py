@@ -19,6 +19,7 @@ from harness.errors import RunDiverged
 from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
 from harness.metrics import epoch_means, epoch_rows, evaluate
+from harness.references import CorrectSeries
 
 WEIGHTS = ("native", "shared")
 MASK_MODES = ("own", "shared")
@@ -218,10 +219,10 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     if lab.eval_every_epoch and prepared.steps_per_epoch:
         record["epochs"] = [{"epoch": row.pop("epoch"), lab.model_labels[0]: row}
                             for row in epoch_rows(evals, prepared.steps_per_epoch)]
-    series = lab.reference.get("correct_of_first_1000")
-    if series is not None and lab.task == "mnist":
-        record["correct_of_first_1000"] = [
-            {"step": done, "correct": sets["test"]["correct_of_first_1000"], "course": series.get(done)}
+    for series in lab.reference.of(CorrectSeries):
+        record[f"correct_of_first_{series.of_first}"] = [
+            {"step": done, "correct": sets["test"][f"correct_of_first_{series.of_first}"],
+             "course": series.correct.get(done)}
             for done, sets in evals.items() if done > 0 and "test" in sets]
     record["status"] = "ok"
     return record
