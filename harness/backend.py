@@ -224,6 +224,8 @@ register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused",
                      thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de",
                      # bench: fused XOR steps take ~10 us, so their timed blocks are ten times longer
                      extras={"bench_block_factor": {"fused": {"xor": 10, "gates": 10}}}))
+register(BackendInfo("numpy", "NumPy referee", "#2ca02c", "harness.referee.backend", ("loop",),
+                     thread_policy="fixed", cost=(0.1, 100e-6), float64_only=True))
 
 
 # Transitional names (the harness moves to ``names()``/``load()``; kept until every caller has moved).

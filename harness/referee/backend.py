@@ -1,0 +1,79 @@
+"""The numpy referee seen through ``harness.backend.Backend`` (the counterpart of ``torch_impl/backend.py``):
+float64, CPU, one execution (``loop``); numpy's BLAS sizes its threads at start-up."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from harness.backend import BackendError, RunSpec, Stepper
+from harness.referee.train import EXECUTIONS, Learner, available_devices, batch, trace, train, versions
+
+__all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
+           "thread_count", "trace", "train", "versions"]
+
+
+def configure_threads(threads: int | None) -> dict:
+    """numpy's BLAS pool is sized at start-up (``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``): recorded only."""
+    return {"threads": thread_count(), "dtype": "float64",
+            **{k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
+
+
+def thread_count() -> int | None:
+    """Not settable at run time (None)."""
+    return None
+
+
+def device_info(device: str) -> dict:
+    """The BLAS numpy calls, and that every run computes in float64."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        name = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # the layout of numpy's build record varies between releases
+        name = "unknown"
+    return {"blas": name, "dtype": "float64"}
+
+
+def modes(device: str) -> tuple[str, ...]:
+    """One Python step per iteration."""
+    return EXECUTIONS
+
+
+def matmul_timer(device: str, n: int) -> Callable[[], float]:
+    """A function timing one ``n`` x ``n`` float32 numpy matmul, in seconds, on operands made once."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((n, n), dtype=np.float32) for _ in range(2))
+    out = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=out)
+
+    def timed() -> float:
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        return time.perf_counter() - start
+
+    return timed
+
+
+def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
+    """Steady-state training of ``spec`` for the timing protocol, cycling through its steps' batches (each gathered
+    when its step runs: numpy has no device to stage them on)."""
+    if mode not in modes(spec.device):
+        raise BackendError(f"the referee has no mode {mode!r}; choose from {', '.join(modes(spec.device))}")
+    learner = Learner(spec)
+    pool = max(spec.steps, 1)
+    cycle = itertools.cycle(range(pool))
+    last = [float("nan")]
+
+    def unit() -> None:
+        last[0] = learner.step(*batch(spec, next(cycle)))[0]
+
+    def bare(units: int) -> None:
+        step = learner.step
+        for i in range(units):
+            step(*batch(spec, i % pool))
+
+    return Stepper(mode, unit, 1, lambda: None, lambda: last[0], bare, {"pool_steps": pool})
