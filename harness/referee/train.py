@@ -40,8 +40,8 @@ def check(spec: RunSpec) -> None:
         raise BackendError(f"the shared weights lack {', '.join(sorted(missing))}")
     if model.dropout > 0 and spec.masks is None:
         raise BackendError("the referee needs shared dropout masks (--masks shared)")
-    if lab.manual and (model.activation, model.output, model.batchnorm, model.dropout) != ("sigmoid", "sigmoid",
-                                                                                          False, 0.0):
+    plain = (model.activation, model.output, model.batchnorm, model.dropout) == ("sigmoid", "sigmoid", False, 0.0)
+    if lab.manual and not plain:
         raise BackendError("the hand-written backprop labs are all-sigmoid networks without batch norm or dropout")
 
 
@@ -52,10 +52,9 @@ class Learner:
         check(spec)
         self.lab, self.model = spec.lab, spec.model
         self.params = {k: np.array(v, dtype=np.float64) for k, v in spec.params.items()}
-        state = spec.state or {}
-        width = {k: self.params[k.split("/")[0] + "/scale"].shape for k in layout(self.model)[1]}
-        self.state = {k: np.array(state[k], dtype=np.float64) if k in state else  # else torch's initial values
-                      (np.zeros if k.endswith("/mean") else np.ones)(shape) for k, shape in width.items()}
+        initial = {k: (np.zeros if k.endswith("/mean") else np.ones)(self.params[k.split("/")[0] + "/scale"].shape)
+                   for k in layout(self.model)[1]}  # torch's, used where spec.state has none
+        self.state = {k: np.array((spec.state or {}).get(k, v), dtype=np.float64) for k, v in initial.items()}
         self.optimizer = optim.make(spec.lab.optimizer)
 
     def gradients(self, x: np.ndarray, y: np.ndarray, masks: list[np.ndarray] | None) -> tuple[float, Arrays, Arrays]:
