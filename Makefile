@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact versions CI was green with (pip freeze of the venv, `make constraints`): every install goes through
+# them, so a change in the figures or the tests bisects to the code, not to a new wheel.
+CONSTRAINTS := .ci/constraints.txt
 
-.PHONY: setup run test lint bench bench-full bench-ci bench-baseline clean
+.PHONY: setup setup-gpu run test lint bench bench-full bench-ci bench-baseline bench-gpu constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned to the CPU build on this machine's disk; the project's range admits it.
-	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.4,<3"
-	$(PY) -m pip install -q -e ".[dev]"
+	# torch first, at the constrained version (here: the CPU build on this machine's disk; in GitHub's CI: the CPU
+	# index named by PIP_EXTRA_INDEX_URL in the workflows).
+	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,12 +36,30 @@ bench-full: $(STAMP)
 	$(PY) -m harness bench --suite full --out bench-results.json --github-action bench-results
 
 # The CI gate: the short suite against the committed baseline; exit 1 on a regression.
+# Also writes bench-ci-smaller-is-better.json and bench-ci-bigger-is-better.json (github-action-benchmark).
 bench-ci: $(STAMP)
-	$(PY) -m harness bench --suite ci --compare benchmarks/baseline-ci.json --out bench-ci.json
+	$(PY) -m harness bench --suite ci --compare benchmarks/baseline-ci.json --out bench-ci.json \
+		--github-action bench-ci
 
 # A new baseline for the gate (commit it when a change makes steps faster or slower on purpose).
 bench-baseline: $(STAMP)
 	$(PY) -m harness bench --suite ci --out benchmarks/baseline-ci.json
 
+# A machine with an NVIDIA GPU: JAX's CUDA plugin at the constrained JAX version (torch from PyPI is a CUDA build).
+setup-gpu: $(STAMP)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) "jax[cuda12]"
+
+# The GPU check (parity, executions, the suite on CUDA; five minutes at most): gpu-check/, with
+# gpu-check/bench-gpu-{smaller,bigger}-is-better.json for github-action-benchmark.
+bench-gpu: $(STAMP)
+	PYTHON=$(PY) OUT=gpu-check bash benchmarks/gpu_check.sh
+
+# Re-record the constraints from the venv (after a deliberate upgrade, once the tests pass).
+constraints: $(STAMP)
+	{ echo "# pip freeze of a green venv (make constraints); torch's local tag (+cpu) dropped so one pin serves"; \
+	  echo "# the CPU and CUDA builds. Used by the Makefile install, .ci/run and .github/workflows."; \
+	  $(PY) -m pip freeze --exclude-editable | sed -e 's/+cpu$$//' -e '/^-e /d' -e '/^#/d'; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+
 clean:
-	rm -rf $(VENV) report bench-results*.json bench-ci.json
+	rm -rf $(VENV) report bench-results*.json bench-ci*.json gpu-check
