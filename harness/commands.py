@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from harness.labs import LABS, get_lab
+from harness.results import check_output_file
 from harness.runner import RunOptions
 
 
@@ -38,10 +39,25 @@ def _write(path: str | None, obj: dict) -> None:
 
 
 def fmt(v: Any) -> str:
-    """A final metric for a summary line (nested: one eval set's loss and accuracy)."""
+    """A final metric for a summary line (a dict: per-output values, as the gates' accuracy)."""
     if isinstance(v, dict):
-        return "(" + ", ".join(f"{k} {fmt(x)}" for k, x in v.items() if k in ("loss", "accuracy")) + ")"
+        return "(" + ", ".join(f"{k} {fmt(x)}" for k, x in v.items()) + ")"
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def final_text(final: dict) -> str:
+    """The ``final`` metrics of a run record, without the old aliases."""
+    from harness.metrics import LEGACY_FINAL_KEYS
+
+    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k not in LEGACY_FINAL_KEYS)
+
+
+def _trajectory(result: dict, per_epoch: bool) -> list[str]:
+    """The printed loss lines: one per epoch (the mean training loss, as the course prints its cost) for the
+    minibatch labs unless ``--log-every`` was given, else every logged step."""
+    if per_epoch and result.get("epoch_cost"):
+        return [f"epoch {e:>3} cost {c:.9f}" for e, c in enumerate(result["epoch_cost"], 1)]
+    return [f"{step:>6} {loss:.10f}" for step, loss in zip(result["steps"], result["loss"])]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -50,17 +66,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import course_lines, run
 
     lab = get_lab(args.lab)
+    if args.out:
+        check_output_file(args.out)
     try:
         result = run(lab, args.framework, run_options(args))
     except RunDiverged as exc:
         _write(args.out, exc.result)
         raise
     if not args.quiet:
-        for step, loss in zip(result["steps"], result["loss"]):
-            print(f"{step:>6} {loss:.10f}")
+        print("\n".join(_trajectory(result, per_epoch=args.log_every is None)))
     for line in course_lines(result):
         print(line)
-    final = ", ".join(f"{k} {fmt(v)}" for k, v in result["final"].items())
+    final = final_text(result["final"])
     t = result["timing"]
     print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['init']}] "
           f"final: {final}")
@@ -75,6 +92,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.errors import RunDiverged
 
     lab = get_lab(args.lab)
+    if args.out:
+        check_output_file(args.out)
     try:
         result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise)
     except RunDiverged as exc:
@@ -85,8 +104,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     steps = next(iter(runs.values()))["steps"][-1] + 1
     print(f"{lab.name} [{result['dtype']}, shared weights, {steps} steps]")
     for fw, rec in runs.items():
-        final = ", ".join(f"{k} {fmt(v)}" for k, v in rec["final"].items())
-        print(f"  {fw:<5} final: {final}")
+        print(f"  {fw:<5} final: {final_text(rec['final'])}")
     print(f"  max |diff| {result['max_abs_diff']:.3e}, max rel diff {result['max_rel_diff']:.3e}, "
           f"first step over {args.threshold:g}: {first if first is not None else 'never'}, "
           f"growth/step: {fmt(result['growth_per_step'])}")

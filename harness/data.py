@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ class Dataset:
     """MNIST-shaped data: images float32 [N, 784] in [0, 1], labels int32 [N], and where it came from.
 
     ``record`` holds ``source`` ("mnist-5k" | "tfds" | "idx"), ``name``, ``path``, ``train_size``,
-    ``test_size``, ``sha256`` (see :func:`_checksum`), ``version`` (TFDS version or None) and ``requested``
+    ``test_size``, ``sha256`` (see :func:`_checksum`; it fixes the batch order), ``fingerprint`` (per split, not
+    depending on the row order: see :func:`fingerprint`), ``version`` (TFDS version or None) and ``requested``
     (the source string asked for, e.g. "auto"); TFDS adds ``data_dir`` and ``cache``.
     """
 
@@ -64,7 +66,21 @@ def _checksum(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
         h.update(f"{a.dtype.str} {a.shape}\n".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.reshape(-1).view(np.uint8))  # a byte view: no copy, and empty arrays hash too
+    return h.hexdigest()
+
+
+FINGERPRINT_SCHEME = "sha256 of the sorted sha256 digests of each example's 784 uint8 pixels then its label byte"
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """A digest of one split that does not depend on the order of its examples (see ``FINGERPRINT_SCHEME``): the
+    same data read from sources that store the rows in different orders (IDX, TFDS) gets the same fingerprint."""
+    rows = np.concatenate([np.ascontiguousarray(images, np.uint8).reshape(len(images), -1),
+                           np.asarray(labels, np.uint8).reshape(-1, 1)], axis=1)
+    h = hashlib.sha256()
+    for digest in sorted(hashlib.sha256(row).digest() for row in rows):
+        h.update(digest)
     return h.hexdigest()
 
 
@@ -77,6 +93,8 @@ def _check_split(images: np.ndarray, labels: np.ndarray, where: str, split: str)
         raise DataError(f"{where}: {split} labels are {labels.dtype} {labels.shape}, expected integers [N]")
     if len(labels) != len(images):
         raise DataError(f"{where}: {len(images)} {split} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise DataError(f"{where}: the {split} split has no images")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         bad = labels[(labels < 0) | (labels > 9)][0]
         raise DataError(f"{where}: {split} label {int(bad)} outside 0..9")
@@ -101,7 +119,9 @@ def _build(arrays: tuple[np.ndarray, ...], where: str, record: dict[str, Any]) -
 
     tx, ty, vx, vy = images(train_images), labels(train_labels), images(test_images), labels(test_labels)
     full = {"source": record["source"], "name": record["name"], "path": where, "version": None}
-    full.update(record, train_size=len(tx), test_size=len(vx), sha256=_checksum(tx, ty, vx, vy))
+    full.update(record, train_size=len(tx), test_size=len(vx), sha256=_checksum(tx, ty, vx, vy),
+                fingerprint={"train": fingerprint(train_images, train_labels),
+                             "test": fingerprint(test_images, test_labels), "scheme": FINGERPRINT_SCHEME})
     return Dataset(tx, ty, vx, vy, full)
 
 
@@ -232,11 +252,17 @@ def batch_order(
             f"batch_order: drop_last=False needs batch_size to divide n (n={n}, batch_size={batch_size})"
         )
     per_epoch = n // batch_size
-    rng = np.random.default_rng(seed)
     out = np.empty((epochs * per_epoch, batch_size), np.int32)
-    for e in range(epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        out[e * per_epoch : (e + 1) * per_epoch] = order[: per_epoch * batch_size].reshape(
-            per_epoch, batch_size
-        )
+    for e, rows in zip(range(epochs), epoch_orders(n, batch_size, seed, shuffle)):
+        out[e * per_epoch : (e + 1) * per_epoch] = rows
     return out
+
+
+def epoch_orders(n: int, batch_size: int, seed: int, shuffle: bool = True) -> Iterator[np.ndarray]:
+    """The rows of :func:`batch_order`, one epoch at a time and without end: a run asks only for the epochs it
+    reaches (the first k epochs are the same whatever the total)."""
+    per_epoch = n // batch_size
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        yield order[: per_epoch * batch_size].reshape(per_epoch, batch_size)

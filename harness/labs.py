@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -158,8 +159,8 @@ def validate(lab: Lab) -> None:
     _choice("optimizer", lab.optimizer.name, OPTIMIZERS)
     _choice("loss", lab.loss, LOSSES)
     _choice("task", lab.task, TASKS)
-    if lab.optimizer.lr <= 0:
-        raise LabError(f"learning rate must be positive, got {lab.optimizer.lr}")
+    if not (isinstance(lab.optimizer.lr, (int, float)) and 0 < lab.optimizer.lr < math.inf):
+        raise LabError(f"learning rate must be positive and finite, got {lab.optimizer.lr}")
     for name in ("steps", "epochs", "batch_size", "log_every"):
         value = getattr(lab, name)
         if value is not None and value < 1:

@@ -18,10 +18,13 @@ from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device,
 from harness.errors import RunDiverged
 from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
-from harness.metrics import epoch_means, epoch_rows, evaluate
+from harness.machine import machine_record
+from harness.metrics import epoch_means, epoch_rows, evaluate, final_metrics
 from harness.references import CorrectSeries
 
 WEIGHTS = ("native", "shared")
+MAX_SEED = 2**32 - 1  # torch.manual_seed, the ported mt19937 and jax.random.key all take 32-bit seeds
+MAX_BATCH_INDICES = 2**28  # example indices in a run's batch order: 1 GiB of int32
 MASK_MODES = ("own", "shared")
 INITS, MASKS = WEIGHTS, MASK_MODES  # the old names
 
@@ -70,6 +73,9 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise LabError(f"seed must be in 0..{MAX_SEED} (the 32-bit range every generator here takes), "
+                           f"got {self.seed}")
 
 
 _dataclass_init = RunOptions.__init__
@@ -127,6 +133,30 @@ def dropout_masks(model: Model, batches: np.ndarray | None, steps: int, seed: in
     return [(rng.random((steps, batch, w)) >= model.dropout).astype(np.uint8) for w in model.sizes[1:-1]]
 
 
+def _minibatches(lab: Lab, n: int, seed: int, cap: int | None, record: dict) -> tuple[int, int, np.ndarray]:
+    """Steps per epoch, steps and the batch order of a minibatch lab on ``n`` training examples, the run cut
+    at ``cap`` steps; only the epochs the run reaches are drawn. LabError for a batch larger than the training
+    set, or a run whose batch order alone would not fit in memory."""
+    batch = lab.batch_size or 1
+    if batch > n:
+        raise LabError(f"batch size {batch} is larger than the training set ({n} examples in "
+                       f"{record.get('source')} {record.get('name') or ''})".rstrip() + ")")
+    steps_per_epoch = n // batch
+    steps = lab.total_steps(n) if cap is None else min(lab.total_steps(n), cap)
+    if steps * batch > MAX_BATCH_INDICES:
+        raise LabError(f"{steps} steps of {batch} examples is too long a run: its batch order alone would take "
+                       f"{steps * batch * 4 / 2**30:.0f} GiB (at most {MAX_BATCH_INDICES} example indices); "
+                       "use --steps or fewer --epochs")
+    epochs = math.ceil(steps / steps_per_epoch)
+    return steps_per_epoch, steps, data_mod.batch_order(n, batch, epochs, seed)[:steps]
+
+
+def _check_float32_lr(lab: Lab, dtype: str) -> None:
+    limit = float(np.finfo(np.dtype(dtype)).max)
+    if lab.optimizer.lr > limit:
+        raise LabError(f"learning rate {lab.optimizer.lr:g} does not fit {dtype} (at most {limit:.3g})")
+
+
 def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepared:
     """Data, batch order, weights and the RunSpec of ``lab`` under ``options``."""
     options.check()
@@ -147,13 +177,10 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
         if lab.eval_every_epoch:
             eval_sets["train"] = (ds.train_x, ds.train_y)
         record = ds.record
-        steps_per_epoch = len(x) // lab.batch_size
-        steps = lab.total_steps(len(x))
-        epochs = math.ceil(steps / steps_per_epoch)
-        batches = data_mod.batch_order(len(x), lab.batch_size, epochs, seed)[:steps]
+        steps_per_epoch, steps, batches = _minibatches(lab, len(x), seed, options.steps, record)
     if options.steps is not None:
         steps = min(steps, options.steps)
-        batches = batches[:steps] if batches is not None else None
+    _check_float32_lr(lab, options.dtype)
     params, state = shared_weights(model, seed, options.dtype) if options.weights == "shared" else (None, None)
     masks = dropout_masks(model, batches, steps, seed) if options.mask_mode == "shared" else None
     spec = RunSpec(
@@ -202,6 +229,7 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
         "timing": result.timing, "versions": _versions(framework),
+        "machine": machine_record(framework, options.device),
     }
     if prepared.steps_per_epoch:
         record["epoch_cost"] = epoch_means(losses[:end], prepared.steps_per_epoch)
@@ -209,12 +237,7 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
         record["status"] = "diverged"
         record["error"] = f"loss became {losses[end]} at step {end}"
         raise RunDiverged(f"{lab.name} ({framework}): {record['error']}; {len(steps)} logged steps kept", record)
-    last = evals[max(evals)] if evals else {}
-    record["final"] = {"loss": float(losses[-1])}
-    if len(last) == 1:
-        record["final"].update(next(iter(last.values())))
-    else:
-        record["final"].update(last)
+    record["final"] = final_metrics(float(losses[-1]), evals[max(evals)] if evals else {})
     record["evals"] = evals
     if lab.eval_every_epoch and prepared.steps_per_epoch:
         record["epochs"] = [{"epoch": row.pop("epoch"), lab.model_labels[0]: row}
@@ -254,7 +277,8 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
         record["status"] = "diverged"
         exc.result = record
         raise
-    for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions"):
+    for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions",
+                "machine"):
         other.pop(key, None)
     other["model"] = labels[1]
     by_epoch = {row["epoch"]: row[labels[0]] for row in other.pop("epochs", [])}

@@ -285,10 +285,30 @@ def train(spec: RunSpec) -> TrainResult:
             outputs[done] = {k: learner.outputs(a).cpu().numpy() for k, (a, _) in eval_sets.items()}
 
     set_precision()
-    timing = _run_loop(spec, _step_for(spec.execution, learner, device), batch, losses, evaluate,
-                       lambda: sync(device))
+    timing = _run_loop(spec, _diverging(_step_for(spec.execution, learner, device), learner), batch, losses,
+                       evaluate, lambda: sync(device))
     params, state = learner.export()
     return TrainResult(losses.cpu().numpy().astype(np.float64), outputs, params, state, timing, str(device))
+
+
+def _diverging(step: Callable, learner: _ModuleLearner | _ManualLearner) -> Callable:
+    """``step``, except that once the weights stop being finite a step that raises (torch's BCE refuses a NaN
+    input) gives a NaN loss, and so does every later step without running: the run diverged there, and the
+    harness reports the step, as it does for a NaN loss (which JAX always returns)."""
+    diverged = []
+
+    def call(*args: object) -> torch.Tensor:
+        if diverged:
+            return diverged[0]
+        try:
+            return step(*args)
+        except RuntimeError:
+            if all(np.isfinite(v).all() for v in learner.export()[0].values()):
+                raise
+            diverged.append(torch.tensor(float("nan")))
+            return diverged[0]
+
+    return call
 
 
 def _step_for(execution: str | None, learner: _ModuleLearner | _ManualLearner, device: torch.device) -> Callable:
