@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,16 +45,21 @@ _STARTED = time.time()  # about when this process started: older temporary files
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP until the body is done (they are delivered right after), so that a second
-    interrupt cannot land between writing a file and renaming it into place."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the body is done (then they take effect, as they would have), so that
+    a second interrupt cannot land between writing a file and renaming it into place. Python handles signals in
+    its main thread only; elsewhere the body just runs."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    caught: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            os.kill(os.getpid(), s)
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
