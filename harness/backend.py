@@ -227,11 +227,3 @@ register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused",
 register(BackendInfo("numpy", "NumPy referee", "#2ca02c", "harness.referee.backend", ("loop",),
                      thread_policy="fixed", cost=(0.1, 100e-6), float64_only=True))
 
-
-# Transitional names (the harness moves to ``names()``/``load()``; kept until every caller has moved).
-FRAMEWORKS = ("torch", "jax")
-
-
-def load_backend(framework: str) -> Backend:
-    """Transitional alias of :func:`load`."""
-    return load(framework)
