@@ -16,6 +16,7 @@ from harness.bench import peak as peak_mod
 from harness.bench.protocol import harness_overhead, inject_sync, ms_stats, time_stepper
 from harness.bench.workloads import Workload, sets_threads
 from harness.labs import get_lab
+from harness.machine import threads_set
 from harness.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-bench/1"
@@ -31,15 +32,11 @@ def matmul_times(framework: str, device: str, n: int, repeats: int) -> list[floa
 def measure_peak(framework: str, device: str, n: int, repeats: int, threads: int | None = None) -> dict:
     """The framework's float32 matmul peak on ``device``, GFLOP/s: on ``threads`` intra-op threads (None: every
     core, for a backend that sets them per task, on a CPU); the thread count in effect before is restored."""
-    b = backends.load(framework)
     if threads is None and device == "cpu" and sets_threads(framework):
         threads = os.cpu_count()
-    before = b.thread_count()
-    try:
-        settings = b.configure_threads(threads)
+    with threads_set(framework, threads):
+        settings = backends.load(framework).configure_threads(None)
         times = matmul_times(framework, device, n, repeats)
-    finally:
-        b.configure_threads(before)
     return {**peak_mod.peak_record(times, n), "threads": settings["threads"], "loadavg": peak_mod.loadavg()}
 
 

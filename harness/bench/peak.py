@@ -18,6 +18,10 @@ import statistics
 from pathlib import Path
 
 from harness.labs import Model
+from harness.machine import cpu_model, loadavg
+
+__all__ = ["cpu_flags", "cpu_model", "flops_per_step", "loadavg", "machine_info", "merge_peaks", "peak_record",
+           "quantile"]
 
 
 def flops_per_step(model: Model, batch: int, manual: bool = False) -> dict[str, int]:
@@ -56,17 +60,6 @@ def merge_peaks(*records: dict) -> dict:
     return {**merged, "measurements": [{k: v for k, v in r.items() if k != "seconds"} for r in records]}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags() -> list[str]:
     """The vector-unit flags that bound a CPU's matmul peak (AVX2, FMA, AVX-512 ...)."""
     try:
@@ -83,11 +76,3 @@ def machine_info() -> dict:
     """The machine the figures come from."""
     return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(),
             "platform": platform.platform(), "python": platform.python_version()}
-
-
-def loadavg() -> list[float] | None:
-    """The 1, 5 and 15-minute load averages (other work on the machine skews the figures)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None

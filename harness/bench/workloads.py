@@ -9,11 +9,11 @@ named here.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from harness import backend as backends
 from harness.labs import get_lab
+from harness.machine import default_threads
 
 # Steps per timed block, per task: about 0.05-1 s a block on a 2-core CPU (a block shorter than a scheduler's time
 # slice is at the mercy of neighbours; a backend whose steps are much shorter asks for longer blocks).
@@ -72,14 +72,6 @@ class Workload:
 def sets_threads(framework: str) -> bool:
     """Whether ``framework`` sets its intra-op threads at run time (registry ``thread_policy`` "per_task")."""
     return backends.info(framework).thread_policy == "per_task"
-
-
-def default_threads(framework: str, task: str) -> int | None:
-    """Intra-op threads per workload for a backend that sets them per task: one for the 4-example XOR nets (more
-    threads only add synchronisation), every core for MNIST. None for the others (sized at start-up, recorded)."""
-    if not sets_threads(framework):
-        return None
-    return 1 if task in ("xor", "gates") else os.cpu_count()
 
 
 def all_modes() -> tuple[str, ...]:
