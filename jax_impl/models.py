@@ -135,6 +135,9 @@ def get_params(module: MLP) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
     return out, state
 
 
+BCE_EPS = float(np.float32(1e-12))  # torch clamps p (1 - p) at 1e-12 held as a float32 (9.99999996e-13)
+
+
 @jax.custom_vjp
 def binary_cross_entropy(p: jax.Array, y: jax.Array) -> jax.Array:
     """Elementwise BCE of probabilities, as torch computes it: each log term clamped at -100, and the gradient
@@ -148,7 +151,7 @@ def _bce_fwd(p: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
 
 def _bce_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
     p, y = res
-    return g * (p - y) / jnp.maximum(p * (1 - p), 1e-12), None
+    return g * (p - y) / jnp.maximum(p * (1 - p), BCE_EPS), None
 
 
 binary_cross_entropy.defvjp(_bce_fwd, _bce_bwd)

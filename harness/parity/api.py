@@ -1,0 +1,143 @@
+"""``compare``: two run configurations of one lab, from the same weights, with every tier.
+
+The run the user asked for (its dtype, device, execution mode, masks) trains on both sides and its figures are
+kept: the training loss's ``max_abs_diff``, ``max_rel_diff``, ``first_divergence_step``, ``growth_per_step`` and
+per-step differences, the companion's, and every quantity's (``quantities``, against ``threshold``). Then the
+tiers judge it: the exact tier (:mod:`harness.parity.exact`) always, and for a float32, mixed-dtype or own-mask
+comparison the statistical tier (``harness.parity.ensemble``). ``verdict`` says it in one line
+(:mod:`harness.parity.verdict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from harness import backend as registry
+from harness.backend import TrainResult
+from harness.errors import RunDiverged
+from harness.init import nudge
+from harness.labs import Lab
+from harness.parity import quantities as qty
+from harness.parity import verdict as words
+from harness.parity.configs import RunConfig, default_configs, for_config, lowest_dtype, parse_config, run_keys
+from harness.parity.divergence import divergence, public
+from harness.parity.exact import cheaper, exact_tier, window
+from harness.runner import Prepared, RunOptions, prepare, run_prepared
+
+
+def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig) -> dict | None:
+    """The statistical (ensemble) tier, or None where ``harness.parity.ensemble`` is not installed.
+
+    INTEGRATION POINT: ``harness.parity.ensemble.ensemble_tier(prepared, a, b)`` returns at least ``ok``,
+    ``ratio``, ``limit``, ``window`` and ``text`` ("float32 within rounding noise (1.8x band)")."""
+    try:
+        from harness.parity.ensemble import ensemble_tier
+    except ImportError:
+        return None
+    return ensemble_tier(prepared, a, b)
+
+
+def _train_sides(prepared: Prepared, configs: tuple[RunConfig, RunConfig],
+                 names: tuple[str, str]) -> tuple[dict, dict[str, list[TrainResult]]]:
+    records: dict[str, dict] = {}
+    results: dict[str, list[TrainResult]] = {}
+    for name, config in zip(names, configs):
+        registry.check_device(config.backend, config.device)
+        try:
+            records[name], results[name] = run_prepared(for_config(prepared, config), config.backend)
+        except RunDiverged as exc:
+            exc.result = {"lab": prepared.lab.name, "runs": {**records, name: exc.result}}
+            raise
+    return records, results
+
+
+def _with_steps(d: dict) -> dict:
+    return {**public(d), "per_step": {"abs_diff": d["abs_diff"], "rel_diff": d["rel_diff"]}}
+
+
+def user_figures(prepared: Prepared, results: dict[str, list[TrainResult]], names: tuple[str, str],
+                 threshold: float) -> dict:
+    """The figures of the run in the user's configuration: training loss (flat, as before), companion, and
+    every quantity against ``threshold``."""
+    a, b = results[names[0]], results[names[1]]
+    cross = divergence(a[0].losses, b[0].losses, threshold)
+    out: dict[str, Any] = {**public(cross), "per_step": {"abs_diff": cross["abs_diff"], "rel_diff": cross["rel_diff"]}}
+    if prepared.companion is not None:
+        other = divergence(a[1].losses, b[1].losses, threshold)
+        out["companion"] = {"model": prepared.lab.model_labels[1], **_with_steps(other)}
+    out["quantities"] = {k: qty.figures(q, threshold) for k, q in qty.measure(prepared, a, b).items()}
+    return out
+
+
+def noise_floor(losses: Any, twin: Any, threshold: float, side: RunConfig, dtype: str) -> dict:
+    """The one-ulp twin's divergence from its own side's run (figures and per-step relative differences)."""
+    floor = divergence(losses, twin, threshold)
+    return {"framework": side.backend, "nudge": f"1 ulp ({dtype}) on every initial weight", **_with_steps(floor)}
+
+
+def _legacy_floor(prepared: Prepared, config: RunConfig, base: TrainResult, threshold: float) -> dict:
+    """A single one-ulp twin in the user's dtype: figures only, no verdict (one sample cannot give one)."""
+    target = for_config(prepared, config)
+    twin = registry.load(config.backend).train(dataclasses.replace(target.spec, params=nudge(target.spec.params)))
+    return noise_floor(base.losses, twin.losses, threshold, config, config.dtype)
+
+
+def resolve(options: RunOptions, a: RunConfig | str | None, b: RunConfig | str | None) -> tuple[RunConfig, RunConfig]:
+    """The two sides: given (as RunConfig or ``BACKEND[:FIELD]...``) or the first two registered backends."""
+    defaults = default_configs(options) if a is None or b is None else (None, None)
+    sides = [defaults[i] if c is None else parse_config(c, options) if isinstance(c, str) else c
+             for i, c in enumerate((a, b))]
+    return sides[0], sides[1]  # type: ignore[return-value]
+
+
+def _reusable(prepared: Prepared, configs: tuple[RunConfig, RunConfig], steps: int | None) -> bool:
+    """Whether the user's runs are the exact tier's: float64 both, shared masks where there is dropout, and the
+    window the whole run."""
+    spec = prepared.spec
+    return (all(c.dtype == "float64" for c in configs) and (spec.masks is not None or spec.model.dropout == 0)
+            and min(steps or window(prepared), prepared.steps) == prepared.steps)
+
+
+def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool = True, *,
+            a: RunConfig | str | None = None, b: RunConfig | str | None = None, exact: bool = True,
+            exact_steps: int | None = None, referee: str = "auto") -> dict:
+    """Train ``lab`` on sides ``a`` and ``b`` (default: the first two registered backends as ``options`` runs
+    them) from shared weights on the same batches; their figures, the tiers and the verdict. ``noise``: run the
+    statistical tier where the comparison needs one. ``exact``: run the exact tier (``exact_steps``: its
+    window; ``referee``: see :func:`harness.parity.exact.exact_tier`)."""
+    configs = resolve(options, a, b)
+    names = run_keys(*configs)
+    prepared = prepare(lab, dataclasses.replace(options, weights="shared", dtype=lowest_dtype(*configs)))
+    records, results = _train_sides(prepared, configs, names)
+    own = prepared.spec.masks is None and prepared.spec.model.dropout > 0
+    mixed = len({c.dtype for c in configs}) > 1
+    out: dict[str, Any] = {
+        "lab": prepared.lab.name, "dtype": "/".join(dict.fromkeys(c.dtype for c in configs)),
+        "device": "/".join(dict.fromkeys(c.device for c in configs)), "init": "shared",
+        "masks": "own" if own else options.masks, "sides": {n: c.as_dict() for n, c in zip(names, configs)},
+        "runs": records, **user_figures(prepared, results, names, threshold)}
+    tiers: dict[str, dict] = {}
+    raw: dict = {}
+    if exact:
+        reuse = (results[names[0]], results[names[1]]) if _reusable(prepared, configs, exact_steps) else None
+        tiers["exact"] = exact_tier(prepared, configs[0], configs[1], names, exact_steps, referee, reuse=reuse,
+                                    raw=raw)
+        if reuse is not None:  # the float64 twin covered the whole run: the noise floor of old
+            side = configs["ab".index(raw["base"])]
+            out["noise_floor"] = noise_floor(raw[raw["base"]][0].losses, raw["twin"][0].losses, threshold, side,
+                                             "float64")
+    needs_statistics = own or mixed or any(c.dtype != "float64" for c in configs)
+    if noise and needs_statistics:
+        stats = statistical_tier(prepared, *configs)
+        if stats is not None:
+            tiers["ensemble"] = stats
+        else:
+            side = cheaper(*configs, prepared.steps)
+            out["noise_floor"] = _legacy_floor(prepared, side, results[names[configs.index(side)]][0], threshold)
+    if "noise_floor" in out:
+        out["per_step"]["noise_rel_diff"] = out["noise_floor"].pop("per_step")["rel_diff"]
+    out["tiers"] = tiers
+    out["verdict"], out["verdict_kind"] = words.combine(tiers.get("exact"), tiers.get("ensemble"),
+                                                        needs_statistics, own)
+    return out

@@ -1,0 +1,103 @@
+"""Where two runs part: step by step, tensor by tensor, through each backend's ``trace``.
+
+A trace (``<backend>.trace(spec, steps)``, e.g. ``torch_impl/probe.py``) records per step the loss before the
+update, the gradients, the update (new - old parameters), and the parameters and running statistics after the
+step, in the shared layout. Two traces are held against each other in that order within a step, each tensor
+against its own tolerance: ``max(FLOOR, FACTOR x`` the difference a float64 one-ulp twin makes to the same
+tensor ``)``. The first step and kind that parts, and its worst tensor, is the answer ("dense2/kernel update
+differs at step 0"); a referee's trace, where there is one, names the side that is off (two against one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from harness.parity.divergence import tensor_diff
+
+FLOOR = 1e-10  # the least tolerance on any relative difference (float64 runs agree to ~1e-15..1e-12)
+FACTOR = 1e4  # times the float64 one-ulp twin's own difference
+KINDS = ("loss", "grads", "updates", "params", "state")  # in the order a step computes them
+WORDS = {"loss": "training loss", "grads": "gradient", "updates": "update", "params": "after the step",
+         "state": "running statistic, after the step"}
+
+
+def tolerance(twin_rel: float | np.ndarray) -> float | np.ndarray:
+    """The tolerance a difference is held to, from the twin's difference on the same quantity (NaN: no bound)."""
+    twin = np.nan_to_num(np.asarray(twin_rel, np.float64), nan=np.inf)
+    out = np.maximum(FLOOR, FACTOR * twin)
+    return float(out) if out.ndim == 0 else out
+
+
+def _tensors(record: dict, kind: str) -> dict[str, np.ndarray]:
+    return {"loss": np.asarray(record["loss"])} if kind == "loss" else record.get(kind, {})
+
+
+def _rel(a: dict, b: dict, key: str) -> float:
+    if key not in a or key not in b:
+        return math.nan
+    if a[key].ndim == 0:
+        x, y = float(a[key]), float(b[key])
+        return 0.0 if x == y else abs(x - y) / max(abs(x), abs(y)) if math.isfinite(x - y) else math.nan
+    return tensor_diff(a[key], b[key])[1]
+
+
+def describe(kind: str, tensor: str, step: int) -> str:
+    """"dense2/kernel update", "bn0/var running statistic, after the step", "training loss", ... at a step."""
+    if kind == "loss":
+        return f"training loss at step {step}"
+    return f"{tensor} {WORDS[kind]} at step {step}".replace(" after the step at step", " after step")
+
+
+def compare_step(a: dict, b: dict, base: dict, twin: dict, kind: str) -> list[dict]:
+    """The tensors of ``kind`` over their tolerance at one step of traces ``a`` and ``b``, worst first (relative
+    to its tolerance); the tolerance from ``base`` against its one-ulp ``twin``."""
+    ta, tb, t0, t1 = (_tensors(r, kind) for r in (a, b, base, twin))
+    over = []
+    for key in sorted(set(ta) | set(tb)):
+        rel, tol = _rel(ta, tb, key), tolerance(_rel(t0, t1, key))
+        if not rel <= tol:
+            over.append({"tensor": key, "rel": rel, "tolerance": tol,
+                         "ratio": math.inf if not math.isfinite(rel) else rel / tol})
+    return sorted(over, key=lambda o: -o["ratio"])
+
+
+def localise(a: Sequence[dict], b: Sequence[dict], base: Sequence[dict], twin: Sequence[dict]) -> dict | None:
+    """The first step and kind of tensor where traces ``a`` and ``b`` part, its worst tensor and the others
+    over tolerance with it; None where they agree over every traced step."""
+    for step in range(min(len(a), len(b), len(base), len(twin))):
+        for kind in KINDS:
+            over = compare_step(a[step], b[step], base[step], twin[step], kind)
+            if over:
+                worst = over[0]
+                return {"step": step, "kind": kind, "tensor": worst["tensor"], "rel": worst["rel"],
+                        "tolerance": worst["tolerance"], "what": describe(kind, worst["tensor"], step),
+                        "also": [o["tensor"] for o in over[1:]]}
+    return None
+
+
+def largest(a: Sequence[dict], b: Sequence[dict]) -> dict[str, float]:
+    """Largest relative difference of each kind over the traced steps (NaN where some tensor is not finite)."""
+    out = {}
+    for kind in KINDS:
+        rels = [_rel(_tensors(x, kind), _tensors(y, kind), key) for x, y in zip(a, b) for key in _tensors(x, kind)]
+        out[kind] = max(rels) if rels and all(r == r for r in rels) else (math.nan if rels else 0.0)
+    return out
+
+
+def agrees_at(a: Sequence[dict], ref: Sequence[dict], base: Sequence[dict], twin: Sequence[dict],
+              at: dict) -> bool:
+    """Whether trace ``a`` agrees with the referee's ``ref`` on the tensor and step ``at`` names."""
+    step = at["step"]
+    over = compare_step(a[step], ref[step], base[step], twin[step], at["kind"])
+    return all(o["tensor"] != at["tensor"] for o in over)
+
+
+def side_text(off: str | None, other: str | None, referee: str) -> str:
+    """"; jax is off (the numpy referee sides with torch)", or "...sides with neither"."""
+    who = referee if "referee" in referee else f"the {referee} referee"
+    if off is None:
+        return f"; {who} sides with neither"
+    return f"; {off} is off ({who} sides with {other})"

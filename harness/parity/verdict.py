@@ -1,0 +1,48 @@
+"""One verdict vocabulary for ``compare``, the report and the JSON.
+
+- ``same math (float64, 200 steps, max 3e-15)``: the exact tier passed (float64, same weights, batches and
+  masks): the two sides compute the same thing; the largest relative training-loss difference in the window.
+- ``float32 within rounding noise (1.8x band)`` / ``float32 beyond rounding noise (150x band at step 3, limit
+  100x)``: the statistical tier's reading of the run in the user's dtype (``harness.parity.ensemble``).
+- ``differs: dense2/kernel update at step 0 (rel 1e-06)``: the exact tier failed; the first step and tensor (or
+  quantity) that part, and, with a referee, which side is off.
+
+A float32 (or mixed, or own-mask) comparison says both: ``same math (...); float32 within rounding noise (...)``.
+``kind`` sums a verdict up in one word for tables and counts: "same math", "within rounding noise",
+"beyond rounding noise", "differs", or "not judged".
+"""
+
+from __future__ import annotations
+
+KINDS = ("same math", "within rounding noise", "beyond rounding noise", "differs", "not judged")
+
+
+def _num(x: float | None) -> str:
+    return "nan" if x is None or x != x else f"{x:.1g}"
+
+
+def same_math(steps: int, max_rel: float | None) -> str:
+    """The exact tier's text when it passes."""
+    return f"same math (float64, {steps} steps, max {_num(max_rel)})"
+
+
+def differs(what: str, rel: float | None, side: str = "") -> str:
+    """The exact tier's text when it fails: ``what`` names the tensor or quantity and the step."""
+    return f"differs: {what} (rel {_num(rel)}){side}"
+
+
+def combine(exact: dict | None, statistical: dict | None, needs_statistics: bool, own_masks: bool) -> tuple[str, str]:
+    """The verdict text and its kind from the exact tier's and the statistical tier's dicts (either None where
+    it did not run). ``needs_statistics``: a float32, mixed-dtype or own-mask comparison, which the exact tier
+    alone does not settle."""
+    if exact is not None and not exact["ok"]:
+        return exact["text"], "differs"
+    parts = [exact["text"]] if exact is not None else []
+    if not needs_statistics:
+        return (parts[0], "same math") if parts else ("not judged", "not judged")
+    if statistical is None or "ok" not in statistical:
+        why = "each side draws its own dropout masks" if own_masks else "the run's dtype"
+        parts.append(f"{why}: not judged (no statistical tier)")
+        return "; ".join(parts), "not judged"
+    parts.append(statistical["text"])
+    return "; ".join(parts), "within rounding noise" if statistical["ok"] else "beyond rounding noise"
