@@ -225,5 +225,5 @@ register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused",
                      # bench: fused XOR steps take ~10 us, so their timed blocks are ten times longer
                      extras={"bench_block_factor": {"fused": {"xor": 10, "gates": 10}}}))
 register(BackendInfo("numpy", "NumPy referee", "#2ca02c", "harness.referee.backend", ("loop",),
-                     thread_policy="fixed", cost=(0.1, 100e-6), float64_only=True))
+                     thread_policy="per_task", cost=(0.1, 100e-6), float64_only=True))
 

@@ -182,6 +182,16 @@ def test_referee_is_a_registered_backend():
     assert stepper.loss() == pytest.approx(torch_run("xor_mlp", 0).losses[2], rel=TOL)
 
 
+def test_referee_blas_threads_are_settable():
+    pytest.importorskip("threadpoolctl")
+    before = referee.thread_count()
+    try:
+        assert referee.configure_threads(1)["threads"] == referee.thread_count() == 1
+    finally:
+        referee.configure_threads(before)
+    assert referee.thread_count() == before
+
+
 def test_referee_computes_in_float64_from_float32_weights():
     lab = LABS["xor_mlp"]
     p32 = prepare(lab, dataclasses.replace(options(lab), dtype="float32", steps=50))

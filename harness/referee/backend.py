@@ -1,5 +1,5 @@
 """The numpy referee seen through ``harness.backend.Backend`` (the counterpart of ``torch_impl/backend.py``):
-float64, CPU, one execution (``loop``); numpy's BLAS sizes its threads at start-up."""
+float64, CPU, one execution (``loop``); numpy's BLAS threads set through threadpoolctl where installed."""
 
 from __future__ import annotations
 
@@ -17,15 +17,29 @@ __all__ = ["available_devices", "configure_threads", "device_info", "make_steppe
            "thread_count", "trace", "train", "versions"]
 
 
+def _numpy_blas() -> list:
+    """numpy's BLAS thread pools, through threadpoolctl (none where that is not installed)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    return [lib for lib in libs if "numpy" in lib.filepath] or libs
+
+
 def configure_threads(threads: int | None) -> dict:
-    """numpy's BLAS pool is sized at start-up (``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``): recorded only."""
+    """Set numpy's BLAS threads (None: leave them; settable only where threadpoolctl is installed); every setting
+    in effect. A BLAS pool sharing its cores with other work slows matmuls many times over."""
+    for lib in _numpy_blas() if threads else ():
+        lib.set_num_threads(threads)
     return {"threads": thread_count(), "dtype": "float64",
             **{k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
 
 
 def thread_count() -> int | None:
-    """Not settable at run time (None)."""
-    return None
+    """numpy's BLAS threads now (None: not known without threadpoolctl)."""
+    libs = _numpy_blas()
+    return max(lib.num_threads for lib in libs) if libs else None
 
 
 def device_info(device: str) -> dict:
