@@ -25,6 +25,7 @@ import numpy as np
 from harness import backend as backends
 from harness.labs import Lab, LabError, get_lab
 from harness.metrics import evaluate
+from harness.references import CorrectSeries, EpochTable, FinalMetric, LossSeries
 
 RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
 GAP_PP = 0.5  # the float32 gap between frameworks' final test accuracy this project aims under (percentage points)
@@ -99,8 +100,7 @@ def accuracy_spread(run: dict) -> dict | None:
 
 
 def _main_accuracy(run: dict) -> float | None:
-    final = run.get("final") or {}
-    acc = final["test"].get("accuracy") if isinstance(final.get("test"), dict) else final.get("accuracy")
+    acc = (run.get("final") or {}).get("test_accuracy")  # the test set's only (XOR labs have none)
     return acc if isinstance(acc, float) else None
 
 
@@ -130,60 +130,91 @@ def _correct_at(run: dict, step: int, key: str = "evals") -> Any:
     return (run.get(key) or {}).get(step, {}).get("test", {}).get("correct_of_first_1000")
 
 
+class _Rows:
+    """Table rows ``[what, course, <framework>...]``; a diverged run's cells say so."""
+
+    def __init__(self, runs: dict[str, dict]) -> None:
+        self.runs, self.rows = runs, []
+
+    def add(self, what: str, course: str, cell: Any) -> None:
+        self.rows.append([what, course] + [cell(r) if r.get("status") == "ok" else "diverged"
+                                           for r in self.runs.values()])
+
+
+def _loss_rows(t: _Rows, series: LossSeries) -> None:
+    """The training loss at the first and last step the course printed (XOR labs)."""
+    for step in dict.fromkeys((min(series.losses), max(series.losses))):
+        t.add(f"loss, step {step}", _f(series.losses[step]),
+              lambda r, s=step: _f(r["loss"][r["steps"].index(s)] if s in r.get("steps", []) else None))
+
+
+def _cost_rows(t: _Rows, lab: Lab, costs: list[FinalMetric]) -> None:
+    """The mean training loss of epoch 1 and of the last epoch run, beside the course's of the same epoch."""
+    course = {m.epoch: m.value for m in costs}
+    last = max(len(r.get("epoch_cost") or []) for r in t.runs.values()) or lab.epochs or 1
+    for epoch in dict.fromkeys((1, last)):
+        t.add(f"cost, epoch {epoch}", _f(course.get(epoch)), lambda r, e=epoch: _f(_cost(r, e)))
+
+
+def _correct_rows(t: _Rows, series: CorrectSeries) -> None:
+    star = "*" if series.raw_pixels else ""
+    for step, course in sorted(series.correct.items()):
+        t.add(f"correct of first {series.of_first}, step {step}", f"{course}{star}",
+              lambda r, s=step: _f(_correct_at(r, s)))
+    last = max(series.correct)
+    t.add(f"  same on raw 0..255 pixels, step {last}", f"{series.correct[last]}",
+          lambda r: _f((r.get("raw_pixels") or {}).get("evals", {}).get(last, {}).get("correct_of_first_1000")))
+
+
+def _epoch_table_rows(t: _Rows, lab: Lab, table: EpochTable) -> None:
+    labels = lab.model_labels
+    last = max(len(r.get("epochs") or []) for r in t.runs.values())
+    for label in labels:
+        for split in ("train", "valid"):
+            want = table.models[label]
+            t.add(f"{label} {split} loss (acc), epoch {last}",
+                  f"{want[f'{split}_loss']:.5f} ({want[f'{split}_acc']:.2f})" if last == table.epoch else "–",
+                  lambda r, lb=label, sp=split: _epoch_cell(r, last, lb, sp))
+    t.add(f"{labels[0]} ahead of {labels[1]} (valid loss) every epoch",
+          "yes" if table.first_ahead_every_epoch else "–", lambda r: _ahead(r, labels))
+
+
+def _accuracy_rows(t: _Rows, lab: Lab, course: FinalMetric | None) -> None:
+    """Our accuracy on the set the course's figure is of (test for MNIST, the training set for XOR)."""
+    split = course.split if course else ("test" if lab.task == "mnist" else "train")
+    raw = bool(course and course.raw_pixels)
+    what = ("test accuracy" if split == "test" else "accuracy") + (" (pixels in [0, 1])" if raw else "")
+    t.add(what, _acc(course.value if course else None) + ("*" if raw else ""),
+          lambda r: _acc(r["final"].get(f"{split}_accuracy", r["final"].get("accuracy"))))
+    if raw:
+        t.add("  same on raw 0..255 pixels, as the course", _acc(course.value),
+              lambda r: _acc((r.get("raw_pixels") or {}).get("final", {}).get("accuracy")))
+
+
 def lab_rows(lab: Lab, runs: dict[str, dict]) -> list[list[str]]:
-    """Rows ``[what, course, <framework>...]`` comparing the course's reference with each run."""
-    ref, fws = lab.reference, list(runs)
-    rows: list[list[str]] = []
-    star = "*" if lab.reference_raw_pixels else ""
-
-    def row(what: str, course: str, cell: Any) -> None:
-        rows.append([what, course] + [cell(runs[fw]) if runs[fw].get("status") == "ok" else "diverged"
-                                      for fw in fws])
-
-    if "cost" in ref:
-        last = max(len(r.get("epoch_cost") or []) for r in runs.values()) or lab.epochs or 1
-        row("cost, epoch 1", _f(ref["cost"].get(1)), lambda r: _f(_cost(r, 1)))
-        row(f"cost, epoch {last}", _f(ref["cost"].get(last)), lambda r: _f(_cost(r, last)))
-    if isinstance(ref.get("loss"), dict):  # XOR labs: the loss at printed steps
-        first, last = min(ref["loss"]), max(ref["loss"])
-        for step in dict.fromkeys((first, last)):
-            row(f"loss, step {step}", _f(ref["loss"][step]),
-                lambda r, s=step: _f(r["loss"][r["steps"].index(s)] if s in r.get("steps", []) else None))
-    if "correct_of_first_1000" in ref:
-        for step, course in sorted(ref["correct_of_first_1000"].items()):
-            row(f"correct of first 1000, step {step}", f"{course}{star}", lambda r, s=step: _f(_correct_at(r, s)))
-        last = max(ref["correct_of_first_1000"])
-        row(f"  same on raw 0..255 pixels, step {last}", f"{ref['correct_of_first_1000'][last]}",
-            lambda r: _f((r.get("raw_pixels") or {}).get("evals", {}).get(last, {}).get("correct_of_first_1000")))
-    if "epoch_10" in ref:
-        labels = lab.model_labels
-        last = max(len(r.get("epochs") or []) for r in runs.values())
-        for label in labels:
-            for split in ("train", "valid"):
-                want = ref["epoch_10"][label]
-                row(f"{label} {split} loss (acc), epoch {last}",
-                    f"{want[f'{split}_loss']:.5f} ({want[f'{split}_acc']:.2f})" if last == 10 else "–",
-                    lambda r, lb=label, sp=split: _epoch_cell(r, last, lb, sp))
-        row(f"{labels[0]} ahead of {labels[1]} (valid loss) every epoch", "yes" if ref.get("bn_ahead_every_epoch")
-            else "–", lambda r: _ahead(r, labels))
-    if not ref:
-        row("loss, last step", "–", lambda r: _f(r["loss"][-1] if r.get("loss") else None))
-    if "epoch_10" not in ref:
-        course = _acc(ref.get("accuracy")) + (star if "accuracy" in ref else "")
-        what = "test accuracy" if lab.task == "mnist" else "accuracy"
-        row(what + (" (pixels in [0, 1])" if star else ""), course, lambda r: _acc(r["final"].get("accuracy")))
-        if star and "accuracy" in ref:
-            row("  same on raw 0..255 pixels, as the course", _acc(ref.get("accuracy")),
-                lambda r: _acc((r.get("raw_pixels") or {}).get("final", {}).get("accuracy")))
+    """Rows ``[what, course, <framework>...]`` comparing the course's reference with each run, like with like."""
+    ref, t = lab.reference, _Rows(runs)
+    if ref.metrics("epoch_cost"):
+        _cost_rows(t, lab, ref.metrics("epoch_cost"))
+    for series in ref.of(LossSeries):
+        _loss_rows(t, series)
+    for correct in ref.of(CorrectSeries):
+        _correct_rows(t, correct)
+    for table in ref.of(EpochTable):
+        _epoch_table_rows(t, lab, table)
+    if not ref.records:
+        t.add("loss, last step", "–", lambda r: _f(r["loss"][-1] if r.get("loss") else None))
+    if not ref.of(EpochTable):
+        _accuracy_rows(t, lab, next(iter(ref.metrics("accuracy")), None))
     if any(accuracy_spread(r) for r in runs.values()):
         def spread(r: dict) -> str:
             sp = accuracy_spread(r)
             return "–" if sp is None else f"{sp['mean']:.4f} ± {sp['sd']:.4f}"
 
         n = max((accuracy_spread(r) or {}).get("n", 0) for r in runs.values())
-        row(f"test accuracy, mean ± sd of {n} runs (1-ulp nudges)", "", spread)
-    row("wall time, s", "", lambda r: f"{r['wall_s']:.1f}")
-    return rows
+        t.add(f"test accuracy, mean ± sd of {n} runs (1-ulp nudges)", "", spread)
+    t.add("wall time, s", "", lambda r: f"{r['wall_s']:.1f}")
+    return t.rows
 
 
 def _epoch_cell(run: dict, epoch: int, label: str, split: str) -> str:
@@ -234,15 +265,35 @@ def data_text(record: dict) -> str:
 # ------------------------------------------------------------------------------------------------ the command
 
 
+def _run_framework(prepared: Any, framework: str, threads: int | None, repeats: int, echo: Any) -> dict:
+    """One framework's run of a prepared lab (and its repeats) on ``threads`` intra-op threads (None: as they are);
+    a diverged run's record has status "diverged"."""
+    from harness.machine import threads_set
+    from harness.runner import RunDiverged
+
+    try:
+        with threads_set(framework, threads):
+            record = run_lab(prepared, framework)
+            if repeats > 1:
+                record["repeats"] = run_repeats(prepared, framework, repeats)
+    except RunDiverged as exc:
+        record = {**exc.result, "status": "diverged"}
+    if threads is not None:
+        record["threads"] = threads
+    if echo:
+        echo(f"{prepared.lab.name} [{framework}]: {record.get('status')}, {record.get('wall_s', float('nan')):.1f} s")
+    return record
+
+
 def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] | None = None,
               out: str | None = None, echo: Any = None, threads: str = "auto", repeats: int = 1) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
     ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``threads``: "auto" or a count,
     see :func:`harness.machine.threads_for`; ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
-    from harness.machine import machine_busy, machine_record, threads_for, threads_set
+    from harness.machine import machine_busy, machine_record, threads_for
     from harness.results import write_json
-    from harness.runner import RunDiverged, prepare
+    from harness.runner import prepare
 
     frameworks = frameworks or backends.names(include_referees=False)
     for fw in frameworks:  # fail fast, and keep the frameworks' import time out of the first lab's wall time
@@ -265,21 +316,8 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
                                                                   if k != "epochs"})
         prepared = _with_raw_eval(prepare(lab, lab_options))
         results["data"][prepared.data_record.get("source")] = prepared.data_record
-        runs = {}
-        for fw in frameworks:
-            count = threads_for(fw, lab.task, busy, threads, options.device)
-            try:
-                with threads_set(fw, count):
-                    runs[fw] = run_lab(prepared, fw)
-                    if repeats > 1:
-                        runs[fw]["repeats"] = run_repeats(prepared, fw, repeats)
-            except RunDiverged as exc:
-                runs[fw] = {**exc.result, "status": "diverged"}
-            if count is not None:
-                runs[fw]["threads"] = count
-            if echo:
-                state = runs[fw].get("status")
-                echo(f"{name} [{fw}]: {state}, {runs[fw].get('wall_s', float('nan')):.1f} s")
+        runs = {fw: _run_framework(prepared, fw, threads_for(fw, lab.task, busy, threads, options.device), repeats,
+                                   echo) for fw in frameworks}
         entry = {"title": lab.title, "notebook": lab.notebook, "notes": lab.notes, "reference": lab.reference,
                  "reference_raw_pixels": lab.reference_raw_pixels, "data": prepared.data_record,
                  "steps": prepared.steps, "runs": runs, "rows": lab_rows(lab, runs),
