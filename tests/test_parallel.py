@@ -1,0 +1,162 @@
+"""Data-parallel training (harness.parallel): in float64, N devices with synchronised batch norm equal one device on
+the same global batch (every step's loss to 1e-12 relative), in torch (DDP over N gloo processes) and JAX (a mesh of
+N host devices; and two processes joined by jax.distributed), and torch equals JAX; per-device batch norm differs
+and the harness says by how much; summing the gradients instead of averaging them is caught.
+
+All data-parallel runs start at once (JAX in worker processes, torch ranks forked from one server) while the
+single-device references train here; 5 steps each on the bundled data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from harness import parallel
+from harness.errors import LabError
+from harness.labs import get_lab
+from harness.parallel import Parallel
+from harness.runner import RunOptions, execute, prepare
+
+LABS = ("mnist_relu_xavier", "mnist_dropout", "mnist_batchnorm")
+DEVICES = (2, 4)
+FRAMEWORKS = ("torch", "jax")
+STEPS = 5
+BUG = ("mnist_batchnorm", 2)  # where the planted bugs and per-device batch norm run
+PARAMS_RTOL = 1e-10  # final weights (those the loss depends on), relative to each array's largest magnitude
+
+
+@functools.cache
+def prepared(lab: str):
+    options = RunOptions(data="mnist-5k", dtype="float64", weights="shared", mask_mode="shared", steps=STEPS)
+    return prepare(get_lab(lab), options)
+
+
+def jobs() -> list[tuple[str, Parallel]]:
+    out = [(lab, Parallel(n)) for lab in LABS for n in DEVICES]
+    return out + [(BUG[0], Parallel(BUG[1], bn="local")), (BUG[0], Parallel(BUG[1], reduce="sum")),
+                  ("mnist_relu_xavier", Parallel(2, reduce="sum"))]
+
+
+MULTIPROCESS = ("mnist_batchnorm", "mnist_dropout")  # JAX over 2 processes x 1 device
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Every run: {"single": {(fw, lab): result}, (fw, lab, par): result, ("jax-2proc", lab): result}."""
+    work = jobs()
+    specs = [(prepared(lab).spec, par) for lab, par in work]
+    pending = parallel.launch("jax", "train_many", specs, timeout_s=300)
+    mp_specs = [(prepared(lab).spec, Parallel(2, processes=2)) for lab in MULTIPROCESS]
+    multi = parallel.launch("jax", "train_many", mp_specs, processes=2, timeout_s=300)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {("torch", *key): r for key, r in zip(work, parallel.train_many("torch", specs))}
+        single = {(fw, lab): execute(prepared(lab), fw) for lab in LABS for fw in FRAMEWORKS}
+    finally:
+        torch.set_num_threads(before)
+    out.update({("jax", *key): r for key, r in zip(work, pending.result())})
+    out.update({("jax-2proc", lab): r for lab, r in zip(MULTIPROCESS, multi.result())})
+    out["single"] = single
+    return out
+
+
+def check_same(p: dict, what: str) -> None:
+    assert p["agree"], (what, p["first_step_over"], p["loss_max_rel"])
+    assert p["steps"] == STEPS and p["loss_max_rel"] <= parallel.PARITY_RTOL, what
+    assert p["params_max_rel"] <= PARAMS_RTOL, (what, p["params_max_rel"])
+    # Running statistics hold the biases before batch norm, which the loss does not see (rounding-noise drift).
+    assert p["state_max_rel"] is None or p["state_max_rel"] <= 1e-8, (what, p["state_max_rel"])
+    assert p["outputs_max_rel"] <= 1e-9, (what, p["outputs_max_rel"])
+
+
+@pytest.mark.parametrize("n", DEVICES)
+@pytest.mark.parametrize("lab", LABS)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_synchronised_data_parallel_equals_one_device(runs, framework, lab, n):
+    result = runs[(framework, lab, Parallel(n))]
+    assert result.device == f"{n}x cpu"
+    check_same(parallel.parity(runs["single"][(framework, lab)], result), f"{framework} {lab} x{n}")
+
+
+@pytest.mark.parametrize("n", DEVICES)
+@pytest.mark.parametrize("lab", LABS)
+def test_torch_ddp_equals_jax_sharded(runs, lab, n):
+    check_same(parallel.parity(runs[("torch", lab, Parallel(n))], runs[("jax", lab, Parallel(n))]), f"{lab} x{n}")
+
+
+@pytest.mark.parametrize("lab", MULTIPROCESS)
+def test_jax_over_two_processes_equals_one_device(runs, lab):
+    result = runs[("jax-2proc", lab)]
+    check_same(parallel.parity(runs["single"][("jax", lab)], result), f"{lab} 2 processes")
+    check_same(parallel.parity(runs[("jax", lab, Parallel(2))], result), f"{lab} 2 processes vs 2 host devices")
+
+
+def test_per_device_batch_norm_differs_by_a_reported_amount(runs):
+    lab, n = BUG
+    local = {fw: runs[(fw, lab, Parallel(n, bn="local"))] for fw in FRAMEWORKS}
+    for fw in FRAMEWORKS:
+        p = parallel.parity(runs["single"][(fw, lab)], local[fw])
+        assert not p["agree"] and p["first_step_over"] == 0  # shard statistics from the first forward on
+        assert p["loss_max_rel"] > 1e-3, p["loss_max_rel"]
+        assert "differ (first over 1e-12 at step 0)" in parallel.parity_line("local", p)
+    # Both frameworks compute the same per-device statistics: they agree with each other.
+    check_same(parallel.parity(local["torch"], local["jax"]), "local batch norm, torch vs jax")
+
+
+@pytest.mark.parametrize("lab", ("mnist_batchnorm", "mnist_relu_xavier"))
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_summed_gradients_are_caught(runs, framework, lab):
+    # Adam is nearly scale-invariant, so N-fold gradients move the weights only through its epsilon; still far
+    # beyond the tolerance from the first update on.
+    p = parallel.parity(runs["single"][(framework, lab)], runs[(framework, lab, Parallel(2, reduce="sum"))])
+    assert not p["agree"] and p["first_step_over"] == 1, p
+    assert p["loss_max_rel"] > 1e3 * parallel.PARITY_RTOL
+
+
+def test_shards_partition_the_global_batch_and_masks():
+    spec = prepared("mnist_dropout").spec
+    spec = parallel.with_shared_masks(dataclasses.replace(spec, masks=None))
+    assert spec.masks is not None and len(spec.masks) == 4
+    for n in (1, 2, 4):
+        parts = [parallel.shard_spec(spec, n, k) for k in range(n)]
+        assert all(p.batches.shape == (STEPS, 100 // n) for p in parts)
+        np.testing.assert_array_equal(np.concatenate([p.batches for p in parts], axis=1), spec.batches)
+        for i, mask in enumerate(spec.masks):
+            np.testing.assert_array_equal(np.concatenate([p.masks[i] for p in parts], axis=1), mask)
+    assert parallel.describe(spec, Parallel(4))["per_device_batch"] == 25
+
+
+@pytest.mark.parametrize(("lab", "par", "message"), [
+    ("mnist_relu_xavier", Parallel(3), "batch size 100 does not split over 3 devices"),
+    ("mnist_backprop_manual", Parallel(2), "needs an autograd model"),
+    ("xor_mlp", Parallel(2), "needs a minibatch lab"),
+    ("mnist_batchnorm", Parallel(2, bn="global"), "unknown batch-norm mode 'global'"),
+    ("mnist_batchnorm", Parallel(4, processes=3), "must be a positive multiple of processes"),
+])
+def test_layouts_that_cannot_split_are_refused(lab, par, message):
+    spec = prepare(get_lab(lab), RunOptions(data="mnist-5k", steps=2)).spec
+    with pytest.raises(LabError, match=message):
+        parallel.check_spec(spec, par)
+
+
+def test_parity_summary_on_planted_differences():
+    from harness.backend import TrainResult
+
+    losses = np.linspace(2.0, 1.0, 6)
+    params = {"dense0/kernel": np.ones((3, 2)), "dense0/bias": np.zeros(2), "bn0/scale": np.ones(2)}
+    a = TrainResult(losses, {6: {"test": np.ones((4, 2))}}, params, {}, {}, "cpu")
+    same = parallel.parity(a, dataclasses.replace(a, losses=losses * (1 + 1e-15)))
+    assert same["agree"] and same["first_step_over"] is None and same["loss_max_rel"] < 2e-15
+    off = losses.copy()
+    off[3:] *= 1 + 1e-9
+    moved = {**params, "dense0/bias": np.full(2, 0.5)}  # a null direction (batch norm follows): reported apart
+    p = parallel.parity(a, dataclasses.replace(a, losses=off, params=moved))
+    assert not p["agree"] and p["first_step_over"] == 3 and p["loss_max_rel"] == pytest.approx(1e-9, rel=1e-3)
+    assert p["params_max_rel"] == 0 and p["null_params_max_rel"] > 0
+    assert not parallel.parity(a, dataclasses.replace(a, losses=losses[:4]))["agree"]  # a run cut short
