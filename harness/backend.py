@@ -219,7 +219,8 @@ register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eage
                      thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582",
                      execution_aliases={"fused": "eager", "per_step": "eager"},  # old spellings, for a release
                      # bench: steps per torch.compile graph / CUDA graph, per task (harness.bench.workloads)
-                     extras={"bench_fuse_steps": {"xor": 10, "gates": 10, "mnist": 1}}))
+                     # course: the labs' own framework (its native init draws the course's weights; report)
+                     extras={"bench_fuse_steps": {"xor": 10, "gates": 10, "mnist": 1}, "course": True}))
 register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),
                      thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de",
                      # bench: fused XOR steps take ~10 us, so their timed blocks are ten times longer

@@ -12,6 +12,7 @@ import pytest
 
 from harness import report
 from harness.cli import main
+from harness.report import compute as report_compute
 from harness.report.doc import Doc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -178,8 +179,8 @@ def test_rerun_reuses_finished_labs(small_report, tmp_path, monkeypatch, capsys)
     def no_training(*args, **kwargs):
         raise AssertionError("a finished lab was trained again")
 
-    monkeypatch.setattr(report, "compute_lab", no_training)
-    monkeypatch.setattr(report, "compute_init_study", no_training)
+    monkeypatch.setattr(report_compute, "compute_lab", no_training)
+    monkeypatch.setattr(report_compute, "compute_init_study", no_training)
     assert main(["report", "--out", str(out), *SMALL]) == 0
     log = capsys.readouterr().out
     assert log.count("reused") >= 3
@@ -199,7 +200,7 @@ def test_interrupted_job_keeps_finished_labs_and_resumes(tmp_path, monkeypatch, 
             raise KeyboardInterrupt
         return real(lab, opts)
 
-    monkeypatch.setattr(report, "compute_lab", interrupt_second)
+    monkeypatch.setattr(report_compute, "compute_lab", interrupt_second)
     assert main(["report", "--out", str(out), *TINY]) == 130
     assert "interrupted: 1 of 2 labs kept" in capsys.readouterr().err
     assert (out / "labs" / "xor_perceptron.json").is_file()
@@ -209,7 +210,7 @@ def test_interrupted_job_keeps_finished_labs_and_resumes(tmp_path, monkeypatch, 
     assert results["job"]["status"] == "interrupted" and results["pending"] == ["xor_mlp"]
     assert "**interrupted**" in (out / "report.md").read_text()
     # the rerun trains only what is missing
-    monkeypatch.setattr(report, "compute_lab", real)
+    monkeypatch.setattr(report_compute, "compute_lab", real)
     assert main(["report", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["job"] == {**results["job"], "status": "complete", "computed": ["xor_mlp"],
@@ -229,13 +230,13 @@ def test_crashing_lab_is_reported_and_retried(tmp_path, monkeypatch, capsys):
             raise RuntimeError("boom")
         return real(lab, opts)
 
-    monkeypatch.setattr(report, "compute_lab", crash_perceptron)
+    monkeypatch.setattr(report_compute, "compute_lab", crash_perceptron)
     assert main(["report", "--out", str(out), *TINY]) == 1
     results = json.loads((out / "results.json").read_text())
     assert results["labs"]["xor_perceptron"]["status"] == "error"
     assert results["labs"]["xor_mlp"]["status"] == "ok"
     assert "**error**: RuntimeError: boom" in (out / "report.md").read_text()
-    monkeypatch.setattr(report, "compute_lab", real)
+    monkeypatch.setattr(report_compute, "compute_lab", real)
     assert main(["report", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["job"]["computed"] == ["xor_perceptron"] and results["job"]["reused"] == ["xor_mlp"]

@@ -1,0 +1,253 @@
+"""The main job: check -> plan -> compute -> write.
+
+Before any work the options and the output folder are checked (one ``error:`` line, exit 2), the folder is
+locked and cleared of temporary files a killed run left. Each lab's record goes to ``OUT/labs/<lab>.json`` the
+moment it is done; the report (``report.md``, ``report.html``, ``results.json``, ``plots/``) is rewritten after
+every lab, each write held whole against Ctrl-C and SIGTERM, so an interrupted job leaves a consistent report of
+the labs done so far.
+
+A complete report already in the folder is never replaced by a smaller one: while it is there, this run writes
+only its lab files, and writes the report when it completes; interrupted, it leaves the earlier report as it
+was (its lab records stay reusable from its ``results.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from harness import backend as backends
+from harness.errors import UsageError
+from harness.labs import Lab, get_lab
+from harness.machine import machine_busy
+from harness.progress import Progress, clock
+from harness.report import compute
+from harness.report.lock import OutputLock, check_output_dir, clean_stale_temps
+from harness.report.options import FORMAT, JobOptions
+from harness.report.plan import STUDY, Plan, make_plan, thread_counts
+from harness.report.signals import held_signals
+from harness.results import write_json
+
+COMPLETE = ("complete", "errors")  # job statuses of a report that covers every lab it was asked for
+
+
+def check(opts: JobOptions) -> None:
+    """UsageError (or the registry's BackendError) for options the job cannot run with; before any work."""
+    from harness.backend import DTYPES
+
+    if not opts.labs:
+        raise UsageError("no labs chosen")
+    if not opts.frameworks:
+        raise UsageError("no frameworks chosen")
+    for lab in opts.labs:
+        get_lab(lab)
+    for fw in opts.frameworks:
+        backends.check_device(fw, opts.device)
+    if opts.dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
+    check_output_dir(opts.out)
+
+
+def load_data(opts: JobOptions, labs: list[Lab]) -> int | None:
+    """Load the MNIST data when a lab (or the study) needs it, setting ``opts``'s data record; the training-set
+    size (None: no MNIST)."""
+    from harness import data as data_mod
+
+    if not (any(lab.task == "mnist" for lab in labs) or opts.init_study):
+        return None
+    ds = data_mod.load_mnist(opts.data, opts.data_dir)
+    opts._data_record = ds.record
+    return len(ds.train_y)
+
+
+def machine(opts: JobOptions, load: list[float] | None) -> dict:
+    """Where the job ran: CPU model and count, platform, every backend's threads, the device, the load."""
+    import platform
+
+    from harness.machine import machine_record
+
+    rec = {**machine_record(), "machine": platform.machine(), "processor": platform.processor(),
+           "cpus": os.cpu_count(), "loadavg_start": load}
+    if opts.device != "cpu":
+        rec["devices"] = {fw: backends.load(fw).device_info(opts.device) for fw in opts.frameworks}
+    return rec
+
+
+def preload() -> None:
+    """Import what the report's writes need before the first one: an import cut short by Ctrl-C leaves a
+    half-made module that a later write would fail on."""
+    import matplotlib.figure  # noqa: F401
+
+    from harness.report import plots, render  # noqa: F401
+
+
+def lab_line(i: int, n: int, rec: dict, seconds: float | None) -> str:
+    """The log line of a finished (or reused) lab."""
+    from harness.report.render import final_metrics
+
+    when = "reused" if seconds is None else f"{seconds:6.1f} s"
+    if rec["status"] == "ok":
+        verdict = rec.get("parity", {}).get("verdict") or ("compared" if "parity" in rec else "ran")
+        finals = "  ".join(f"{fw} loss {final_metrics(run)[0]:.4g}" for fw, run in rec.get("runs", {}).items()
+                           if final_metrics(run)[0] is not None)
+    else:
+        verdict, finals = rec["status"], rec.get("error", "")
+    return f"[{i:>2}/{n}] {rec['lab']:<28} {when:>8}  {verdict:<28} {finals}"
+
+
+class Job:
+    """One run of the job into ``opts.out`` (locked, checked, planned)."""
+
+    def __init__(self, opts: JobOptions, plan: Plan, out: TextIO, err: TextIO) -> None:
+        self.opts, self.plan, self.out = opts, plan, out
+        previous = (plan.previous or {}).get("job")
+        # a complete report is already there: the report is written only when this run completes
+        self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
+        self.results: dict[str, Any] = {
+            "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
+            "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
+            "job": {"status": "running", "computed": [], "reused": [], "errors": []},
+        }
+        self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
+        self.left = set(plan.estimates)
+
+    def say(self, line: str) -> None:
+        """A log line (not when quiet)."""
+        self.progress.print(line, file=self.out)
+
+    def done(self, name: str, line: str) -> None:
+        """Task ``name`` is over: its log line, with the ETA while tasks are left."""
+        self.left.discard(name)
+        eta = self.progress.eta()
+        self.say(f"{line}  ETA {clock(eta)}" if self.left and eta is not None else line)
+
+    def header(self, load: list[float] | None) -> None:
+        """The job's first lines: what runs, where, about how long; a busy machine."""
+        opts, data = self.opts, self.opts._data_record
+        data_txt = (f" on {data['name']} ({data['source']}, {data['train_size']} train / {data['test_size']} "
+                    f"test)" if data else "")
+        n = len(self.plan.labs)
+        self.say(f"report: {n} lab{'' if n == 1 else 's'} in {', '.join(opts.frameworks)}{data_txt} -> {opts.out}/ "
+                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused)")
+        single = thread_counts("mnist", opts) if opts.busy and opts.torch_threads == "auto" else {}
+        if single:
+            self.say(f"the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} cores): "
+                     f"{', '.join(single)} on one thread; timings are not representative")
+        if self.keep_previous:
+            self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
+
+    def run(self) -> dict:
+        """Compute what the plan leaves to compute, writing as it goes; the results."""
+        opts, job = self.opts, self.results["job"]
+        opts.busy, load = machine_busy()
+        self.results["machine"] = machine(opts, load)
+        started = time.perf_counter()
+        self.header(load)
+        try:
+            for i, lab in enumerate(self.plan.labs, 1):
+                self.lab(i, lab)
+            if opts.init_study:
+                self.study()
+            job["status"] = "errors" if job["errors"] else "complete"
+        except KeyboardInterrupt:
+            job["status"] = "interrupted"
+        finally:
+            self.progress.close()
+            job["wall_s"] = time.perf_counter() - started
+            if job["status"] == "running":  # a crash outside the labs
+                job["status"] = "failed"
+            self.finish()
+        return self.results
+
+    def lab(self, i: int, lab: Lab) -> None:
+        """Take over or compute one lab, then write it and the report."""
+        rec, seconds = self.plan.saved[lab.name], None
+        if rec is None:
+            if not self.results["peak"]:  # measured once, before the first lab that trains
+                self.results["peak"] = compute.measure_peaks(self.opts)
+                self.say("matmul peak: " + ", ".join(f"{fw} {p['gflops']:.1f} GFLOP/s"
+                                                      for fw, p in self.results["peak"].items()))
+            self.progress.begin(lab.name, self.plan.estimates[lab.name])
+            t = time.perf_counter()
+            try:
+                rec = compute.compute_lab(lab, self.opts)
+            except Exception as exc:  # a crash in one lab is reported; the others still run
+                rec = compute.error_record(lab, self.opts, exc)
+                self.results["job"]["errors"].append(lab.name)
+            seconds = time.perf_counter() - t
+            rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
+        self.progress.advance(self.plan.estimates[lab.name])
+        with held_signals():
+            if seconds is not None or lab.name in self.plan.restore:
+                write_json(self.opts.out / "labs" / f"{lab.name}.json", rec)
+            self.results["job"]["computed" if seconds is not None else "reused"].append(lab.name)
+            self.results["labs"][lab.name] = rec
+            self.results["pending"].remove(lab.name)
+            self.write(lambda render: render.lab_plots(self.opts.out, rec, force=seconds is not None))
+        self.done(lab.name, lab_line(i, len(self.plan.labs), rec, seconds))
+
+    def study(self) -> None:
+        """Take over or compute the initialisation study, then write it."""
+        study, seconds = self.plan.saved[STUDY], None
+        if study is None:
+            self.progress.begin(STUDY, self.plan.estimates[STUDY])
+            t = time.perf_counter()
+            study = compute.compute_init_study(self.opts)
+            seconds = time.perf_counter() - t
+        self.progress.advance(self.plan.estimates[STUDY])
+        with held_signals():
+            if seconds is not None or STUDY in self.plan.restore:
+                write_json(self.opts.out / "labs" / f"{STUDY}.json", study)
+            if study["status"] == "error":
+                self.results["job"]["errors"].append(STUDY)
+            self.results["init_study"] = study
+            if study["runs"]:
+                self.write(lambda render: render.study_plot(self.opts.out, study, force=seconds is not None))
+        when = "reused" if seconds is None else f"{seconds:6.1f} s"
+        what = f"{len(study['runs'])} schemes, {study['steps']} steps each ({study['framework']})"
+        self.done(STUDY, f"[init]  {STUDY:<28} {when:>8}  {what}" + (f"; {study['error']}" if "error" in study else ""))
+
+    def write(self, plots: Callable[[Any], None]) -> None:
+        """Draw with ``plots(render)`` and rewrite the report; deferred while a complete report is kept."""
+        from harness.report import render
+
+        if self.keep_previous:
+            return
+        plots(render)
+        render.write_report(self.opts.out, self.results, html=self.opts.html)
+
+    def finish(self) -> None:
+        """The final write, held whole against a second signal: the report of this run, unless an earlier
+        complete report stays (this run did not complete)."""
+        from harness.report import render
+
+        status = self.results["job"]["status"]
+        with held_signals(reraise=False):
+            if self.keep_previous:
+                if status not in COMPLETE:
+                    self.results["job"]["kept_previous"] = True
+                    return
+                self.keep_previous = False
+                for name, rec in self.results["labs"].items():
+                    render.lab_plots(self.opts.out, rec, force=name in self.results["job"]["computed"])
+                study = self.results["init_study"]
+                if study and study["runs"]:
+                    render.study_plot(self.opts.out, study, force=self.plan.saved.get(STUDY) is None)
+            render.write_report(self.opts.out, self.results, html=self.opts.html, final=True)
+
+
+def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> dict:
+    """Run the job and write the report; the results (``results.json``'s content). On KeyboardInterrupt the
+    report of the labs finished so far is written (see the module's notes) and the results come back with job
+    status "interrupted"."""
+    check(opts)
+    with OutputLock(opts.out):
+        clean_stale_temps(opts.out)
+        labs = [get_lab(name) for name in opts.labs]
+        train_size = load_data(opts, labs)
+        plan = make_plan(opts, *([train_size] if train_size else []))
+        preload()
+        return Job(opts, plan, out or sys.stdout, err or sys.stderr).run()
