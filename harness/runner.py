@@ -139,8 +139,8 @@ def _minibatches(lab: Lab, n: int, seed: int, cap: int | None, record: dict) -> 
     set, or a run whose batch order alone would not fit in memory."""
     batch = lab.batch_size or 1
     if batch > n:
-        raise LabError(f"batch size {batch} is larger than the training set ({n} examples in "
-                       f"{record.get('source')} {record.get('name') or ''})".rstrip() + ")")
+        where = " ".join(str(record[k]) for k in ("source", "name") if record.get(k))
+        raise LabError(f"batch size {batch} is larger than the training set ({n} examples in {where})")
     steps_per_epoch = n // batch
     steps = lab.total_steps(n) if cap is None else min(lab.total_steps(n), cap)
     if steps * batch > MAX_BATCH_INDICES:
