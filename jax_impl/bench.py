@@ -86,6 +86,52 @@ def _step_args(data: tuple | None, t: tuple) -> tuple:
     return (data if x is None else (x, y)), (None, masks, key)
 
 
+def _cycling_stepper(mode: str, fn: Callable, leaves: Any, args: list[tuple], unit_steps: int,
+                     info: dict) -> Stepper:
+    """Dispatches of ``leaves, loss = fn(leaves, *args[i])``, cycling through ``args``, the flat carry donated from
+    one to the next."""
+    state: dict[str, Any] = {"leaves": leaves, "loss": None}
+    cycle = itertools.cycle(args)
+
+    def unit() -> None:
+        state["leaves"], state["loss"] = fn(state["leaves"], *next(cycle))
+
+    def bare(units: int) -> None:
+        leaves = state["leaves"]
+        for i in range(units):
+            leaves, out = fn(leaves, *args[i % len(args)])
+        state["leaves"], state["loss"] = leaves, out
+
+    def sync() -> None:
+        jax.block_until_ready(state["leaves"])
+
+    def loss() -> float:
+        return float(np.asarray(state["loss"]).reshape(-1)[-1])
+
+    return Stepper(mode, unit, unit_steps, sync, loss, bare, info)
+
+
+def _chunks(pool: tuple, steps: int, k: int) -> list:
+    """The pooled steps in chunks of ``k`` (the full-batch labs: masks and keys, if any, repeated ``k`` times)."""
+    if steps > 1 and steps % k:
+        raise BackendError(f"fuse steps {k} must divide the {steps} pooled batches")
+    if steps == 1:  # full batch: every step sees the same data; masks and keys (if any) repeat
+        return [jax.tree.map(lambda a: jnp.repeat(a, k, axis=0), pool)]
+    return [jax.tree.map(lambda a, i=i: a[i:i + k], pool) for i in range(0, steps, k)]
+
+
+def _fused_stepper(body: Callable, carry: Any, data: tuple | None, pool: tuple, steps: int, k: int) -> Stepper:
+    """``k`` steps per dispatch as one ``lax.scan`` program over a chunk of pooled steps."""
+    chunks = _chunks(pool, steps, k)
+
+    def block(c: Any, data: tuple | None, chunk: tuple) -> tuple:
+        return jax.lax.scan(lambda c, t: body(c, *_step_args(data, t)), c, chunk, length=k)
+
+    scan, leaves, _ = train.flat_step(block, carry)
+    return _cycling_stepper("fused", scan, leaves, [(data, c) for c in chunks], k,
+                            {"pool_steps": steps, "fuse_steps": k})
+
+
 def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
     """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
     cycling through ``spec.batches``. ``fuse_steps`` (fused: the scan length) must divide their number."""
@@ -99,50 +145,8 @@ def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
         learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype)
         body = train._step_fn(spec, learner, dtype)
         data, pool, steps = _pool(spec, dtype)
-        state: dict[str, Any] = {"loss": None}
-
-        def sync() -> None:
-            jax.block_until_ready(state["leaves"])
-
-        def loss() -> float:
-            return float(np.asarray(state["loss"]).reshape(-1)[-1])
-
-        if mode == "per_step":
-            step, state["leaves"], _ = train.flat_step(body, learner.carry)
-            args = [_step_args(data, jax.tree.map(lambda a, j=j: a[j], pool)) for j in range(steps)]
-            cycle = itertools.cycle(args)
-
-            def per_step_unit() -> None:
-                state["leaves"], state["loss"] = step(state["leaves"], *next(cycle))
-
-            def per_step_bare(units: int) -> None:
-                leaves = state["leaves"]
-                for i in range(units):
-                    leaves, out = step(leaves, *args[i % steps])
-                state["leaves"], state["loss"] = leaves, out
-
-            return Stepper(mode, per_step_unit, 1, sync, loss, per_step_bare, {"pool_steps": steps})
-        k = fuse_steps
-        if steps > 1 and steps % k:
-            raise BackendError(f"fuse steps {k} must divide the {steps} pooled batches")
-
-        def block(c: Any, data: tuple | None, chunk: tuple) -> tuple:
-            return jax.lax.scan(lambda c, t: body(c, *_step_args(data, t)), c, chunk, length=k)
-
-        scan, state["leaves"], _ = train.flat_step(block, learner.carry)
-        if steps == 1:  # full batch: every step sees the same data; masks and keys (if any) repeat
-            chunks = [jax.tree.map(lambda a: jnp.repeat(a, k, axis=0), pool)]
-        else:
-            chunks = [jax.tree.map(lambda a, i=i: a[i:i + k], pool) for i in range(0, steps, k)]
-        cycle = itertools.cycle(chunks)
-
-        def fused_unit() -> None:
-            state["leaves"], state["loss"] = scan(state["leaves"], data, next(cycle))
-
-        def fused_bare(units: int) -> None:
-            leaves = state["leaves"]
-            for i in range(units):
-                leaves, out = scan(leaves, data, chunks[i % len(chunks)])
-            state["leaves"], state["loss"] = leaves, out
-
-        return Stepper(mode, fused_unit, k, sync, loss, fused_bare, {"pool_steps": steps, "fuse_steps": k})
+        if mode == "fused":
+            return _fused_stepper(body, learner.carry, data, pool, steps, fuse_steps)
+        step, leaves, _ = train.flat_step(body, learner.carry)
+        args = [_step_args(data, jax.tree.map(lambda a, j=j: a[j], pool)) for j in range(steps)]
+        return _cycling_stepper(mode, step, leaves, args, 1, {"pool_steps": steps})

@@ -81,50 +81,50 @@ def _pool(spec: RunSpec, device: torch.device, dtype: torch.dtype) -> tuple:
     return train._to(np.ascontiguousarray(x), device, dtype), train._to(np.ascontiguousarray(y), device, dtype), masks
 
 
-def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
-    """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
-    cycling through ``spec.batches``. ``fuse_steps`` (compiled, cuda_graph) must divide their number."""
-    if mode not in modes(spec.device):
-        raise BackendError(f"torch has no mode {mode!r} on {spec.device}; choose from {', '.join(modes(spec.device))}")
-    dtype, device = train.DTYPES[spec.dtype], _device(spec.device)
-    spec = dataclasses.replace(spec, execution=mode)  # the learner's optimizer kernel follows the mode
-    learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype, device)
-    xs, ys, masks = _pool(spec, device, dtype)
+def _eager_stepper(learner: object, pooled: tuple, sync: Callable[[], None]) -> Stepper:
+    """One eager step per dispatch, on the next pooled batch."""
+    xs, ys, masks = pooled
     pool = len(xs)
+    views = [(xs[j], ys[j], None if masks is None else [m[j] for m in masks]) for j in range(pool)]
+    cycle = itertools.cycle(views)
     last: list[torch.Tensor] = []
 
-    def sync() -> None:
-        train.sync(device)
+    def eager_unit() -> None:
+        last[:] = [learner.step(*next(cycle))]
 
-    if mode == "eager":
-        views = [(xs[j], ys[j], None if masks is None else [m[j] for m in masks]) for j in range(pool)]
-        cycle = itertools.cycle(views)
+    def eager_bare(units: int) -> None:
+        step = learner.step
+        for i in range(units):
+            loss = step(*views[i % pool])
+        last[:] = [loss]
 
-        def eager_unit() -> None:
-            last[:] = [learner.step(*next(cycle))]
+    return Stepper("eager", eager_unit, 1, sync, lambda: float(last[0]), eager_bare, {"pool_steps": pool})
 
-        def eager_bare(units: int) -> None:
-            step = learner.step
-            for i in range(units):
-                loss = step(*views[i % pool])
-            last[:] = [loss]
 
-        return Stepper(mode, eager_unit, 1, sync, lambda: float(last[0]), eager_bare, {"pool_steps": pool})
-    k = fuse_steps
+def _chunks(pooled: tuple, k: int) -> list[tuple]:
+    """The pooled batches in chunks of ``k`` steps (the full-batch labs: the one batch repeated ``k`` times)."""
+    xs, ys, masks = pooled
+    pool = len(xs)
     if pool > 1 and pool % k:
         raise BackendError(f"fuse steps {k} must divide the {pool} pooled batches")
     if pool == 1:  # full batch: every step sees the same data
-        chunks = [(xs.expand(k, *xs.shape[1:]), ys.expand(k, *ys.shape[1:]),
-                   None if masks is None else [m[:1].expand(k, *m.shape[1:]) for m in masks])]
-    else:
-        chunks = [(xs[i:i + k], ys[i:i + k], None if masks is None else [m[i:i + k] for m in masks])
-                  for i in range(0, pool, k)]
+        return [(xs.expand(k, *xs.shape[1:]), ys.expand(k, *ys.shape[1:]),
+                 None if masks is None else [m[:1].expand(k, *m.shape[1:]) for m in masks])]
+    return [(xs[i:i + k], ys[i:i + k], None if masks is None else [m[i:i + k] for m in masks])
+            for i in range(0, pool, k)]
+
+
+def _fused_stepper(learner: object, pooled: tuple, mode: str, k: int, device: torch.device,
+                   sync: Callable[[], None]) -> Stepper:
+    """``k`` steps per dispatch as one torch.compile graph (``compiled``) or one replayed CUDA graph."""
+    chunks = _chunks(pooled, k)
     step, state = train.functional_step(learner)
     if mode == "compiled":
         block = train.compiled_or_error(train.compile_step(step, k, device))
     else:
         block = train.graph_step(step, state, k)
     cycle = itertools.cycle(chunks)
+    last: list[torch.Tensor] = []
 
     def fused_unit() -> None:
         last[:] = [block(*next(cycle))]
@@ -135,4 +135,22 @@ def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
         last[:] = [losses]
 
     return Stepper(mode, fused_unit, k, sync, lambda: float(last[0][-1]), fused_bare,
-                   {"pool_steps": pool, "fuse_steps": k})
+                   {"pool_steps": len(pooled[0]), "fuse_steps": k})
+
+
+def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
+    """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
+    cycling through ``spec.batches``. ``fuse_steps`` (compiled, cuda_graph) must divide their number."""
+    if mode not in modes(spec.device):
+        raise BackendError(f"torch has no mode {mode!r} on {spec.device}; choose from {', '.join(modes(spec.device))}")
+    dtype, device = train.DTYPES[spec.dtype], _device(spec.device)
+    spec = dataclasses.replace(spec, execution=mode)  # the learner's optimizer kernel follows the mode
+    learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype, device)
+    pooled = _pool(spec, device, dtype)
+
+    def sync() -> None:
+        train.sync(device)
+
+    if mode == "eager":
+        return _eager_stepper(learner, pooled, sync)
+    return _fused_stepper(learner, pooled, mode, fuse_steps, device, sync)
