@@ -3,7 +3,9 @@ the machine and thread counts in every result, no progress noise off a terminal.
 
 from __future__ import annotations
 
+import io
 import json
+import time
 
 import pytest
 
@@ -77,3 +79,27 @@ def test_thread_counts_follow_the_policy(third_backend):
     assert thread_counts("mnist", JobOptions(frameworks=("torch",), torch_threads="3")) == {"torch": 3}
     assert thread_counts("mnist", JobOptions(frameworks=("torch",), busy=True)) == {"torch": 1}
     assert thread_counts("mnist", JobOptions(frameworks=("torch",), device="gpu")) == {}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_progress_on_a_terminal(tmp_path, monkeypatch):
+    from harness.report import compute, run_job
+
+    real = compute.compute_lab
+
+    def slow(lab, opts):  # long enough for the live line's one-second tick
+        time.sleep(1.3)
+        return real(lab, opts)
+
+    monkeypatch.setattr(compute, "compute_lab", slow)
+    out, err = io.StringIO(), Terminal()
+    results = run_job(JobOptions(out=tmp_path / "r", labs=("xor_mlp",), steps=20, init_study=False, html=False),
+                      out=out, err=err)
+    assert results["job"]["status"] == "complete"
+    assert "report  xor_mlp 0:01 (about 0:0" in err.getvalue() and "ETA " in err.getvalue()
+    assert err.getvalue().endswith("\r\033[K")  # erased at the end
+    assert "[ 1/1] xor_mlp" in out.getvalue()  # the log lines on stdout
