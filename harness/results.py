@@ -95,18 +95,18 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _writable_ancestor(path: Path, what: str) -> None:
-    """UsageError unless the nearest existing folder at or above ``path`` is a folder this process can create
-    files in (tried, not guessed from permission bits: root, read-only mounts)."""
-    probe = path
+def _writable_ancestor(folder: Path, shown: Path, what: str) -> None:
+    """UsageError (naming ``shown``) unless the nearest existing folder at or above ``folder`` is a folder this
+    process can create files in (tried, not guessed from permission bits: root, read-only mounts)."""
+    probe = folder
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise UsageError(f"{what} {path}: {probe} is a file, not a folder")
+        raise UsageError(f"{what} {shown}: {probe} is a file, not a folder")
     try:
         fd, tmp = tempfile.mkstemp(dir=probe, prefix=".dlzta-write-test.", suffix=".tmp")
     except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot write in {probe} ({exc.strerror or exc})") from None
+        raise UsageError(f"{what} {shown}: cannot write in {probe} ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(tmp)
 
@@ -117,7 +117,7 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> None:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{what} {path} is a folder; give a file name (e.g. {path / 'result.json'})")
-    _writable_ancestor(path.parent if str(path.parent) else Path("."), what)
+    _writable_ancestor(path.parent, path, what)
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
@@ -125,7 +125,7 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{what} {path} is a file, not a folder")
-    _writable_ancestor(path, what)
+    _writable_ancestor(path, path, what)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
