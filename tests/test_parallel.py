@@ -38,8 +38,7 @@ def prepared(lab: str):
 
 def jobs() -> list[tuple[str, Parallel]]:
     out = [(lab, Parallel(n)) for lab in LABS for n in DEVICES]
-    return out + [(BUG[0], Parallel(BUG[1], bn="local")), (BUG[0], Parallel(BUG[1], reduce="sum")),
-                  ("mnist_relu_xavier", Parallel(2, reduce="sum"))]
+    return out + [(BUG[0], Parallel(BUG[1], bn="local")), (BUG[0], Parallel(BUG[1], reduce="sum"))]
 
 
 MULTIPROCESS = ("mnist_batchnorm", "mnist_dropout")  # JAX over 2 processes x 1 device
@@ -109,12 +108,12 @@ def test_per_device_batch_norm_differs_by_a_reported_amount(runs):
     check_same(parallel.parity(local["torch"], local["jax"]), "local batch norm, torch vs jax")
 
 
-@pytest.mark.parametrize("lab", ("mnist_batchnorm", "mnist_relu_xavier"))
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_summed_gradients_are_caught(runs, framework, lab):
+def test_summed_gradients_are_caught(runs, framework):
     # Adam is nearly scale-invariant, so N-fold gradients move the weights only through its epsilon; still far
-    # beyond the tolerance from the first update on.
-    p = parallel.parity(runs["single"][(framework, lab)], runs[(framework, lab, Parallel(2, reduce="sum"))])
+    # beyond the tolerance from the first update on (the same code averaging passes the other tests).
+    lab, n = BUG
+    p = parallel.parity(runs["single"][(framework, lab)], runs[(framework, lab, Parallel(n, reduce="sum"))])
     assert not p["agree"] and p["first_step_over"] == 1, p
     assert p["loss_max_rel"] > 1e3 * parallel.PARITY_RTOL
 

@@ -8,9 +8,10 @@ processes): then this process is one rank and ``init_method="env://"``.
 
 Batch norm: ``sync`` is ``torch.nn.SyncBatchNorm`` on GPUs; torch 2.13's SyncBatchNorm refuses CPU tensors
 ("SyncBatchNorm expected input tensor to be on GPU"), so on a CPU :class:`AllReduceBatchNorm` takes the global
-statistics with the autograd-aware ``torch.distributed.nn.functional.all_reduce``. ``local`` keeps the plain
-BatchNorm1d (per-rank statistics), with DDP's buffer broadcast off and the running statistics averaged over ranks
-before each evaluation (the average of the ranks' moving averages is the moving average of the average).
+statistics with torch's differentiable functional ``all_reduce`` (``torch.distributed._functional_collectives``,
+which torch 2.13 names in place of the deprecated ``torch.distributed.nn.functional.all_reduce``). ``local`` keeps
+the plain BatchNorm1d (per-rank statistics), with DDP's buffer sync off and the running statistics averaged over
+ranks before each evaluation (the average of the ranks' moving averages is the moving average of the average).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as autograd_all_reduce
+from torch.distributed import _functional_collectives as collectives
 from torch.nn.parallel import DistributedDataParallel
 
 from harness.backend import BackendError, RunSpec, Stepper, TrainResult
@@ -75,16 +76,17 @@ def is_primary() -> bool:
 
 class AllReduceBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d with statistics over the global batch (every rank's shard, equal shard sizes), for CPUs where
-    SyncBatchNorm is refused: mean and biased variance from autograd all_reduce sums, so gradients flow across
-    ranks as in SyncBatchNorm; running statistics as torch keeps them (unbiased variance, global count)."""
+    SyncBatchNorm is refused: mean and biased variance from differentiable all_reduce sums (whose backward
+    all-reduces the gradient), so gradients flow across ranks as in SyncBatchNorm; running statistics as torch
+    keeps them (unbiased variance, global count)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
         n = x.shape[0] * dist.get_world_size()
-        mean = autograd_all_reduce(x.sum(0)) / n
+        mean = collectives.all_reduce(x.sum(0), "sum", dist.group.WORLD) / n
         centred = x - mean
-        var = autograd_all_reduce((centred * centred).sum(0)) / n
+        var = collectives.all_reduce((centred * centred).sum(0), "sum", dist.group.WORLD) / n
         with torch.no_grad():
             m = self.momentum
             self.running_mean.mul_(1 - m).add_(mean, alpha=m)
