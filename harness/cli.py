@@ -219,16 +219,38 @@ def _add_run(sub: Any) -> None:
     add_run_options(p)
 
 
+COMPARE_HELP = """Train one lab on two sides from the same initial weights and batches, and say whether they compute the
+same thing. A side is BACKEND[:DEVICE][:EXECUTION][:DTYPE], e.g. torch, torch:compiled, jax:gpu, jax:float64
+(default: the first two registered backends as --device/--execution/--dtype say). The exact tier always
+retrains both in float64 from the same weights, batches and dropout masks and names the first step and tensor
+that part; float32, mixed-dtype and own-mask (--masks own) comparisons are also judged statistically against
+an ensemble of one-ulp twins. Dropout masks are shared by default."""
+
+
 def _add_compare(sub: Any) -> None:
     from harness.commands import cmd_compare
 
-    p = _sub(sub, "compare", cmd_compare, "train one lab in both frameworks from the same weights; parity figures")
+    p = _sub(sub, "compare", cmd_compare, "train one lab in two run configurations from the same weights; parity "
+             "tiers and verdict", COMPARE_HELP)
     p.add_argument("lab", help="a lab name (see `dlzta list`)")
-    p.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
-    p.add_argument("--no-noise", action="store_true", help="skip the one-ulp noise-floor twin")
-    _add_output(p, "write both runs and the parity figures as JSON", "only the summary lines")
+    g = p.add_argument_group("sides (BACKEND[:DEVICE][:EXECUTION][:DTYPE]; a field left out: --device, --execution, "
+                             "--dtype)")
+    g.add_argument("--a", dest="side_a", metavar="CONFIG", help="first side (default: the first registered backend)")
+    g.add_argument("--b", dest="side_b", metavar="CONFIG", help="second side (default: the second)")
+    g = p.add_argument_group("parity")
+    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference reported as the run's first "
+                   "divergence (figures only; the tiers judge)")
+    g.add_argument("--no-noise", action="store_true", help="skip the statistical tier (float32/own masks)")
+    g.add_argument("--no-exact", action="store_true", help="skip the exact (float64) tier")
+    g.add_argument("--exact-steps", type=positive_int, help="the exact tier's window (default: the whole run for "
+                   "XOR labs, 200 steps for MNIST, fewer for the largest nets)")
+    g.add_argument("--referee", default="auto", type=_one_of(("auto", "always", "never"), "referee"),
+                   metavar="{auto,always,never}", help="the float64 referee backend in the exact tier: in its "
+                   "traces and on a failure (auto), also over every window (always), or not at all")
+    _add_output(p, "write both runs, the figures, the tiers and the verdict as JSON", "only the summary lines")
     p.set_defaults(weights="shared")
     _add_masks(p)
+    p.set_defaults(mask_mode="shared")  # compare: shared dropout masks unless --masks own (judged statistically)
     add_run_options(p)
 
 

@@ -87,33 +87,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Train one lab in both frameworks from shared weights and report the parity figures."""
-    from harness.compare import compare
+    """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict."""
     from harness.errors import RunDiverged
+    from harness.parity.api import compare
+    from harness.parity.text import summary_lines
 
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)
     try:
-        result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise)
+        result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
+                         a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
+                         referee=args.referee)
     except RunDiverged as exc:
         _write(args.out, exc.result)
         raise
-    first = result["first_divergence_step"]
-    runs = result["runs"]
-    steps = next(iter(runs.values()))["steps"][-1] + 1
-    print(f"{lab.name} [{result['dtype']}, shared weights, {steps} steps]")
-    for fw, rec in runs.items():
-        print(f"  {fw:<5} final: {final_text(rec['final'])}")
-    print(f"  max |diff| {result['max_abs_diff']:.3e}, max rel diff {result['max_rel_diff']:.3e}, "
-          f"first step over {args.threshold:g}: {first if first is not None else 'never'}, "
-          f"growth/step: {fmt(result['growth_per_step'])}")
-    if "noise_floor" in result:
-        nf = result["noise_floor"]
-        nfirst = nf["first_divergence_step"]
-        print(f"  noise floor ({nf['framework']} twin, 1 ulp): max rel diff {nf['max_rel_diff']:.3e}, "
-              f"first step over {args.threshold:g}: {nfirst if nfirst is not None else 'never'}, "
-              f"growth/step: {fmt(nf['growth_per_step'])}")
-        print(f"  verdict: {result['verdict']}")
+    for line in summary_lines(result, args.threshold, final_text):
+        print(line)
     _write(args.out, result)
     return 0

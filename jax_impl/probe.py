@@ -1,13 +1,15 @@
 """Every tensor of the first training steps, for localising a disagreement (mirrors ``torch_impl/probe.py``).
 
-:func:`trace` trains through the same learner as ``train.train`` (step by step, not jitted: the algorithm,
-not the execution mode, is what it looks at) and records, per step, the loss before the update, the
+:func:`trace` trains through the same learner as ``train.train`` (one jitted step at a time: the algorithm, not
+the execution mode, is what it looks at) and records, per step, the loss before the update, the
 gradients, the update (new - old parameters), the parameters and the batch-norm running statistics after the
 step: flat mappings of float64 numpy arrays in the shared layout (``dense{i}/kernel`` [in, out],
 ``bn{i}/scale``; state as ``models.get_params`` names it), as the numpy referee's ``trace`` records them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,54 +25,68 @@ def _numpy(arrays: dict[str, jax.Array]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float64) for k, v in arrays.items()}
 
 
-def _module_grads(learner: _ModuleLearner, carry: tuple, x: jax.Array, y: jax.Array,
-                  masks: list[jax.Array] | None) -> dict[str, np.ndarray]:
-    """The gradients of the training loss at ``carry``'s parameters (as ``_ModuleLearner.step`` takes them),
-    in the shared layout: the gradient state merged into the module's graph and read back by name."""
-    params, _, stats = carry
+def _probe_step(learner: _ModuleLearner | _ManualLearner) -> Callable:
+    """``(carry, x, y, masks) -> (carry, loss, grads)``: the learner's own step, and the gradients it takes
+    (recomputed as ``_ModuleLearner.step`` takes them; for the hand-written labs ``manual.backward``'s update
+    directions), jitted as one program."""
+    if isinstance(learner, _ManualLearner):
+        def manual_step(carry: dict, x: jax.Array, y: jax.Array, masks: list | None) -> tuple:
+            target = manual.targets(learner.loss, y, learner.width, learner.dtype)
+            grads = manual.backward(carry, x, target, learner.loss, learner.eps)[0]
+            return (*learner.step(carry, x, y, masks), grads)
 
-    def loss_of(p: nnx.State) -> jax.Array:
-        module = nnx.merge(learner.graphdef, p, stats, copy=True)
-        return models.loss_fn(learner.loss, module(x, masks, train=True), y)
+        return jax.jit(manual_step)
 
-    grads = jax.grad(loss_of)(params)
-    return _numpy(models.get_params(nnx.merge(learner.graphdef, grads, stats, copy=True))[0])
+    def module_step(carry: tuple, x: jax.Array, y: jax.Array, masks: list | None) -> tuple:
+        params, _, stats = carry
+
+        def loss_of(p: nnx.State) -> jax.Array:
+            module = nnx.merge(learner.graphdef, p, stats, copy=True)
+            return models.loss_fn(learner.loss, module(x, masks, train=True), y)
+
+        return (*learner.step(carry, x, y, masks), jax.grad(loss_of)(params))
+
+    return jax.jit(module_step)
 
 
-def _state(learner: _ModuleLearner | _ManualLearner) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    params, state = learner.export(learner.carry)
-    return _numpy(params), _numpy(state)
+def _layout(learner: _ModuleLearner | _ManualLearner, grads: object, carry: object) -> dict[str, np.ndarray]:
+    """Gradients in the shared layout (a module's: merged into its graph as parameters and read back by name)."""
+    if isinstance(learner, _ManualLearner):
+        return _numpy(grads)
+    return _numpy(models.get_params(nnx.merge(learner.graphdef, grads, carry[2], copy=True))[0])
+
+
+def _masks(spec: RunSpec, s: int, batch: int, np_dtype: np.dtype, dtype: jnp.dtype) -> list[jax.Array] | None:
+    """Step ``s``'s keep-masks: the shared ones, or the framework's own draw as ``train.train`` makes it."""
+    if spec.masks is not None:
+        return [jnp.asarray(m[s].astype(np_dtype)) for m in spec.masks]
+    if spec.model.dropout == 0:
+        return None
+    key = jax.random.split(jax.random.key(spec.seed), spec.steps)[s]
+    return models.dropout_masks(key, spec.model.dropout, batch, spec.model.sizes[1:-1], dtype)
 
 
 def trace(spec: RunSpec, steps: int) -> list[dict]:
     """Per step of the first ``steps`` (at most ``spec.steps``): ``loss`` (before the update), ``grads`` (for
     the hand-written labs, the lectures' update directions), ``updates`` (new - old parameters), ``params`` and
     ``state`` after the step."""
-    dtype = DTYPES[spec.dtype]
+    dtype, np_dtype = DTYPES[spec.dtype], np.dtype(spec.dtype)
     set_precision()
     with x64(spec.dtype == "float64"), jax.default_device(jax.devices(spec.device)[0]):
         learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype)
-        x = jnp.asarray(spec.train_x, dtype)
-        y = jnp.asarray(spec.train_y, dtype if np.issubdtype(spec.train_y.dtype, np.floating) else jnp.int32)
-        keys = (jax.random.split(jax.random.key(spec.seed), spec.steps)
-                if spec.masks is None and spec.model.dropout > 0 else None)
+        step = _probe_step(learner)
         records = []
         for s in range(min(steps, spec.steps)):
-            xb, yb = (x, y) if spec.batches is None else (x[spec.batches[s]], y[spec.batches[s]])
-            if spec.masks is not None:
-                masks = [jnp.asarray(m[s], dtype) for m in spec.masks]
-            else:  # the framework's own draw, as train.train makes it
-                masks = None if keys is None else models.dropout_masks(
-                    keys[s], spec.model.dropout, xb.shape[0], spec.model.sizes[1:-1], dtype)
-            before, _ = _state(learner)
-            if isinstance(learner, _ManualLearner):
-                target = manual.targets(learner.loss, yb, learner.width, learner.dtype)
-                grads = _numpy(manual.backward(learner.carry, xb, target, learner.loss, learner.eps)[0])
-            else:
-                grads = _module_grads(learner, learner.carry, xb, yb, masks)
-            learner.carry, loss = learner.step(learner.carry, xb, yb, masks)
-            params, state = _state(learner)
+            idx = slice(None) if spec.batches is None else spec.batches[s]
+            xb = jnp.asarray(spec.train_x[idx].astype(np_dtype))
+            y = spec.train_y[idx]
+            yb = jnp.asarray(y.astype(np_dtype) if np.issubdtype(y.dtype, np.floating) else y.astype(np.int32))
+            before = learner.export(learner.carry)[0]
+            carry, loss, grads = step(learner.carry, xb, yb, _masks(spec, s, xb.shape[0], np_dtype, dtype))
+            grads = _layout(learner, grads, learner.carry)
+            learner.carry = carry
+            params, state = (_numpy(d) for d in learner.export(carry))
             records.append({"loss": float(loss), "grads": grads,
-                            "updates": {k: params[k] - before[k] for k in params}, "params": params,
-                            "state": state})
+                            "updates": {k: params[k] - np.asarray(before[k], np.float64) for k in params},
+                            "params": params, "state": state})
     return records

@@ -79,7 +79,7 @@ def test_compare_writes_both_runs_and_parity(tmp_path):
     assert main(["compare", "xor_mlp", "--steps", "500", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert set(record["runs"]) == {"torch", "jax"}
-    for key in ("max_abs_diff", "max_rel_diff", "first_divergence_step", "noise_floor", "verdict"):
+    for key in ("max_abs_diff", "max_rel_diff", "first_divergence_step", "quantities", "tiers", "verdict"):
         assert key in record
     assert record["max_rel_diff"] < 1e-4
     assert len(record["per_step"]["rel_diff"]) == 500

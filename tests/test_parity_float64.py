@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare import divergence, growth_rate, verdict
+from harness.compare import divergence, growth_rate
 
 EXACT_LABS = ("gates", "xor_perceptron", "xor_mlp", "xor_backprop_manual")
 
@@ -32,8 +32,11 @@ def test_wide_deep_agrees_until_breakout_then_settles_close():
     assert rel[:onset].max() < 1e-9
     jax_final = result["runs"]["jax"]["final"]["loss"]
     assert jax_final == pytest.approx(result["runs"]["torch"]["final"]["loss"], rel=0.01)
-    # The chaos is rounding noise: the one-ulp twin diverges no later and grows as fast.
-    assert result["verdict"] in ("agree", "agree within rounding noise")
+    # The chaos is rounding noise: the float64 one-ulp twin turns chaotic at the break-out too, and grows as fast;
+    # the exact tier judges the trajectory up to there and finds the same math.
+    assert result["verdict"].startswith("same math (float64, ")
+    exact = result["tiers"]["exact"]
+    assert exact["ok"] and exact["chaos_step"] is not None and onset - 200 < exact["chaos_step"] < onset + 400
     floor = result["noise_floor"]
     assert floor["first_divergence_step"] is not None
     assert floor["growth_per_step"] > 1.5
@@ -49,15 +52,3 @@ def test_divergence_figures():
     assert growth_rate(np.abs(b - a)) == pytest.approx(3.0, rel=1e-6)
     same = divergence(a, a)
     assert same["max_rel_diff"] == 0 and same["first_divergence_step"] is None
-
-
-def test_verdict_rules():
-    never = {"first_divergence_step": None, "growth_per_step": None}
-    early = {"first_divergence_step": 10, "growth_per_step": 2.0}
-    late = {"first_divergence_step": 20, "growth_per_step": 2.0}
-    fast = {"first_divergence_step": 20, "growth_per_step": 4.0}
-    assert verdict(never, late) == "agree"
-    assert verdict(late, early) == "agree within rounding noise"
-    assert verdict(early, late) == "beyond rounding noise"
-    assert verdict(fast, early) == "beyond rounding noise"
-    assert verdict(late, never) == "beyond rounding noise"

@@ -11,6 +11,7 @@ comparison the statistical tier (``harness.parity.ensemble``). ``verdict`` says 
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 from harness import backend as registry
@@ -35,7 +36,17 @@ def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig) -> dict | N
         from harness.parity.ensemble import ensemble_tier
     except ImportError:
         return None
-    return ensemble_tier(prepared, a, b)
+    return ensemble_tier(prepared, _plain(a, prepared), _plain(b, prepared))
+
+
+def _plain(config: RunConfig, prepared: Prepared) -> SimpleNamespace:
+    """``config`` with the fields it shares with ``prepared`` (and the backend's default execution) left out,
+    so that the statistical tier names the sides as plainly as it can ("PyTorch", not "torch/cpu/eager/...")."""
+    spec = prepared.spec
+    default = registry.info(config.backend).executions[0]
+    return SimpleNamespace(backend=config.backend, device=None if config.device == spec.device else config.device,
+                           execution=None if config.execution == default else config.execution,
+                           dtype=None if config.dtype == spec.dtype else config.dtype)
 
 
 def _train_sides(prepared: Prepared, configs: tuple[RunConfig, RunConfig],

@@ -115,7 +115,7 @@ def _twin_bound(q: qty.Quantity, twin: qty.Quantity | None) -> np.ndarray:
     step (inf where the twin has no point at or before it: no bound)."""
     if twin is None or not len(twin.rel):
         return np.full(q.rel.shape, np.inf)
-    running = np.fmax.accumulate(np.nan_to_num(twin.rel, nan=np.inf))
+    running = np.fmax.accumulate(np.nan_to_num(twin.rel, nan=np.inf, posinf=np.inf))
     at = np.searchsorted(twin.steps, q.steps, side="right") - 1
     return np.where(at >= 0, running[np.maximum(at, 0)], np.inf)
 

@@ -26,7 +26,7 @@ WORDS = {"loss": "training loss", "grads": "gradient", "updates": "update", "par
 
 def tolerance(twin_rel: float | np.ndarray) -> float | np.ndarray:
     """The tolerance a difference is held to, from the twin's difference on the same quantity (NaN: no bound)."""
-    twin = np.nan_to_num(np.asarray(twin_rel, np.float64), nan=np.inf)
+    twin = np.nan_to_num(np.asarray(twin_rel, np.float64), nan=np.inf, posinf=np.inf)
     out = np.maximum(FLOOR, FACTOR * twin)
     return float(out) if out.ndim == 0 else out
 
