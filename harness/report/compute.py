@@ -57,15 +57,6 @@ def error_record(lab: Lab, opts: JobOptions, exc: BaseException) -> dict:
     return jsonable({**lab_header(lab, opts), "status": "error", "error": f"{type(exc).__name__}: {exc}"})
 
 
-def check_batch(lab: Lab, opts: JobOptions) -> None:
-    """LabError when the lab's batch is larger than the job's training set (no step could be drawn)."""
-    from harness.errors import LabError
-
-    size = (opts._data_record or {}).get("train_size") if lab.task == "mnist" else None
-    if size is not None and lab.batch_size and lab.batch_size > size:
-        raise LabError(f"{lab.name}: batch size {lab.batch_size} is larger than the training set ({size} examples)")
-
-
 def _compare(lab: Lab, options: Any, opts: JobOptions) -> dict:
     """The parity comparison of the chosen frameworks (``harness.compare``), in the record's layout."""
     from harness.compare import compare
@@ -121,7 +112,6 @@ def _native(lab: Lab, options: Any, opts: JobOptions) -> dict:
 def compute_lab(lab: Lab, opts: JobOptions) -> dict:
     """Train ``lab`` in the job's frameworks (compared when there are two or more) on the task's thread counts;
     for labs with the course's printed loss trajectory, once more natively (:func:`_native`)."""
-    check_batch(lab, opts)
     options = run_options(lab, opts)
     counts = thread_counts(lab.task, opts)
     rec: dict[str, Any] = {**lab_header(lab, opts), "reference": lab.reference, "notes": lab.notes,
@@ -154,7 +144,6 @@ def compute_init_study(opts: JobOptions) -> dict:
         for scheme in INIT_STUDY_SCHEMES:
             options = dataclasses.replace(run_options(lab, opts), steps=steps, overrides={"init": scheme})
             try:
-                check_batch(lab, opts)
                 runs[scheme] = run(lab, fw, options)
             except RunDiverged as exc:
                 runs[scheme] = exc.result

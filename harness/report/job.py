@@ -25,11 +25,11 @@ from harness.labs import Lab, get_lab
 from harness.machine import machine_busy
 from harness.progress import Progress, clock
 from harness.report import compute
-from harness.report.lock import OutputLock, check_output_dir, clean_stale_temps
+from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
-from harness.results import write_json
+from harness.results import clean_stale_temps, write_json
 
 COMPLETE = ("complete", "errors")  # job statuses of a report that covers every lab it was asked for
 
@@ -48,7 +48,7 @@ def check(opts: JobOptions) -> None:
         backends.check_device(fw, opts.device)
     if opts.dtype not in DTYPES:
         raise UsageError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
-    check_output_dir(opts.out)
+    check_output(opts.out)
 
 
 def load_data(opts: JobOptions, labs: list[Lab]) -> int | None:

@@ -1,5 +1,6 @@
-"""The report folder before any work: writable (checked by writing), cleared of temporary files that a killed
-run left, and held by one job at a time (a lock file holding the holder's pid).
+"""The report folder before any work: writable (:func:`harness.results.check_output_dir`, tried by writing),
+cleared of temporary files that a killed run left, and held by one job at a time (a lock file holding the
+holder's pid).
 
 The lock is an advisory ``flock`` on ``OUT/.report.lock``: the kernel drops it when its holder dies, however it
 dies, so a lock left by a killed run (a dead pid) is taken over; a live holder stops a second job with one line.
@@ -8,11 +9,11 @@ dies, so a lock left by a killed run (a dead pid) is taken over; a live holder s
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from harness.errors import UsageError
+from harness.results import check_output_dir
 
 LOCK_NAME = ".report.lock"
 SUBFOLDERS = ("labs", "plots")
@@ -23,44 +24,19 @@ except ImportError:  # not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
 
-def _probe(folder: Path) -> None:
-    """Write and remove a file in ``folder``; UsageError naming it when that fails."""
-    try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise UsageError(f"--out {folder} cannot be written: {exc.strerror or exc}") from None
-
-
-def check_output_dir(out: Path) -> None:
-    """Make sure ``out`` is (or can be made) a folder this process can write, its ``labs/`` and ``plots/`` too;
-    UsageError otherwise, before any work."""
-    for folder in (out, *(out / sub for sub in SUBFOLDERS)):
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"--out {out}: {folder} is a file, not a folder")
+def check_output(out: Path) -> None:
+    """Make ``out`` a folder this process can write, with no file where its ``labs/`` or ``plots/`` folder goes;
+    UsageError otherwise. Before any work."""
+    check_output_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
-    _probe(out)
     for folder in (out / sub for sub in SUBFOLDERS):
-        if folder.exists():
-            _probe(folder)
-
-
-def clean_stale_temps(out: Path) -> list[Path]:
-    """Remove the hidden ``.*.tmp`` files a killed atomic write left in ``out`` and its subfolders (only ever
-    called while holding the folder's lock, so no live write owns them); the paths removed."""
-    removed = []
-    for folder in (out, *(out / sub for sub in SUBFOLDERS)):
-        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--out {out}: {folder} is a file, not a folder")
+        if folder.is_dir():
+            check_output_dir(folder)
 
 
 def _holder(path: Path) -> str:
