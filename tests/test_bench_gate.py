@@ -216,7 +216,7 @@ def test_nothing_compared_is_not_a_pass():
 # The step runs far below 5% of the matmul, so the gate needs both figures to fall: load on this shared machine
 # moves one or the other (raw ms/step up to 2x, the paired matmul's share the other way), rarely both.
 
-SHORT = ["bench", "xor_wide_deep", "--frameworks", "jax", "--modes", "per_step", "--block-steps", "1000",
+SHORT = ["bench", "xor_wide_deep", "--frameworks", "jax", "--modes", "per_step", "--block-steps", "2000",
          "--blocks", "15", "--overhead-rounds", "0", "--peak-repeats", "10"]  # a few seconds a run
 
 
