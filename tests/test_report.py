@@ -36,12 +36,14 @@ def small_report(tmp_path_factory):
     return out, status, buf.getvalue()
 
 
-def _row(markdown: str, lab: str) -> list[str]:
-    """The cells of ``lab``'s row in the summary table."""
-    for line in markdown.splitlines():
-        if line.startswith(f"| [{lab}](#{lab})"):
-            return [c.strip() for c in line.strip("|").split("|")]
-    raise AssertionError(f"no summary row for {lab}")
+def _row(markdown: str, lab: str, table: int = 0, below: int = 0) -> list[str]:
+    """The cells of ``lab``'s first row in summary table ``table`` (0: beside the course, 1: parity and speed),
+    or of the row ``below`` rows under it (a lab's next figure)."""
+    lines = markdown.split("## xor_mlp")[0].splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"| [{lab}](#{lab})")]
+    if len(starts) <= table:
+        raise AssertionError(f"no summary row for {lab} in table {table}")
+    return [c.strip() for c in lines[starts[table] + below].strip("|").split("|")]
 
 
 def _close(cell: str, value: float) -> bool:
@@ -90,20 +92,29 @@ def test_tables_hold_the_measured_numbers(small_report):
         assert rec["status"] == "ok"
         torch_run, jax_run = rec["runs"]["torch"], rec["runs"]["jax"]
         assert torch_run["steps"][-1] + 1 == (300 if lab == "xor_mlp" else 250)
+        # beside the course, like with like: the course's step-10000 training loss beside our last step's (the
+        # run is shortened); its epoch-10 validation loss beside our last epoch's, not a training loss
         cells = _row(md, lab)
-        # lab, reference, torch loss, torch acc, jax loss, jax acc, max rel diff, first step, verdict, speeds
-        loss = torch_run["epoch_cost"][-1] if lab.startswith("mnist") else torch_run["final"]["loss"]
-        assert _close(cells[2], loss)
-        loss = jax_run["epoch_cost"][-1] if lab.startswith("mnist") else jax_run["final"]["loss"]
-        assert _close(cells[4], loss)
-        acc = torch_run["final"]["accuracy"] if lab == "xor_mlp" else torch_run["final"]["test"]["accuracy"]
-        assert _close(cells[3], acc)
-        assert _close(cells[6], rec["parity"]["max_rel_diff"])
-        assert cells[8] == rec["parity"]["verdict"]
-        for cell, run in ((cells[9], torch_run), (cells[10], jax_run)):  # steps/s: whole numbers from 100 up
+        second = _row(md, lab, below=1)
+        if lab == "xor_mlp":
+            assert cells[1:3] == ["training loss at step 10000 (ours: step 299)", "0.001235"]
+            assert _close(cells[3], torch_run["loss"][-1]) and _close(cells[4], jax_run["loss"][-1])
+            assert second[1:3] == ["training-set accuracy after step 10000 (ours: after step 299)", "1"]
+            assert _close(second[3], torch_run["final"]["accuracy"])
+        else:
+            assert cells[1:3] == ["BN: validation loss, epoch 10 (ours: epoch 2)", "0.09259"]
+            assert second[1:3] == ["no BN: validation loss, epoch 10 (ours: epoch 2)", "0.1675"]
+            for i, run in ((3, torch_run), (4, jax_run)):
+                assert _close(cells[i], run["epochs"][1]["bn"]["valid_loss"])
+                assert _close(second[i], run["epochs"][1]["plain"]["valid_loss"])
+        # lab, max rel diff, first step, verdict, speeds
+        cells = _row(md, lab, 1)
+        assert _close(cells[1], rec["parity"]["max_rel_diff"])
+        assert cells[3] == rec["parity"]["verdict"]
+        for cell, run in ((cells[4], torch_run), (cells[5], jax_run)):  # steps/s: whole numbers from 100 up
             printed, value = float(cell.split()[0].replace(",", "")), run["timing"]["steps_per_s"]
             assert abs(printed - value) <= max(0.5, 5e-3 * value), (cell, value)
-        pct = re.search(r"\(([\d.e+-]+)%\)", cells[10]).group(1)
+        pct = re.search(r"\(([\d.e+-]+)%\)", cells[5]).group(1)
         gflops = rec["peak"]["jax"]["gflops"]
         assert rec["peak"] == results["peak"]
         want = 100 * rec["flops_per_step"] * jax_run["timing"]["steps_per_s"] / (gflops * 1e9)

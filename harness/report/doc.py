@@ -1,7 +1,8 @@
 """A tiny document model that renders to Markdown and to self-contained HTML (images inlined as data URIs).
 
 The report is built once as a list of blocks (headings, paragraphs, tables, images, lists), so the Markdown
-and the HTML always say the same thing. Inline text may use ``**bold**``, ```code``` and ``[text](href)``.
+and the HTML always say the same thing. Inline text is CommonMark (``*italics*``, ``**bold**``, ```code```,
+``[text](href)``), rendered to HTML by markdown-it-py with raw HTML escaped.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from markdown_it import MarkdownIt
 
 
 def num(value: Any, digits: int = 4) -> str:
@@ -84,7 +88,9 @@ class Doc:
         return "\n".join(out).rstrip() + "\n"
 
     def html(self, images: Callable[[str], bytes | None]) -> str:
-        """The document as one HTML page; ``images(path)`` gives an image's PNG bytes (None: link to it)."""
+        """The document as one self-contained HTML page, readable from phone to desktop: tables scroll inside
+        their own box, images (``images(path)`` gives the PNG bytes; None: link to the file) shrink to the
+        page's width and are shown at the size their PNG's resolution records (sharp on high-density screens)."""
         body = [f"<h1>{_inline(self.title)}</h1>"]
         for kind, value in self.blocks:
             if kind == "heading":
@@ -95,21 +101,9 @@ class Doc:
             elif kind == "bullets":
                 body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
             elif kind == "table":
-                header, rows, right = value
-
-                def cell(tag: str, i: int, text: str, right: set = right) -> str:
-                    cls = ' class="r"' if i in right else ""
-                    return f"<{tag}{cls}>{_inline(text)}</{tag}>"
-
-                head = "".join(cell("th", i, h) for i, h in enumerate(header))
-                rows_html = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(r)) + "</tr>"
-                                    for r in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>")
+                body.append(_table_html(*value))
             elif kind == "image":
-                path, alt = value
-                data = images(path)
-                src = f"data:image/png;base64,{base64.b64encode(data).decode()}" if data else html.escape(path)
-                body.append(f'<p><img src="{src}" alt="{html.escape(alt)}"></p>')
+                body.append(_image_html(*value, images(value[0])))
         return _PAGE.format(title=html.escape(self.title), body="\n".join(body))
 
 
@@ -117,35 +111,86 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
+_MD = MarkdownIt("commonmark", {"html": False})
 
 
 def _inline(text: str) -> str:
-    """Inline Markdown (code, bold, links) to HTML, everything else escaped."""
-    out, pos = [], 0
-    for m in _INLINE.finditer(text):
-        out.append(html.escape(text[pos:m.start()]))
-        if m.group(1) is not None:
-            out.append(f"<code>{html.escape(m.group(1))}</code>")
-        elif m.group(2) is not None:
-            out.append(f"<strong>{html.escape(m.group(2))}</strong>")
-        else:
-            out.append(f'<a href="{html.escape(m.group(4))}">{html.escape(m.group(3))}</a>')
-        pos = m.end()
-    out.append(html.escape(text[pos:]))
-    return "".join(out)
+    """Inline Markdown (emphasis, code, links) to HTML by markdown-it-py; raw HTML in the text is escaped."""
+    return _MD.renderInline(str(text))
+
+
+def _table_html(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    """A table in its own horizontally scrolling box; a text column with long cells keeps a readable width
+    (class ``w``) where the box is narrower than the table."""
+    wide = {i for i in range(len(header)) if i not in right and max((len(str(r[i])) for r in rows if i < len(r)),
+                                                                     default=0) > 40}
+
+    def cell(tag: str, i: int, text: str) -> str:
+        classes = " ".join(c for c, on in (("r", i in right), ("w", i in wide)) if on)
+        attr = f' class="{classes}"' if classes else ""
+        return f"<{tag}{attr}>{_inline(text)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def png_size(data: bytes) -> tuple[int, int, float | None]:
+    """Width and height in pixels of a PNG, and its resolution in dots per inch (None when not recorded)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    pos, dpi = 8, None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"pHYs":
+            per_x, _, unit = struct.unpack(">IIB", data[pos + 8:pos + 17])
+            dpi = per_x * 0.0254 if unit == 1 else None
+            break
+        if kind in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return width, height, dpi
+
+
+def _image_html(path: str, alt: str, data: bytes | None) -> str:
+    """A figure: the PNG inlined, its CSS size its physical size (at 96 CSS px an inch), at most the page width."""
+    caption = f"<figcaption>{_inline(alt)}</figcaption>"
+    if not data:
+        return f'<figure><img src="{html.escape(path)}" alt="{html.escape(alt)}">{caption}</figure>'
+    width, height, dpi = png_size(data)
+    scale = 96.0 / dpi if dpi else 1.0
+    src = f"data:image/png;base64,{base64.b64encode(data).decode()}"
+    return (f'<figure><img src="{src}" alt="{html.escape(alt)}" width="{round(width * scale)}" '
+            f'height="{round(height * scale)}">{caption}</figure>')
 
 
 _PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; line-height: 1.4; }}
-table {{ border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; }}
+body {{ font-family: system-ui, sans-serif; max-width: 64rem; margin: 0 auto; padding: 1rem; line-height: 1.45;
+       overflow-wrap: break-word; color: #1b1b1b; }}
+h1 {{ font-size: 1.7em; line-height: 1.2; }}
+.scroll {{ overflow-x: auto; max-width: 100%; margin: 0.8em 0; }}
+table {{ border-collapse: collapse; font-size: 0.9em; overflow-wrap: normal; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; vertical-align: top; }}
 th {{ background: #f3f3f3; }}
 td.r, th.r {{ text-align: right; font-variant-numeric: tabular-nums; }}
-code {{ background: #f3f3f3; padding: 0 0.2em; }}
-img {{ max-width: 100%; }}
+td.r {{ white-space: nowrap; }}
+td.w {{ min-width: 14em; }}
+tr > :first-child {{ position: sticky; left: 0; background: #fff; }}
+thead tr > :first-child {{ background: #f3f3f3; }}
+code {{ background: #f3f3f3; padding: 0 0.2em; overflow-wrap: anywhere; }}
+figure {{ margin: 1em 0; }}
+img {{ max-width: 100%; height: auto; }}
+figcaption {{ font-size: 0.85em; color: #555; }}
+@media (max-width: 40rem) {{
+  body {{ padding: 0.5rem; font-size: 0.95em; }}
+  h1 {{ font-size: 1.4em; }}
+  table {{ font-size: 0.82em; }}
+}}
 </style></head>
 <body>
 {body}

@@ -1,7 +1,9 @@
 """The report's PNG plots, drawn with matplotlib's object API (Agg, no pyplot state) and returned as bytes.
 
 Every function takes the JSON form of the results (what ``report/labs/<lab>.json`` holds), so a resumed lab
-plots exactly like a fresh one. matplotlib is imported only here, and only when a plot is drawn.
+plots exactly like a fresh one. Backends are named and coloured from the registry (:mod:`harness.backend`).
+The PNGs are drawn at 1.5 times the screen's 96 pixels an inch (sharp on high-density screens; the HTML shows
+them at their physical size) and stored with a 64-colour palette, which keeps them small.
 """
 
 from __future__ import annotations
@@ -12,32 +14,73 @@ from typing import Any
 
 import numpy as np
 
-COLORS = {"torch": "#ee4c2c", "jax": "#3b6fb6", "native": "#555555", "noise": "#999999", "reference": "black"}
-FRAMEWORK_LABEL = {"torch": "PyTorch", "jax": "JAX/Flax"}
+from harness import backend
+
+DPI = 144  # 1.5 pixels per CSS pixel (96 an inch): sharp on high-density screens, 30% fewer bytes than 2
+COLORS = 64  # palette size: the plots' few colours and their anti-aliasing
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+MODEL_NAMES = {"bn": "BN", "plain": "no BN"}
+MODEL_COLORS = ("#1f5fa8", "#e07b00", "#2a9d4b", "#8c2d9c")  # the models of a two-model lab, in order
+NATIVE_COLOR, NOISE_COLOR, REFERENCE_COLOR = "#555555", "#999999", "black"
+PARITY_COLORS = ("#7a3db8", "#e08214")
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw: Any) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     return fig, fig.subplots(rows, cols, squeeze=False, **kw)
 
 
 def to_png(fig: Any) -> bytes:
-    """The figure as PNG bytes."""
+    """The figure as PNG bytes: a :data:`COLORS`-colour palette, its resolution recorded (pHYs) for the HTML."""
+    from PIL import Image
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    palette = image.quantize(colors=COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="PNG", optimize=True, dpi=(DPI, DPI))
+    return out.getvalue()
 
 
-def _positive(values: Sequence[float | None]) -> np.ndarray:
-    a = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    return a[np.isfinite(a) & (a > 0)]
+def color(framework: str, companion: bool = False) -> str:
+    """A backend's colour from the registry (its companion colour for a lab's second model)."""
+    if framework not in backend.names():
+        return NATIVE_COLOR
+    entry = backend.info(framework)
+    return (entry.companion_color or entry.color) if companion else entry.color
+
+
+def _array(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def smooth(values: Sequence[float | None], window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values (fewer at the start); NaN for a missing value stays out of it."""
+    a = _array(values)
+    if window <= 1 or a.size == 0:
+        return a
+    ok = np.isfinite(a)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(ok, a, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(ok)])
+    idx = np.arange(1, a.size + 1)
+    lo = np.maximum(0, idx - window)
+    n = counts[idx] - counts[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums[idx] - sums[lo]) / n, np.nan)
+
+
+def smoothing_window(n_points: int, logged_every: int) -> int:
+    """Steps averaged per plotted point: about a fortieth of a run logged at every step; none for a sparse log."""
+    return 1 if logged_every > 1 or n_points < 80 else int(min(200, max(5, n_points // 40)))
 
 
 def _wants_log(series: list[Sequence[float | None]]) -> bool:
     """Log scale when every value is positive and they span more than a decade."""
-    vals = [np.array([np.nan if v is None else v for v in s], dtype=np.float64) for s in series if len(s)]
+    vals = [_array(s) for s in series if len(s)]
     if not vals:
         return False
     flat = np.concatenate(vals)
@@ -45,137 +88,193 @@ def _wants_log(series: list[Sequence[float | None]]) -> bool:
     return bool(flat.size and flat.min() > 0 and flat.max() / flat.min() > 10)
 
 
-COMPANION_COLORS = {"torch": "#f4a582", "jax": "#92c5de"}
-MODEL_NAMES = {"bn": "BN", "plain": "no BN"}
-
-
 def _model_names(record: dict) -> tuple[str, str]:
     """Legend suffixes of the main and the companion model (empty for a one-model lab)."""
     labels = record.get("model_labels")
     if not labels:
         return "", ""
-    return tuple(f", {MODEL_NAMES.get(m, m)}" for m in labels)
+    return tuple(f", {MODEL_NAMES.get(m, m)}" for m in labels)  # type: ignore[return-value]
 
 
-def _reference_points(record: dict) -> tuple[list[int], list[float]]:
+def _batch(record: dict) -> tuple[int | None, int | None]:
+    """(examples per step, steps per epoch) of the lab, from its declaration and the run's data record."""
+    from harness.labs import LabError, get_lab
+
+    try:
+        lab = get_lab(record["lab"])
+    except (LabError, KeyError):
+        return None, None
+    size = next(iter(record.get("runs", {}).values()), {}).get("data", {}).get("train_size")
+    if lab.batch_size and size:
+        return lab.batch_size, size // lab.batch_size if lab.epochs else None
+    return size, None
+
+
+def _loss_lines(record: dict) -> list[tuple[str, int, str, dict, str]]:
+    """``(backend, index, colour, run, label)`` of every loss curve: a one-model lab in the registry's backend
+    colours; a two-model lab (batch norm) one colour per model, the backends told apart by line style."""
+    runs = record.get("runs", {})
+    names = _model_names(record)
+    shared = " (shared init)" if record.get("native") else ""
+    two = any(run.get("companion", {}).get("loss") for run in runs.values())
+    lines = [(fw, i, MODEL_COLORS[0] if two else color(fw), run, f"{backend.label(fw)}{shared}{names[0]}")
+             for i, (fw, run) in enumerate(runs.items())]
+    lines += [(fw, i, MODEL_COLORS[1], run["companion"], f"{backend.label(fw)}{names[1]}")
+              for i, (fw, run) in enumerate(runs.items()) if run.get("companion", {}).get("loss")]
+    return lines
+
+
+def _loss_panel(ax: Any, record: dict) -> int:
+    """Each backend's training loss (smoothed when logged every step) with the course's points; the last step."""
+    first = next(iter(record.get("runs", {}).values()), {})
+    steps = first.get("steps") or [0]
+    every = steps[1] - steps[0] if len(steps) > 1 else 1
+    window = smoothing_window(len(steps), every)
+    sparse = dict(marker="o", ms=3) if len(steps) <= 30 else {}
+    curves = []
+    for _, i, col, run, label in _loss_lines(record):
+        values = smooth(run["loss"], window)
+        ax.plot(run["steps"], values, color=col, ls=LINESTYLES[i % 4], lw=1.6 if i == 0 else 1.1, label=label,
+                mfc="none" if i else col, **sparse)
+        curves.append(values)
+    for fw, run in record.get("native", {}).items():
+        ax.plot(run["steps"], smooth(run["loss"], window), color=NATIVE_COLOR, lw=0.8, ls=":",
+                label=f"{backend.label(fw)} (its native init)")
+    last = max(steps)
+    _reference_points(ax, record, last)
+    if _wants_log(curves):
+        ax.set_yscale("log")
+    ax.set_ylabel("training loss" + (f"\n(mean of the last {window} steps)" if window > 1 else ""))
+    ax.set_title(f"{record['lab']}: {record.get('title', '')}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return last
+
+
+def _reference_points(ax: Any, record: dict, last: int) -> None:
+    """The course's printed losses up to this run's last step; the legend names those beyond it."""
     ref = record.get("reference", {}).get("loss")
     if not isinstance(ref, dict):
-        return [], []
+        return
     pts = sorted((int(k), float(v)) for k, v in ref.items())
-    return [p[0] for p in pts], [p[1] for p in pts]
+    shown = [p for p in pts if p[0] <= last]
+    beyond = [str(p[0]) for p in pts if p[0] > last]
+    later = ", ".join(beyond) if len(beyond) <= 3 else f"{beyond[0]} and {len(beyond) - 1} more"
+    label = "course notebook" + (f" (its steps {later}: beyond this run)" if beyond else "")
+    ax.plot([p[0] for p in shown], [p[1] for p in shown], "x", color=REFERENCE_COLOR,
+            ms=6 if len(shown) < 30 else 3, label=label)
+
+
+def _parity_panel(ax: Any, record: dict) -> None:
+    """Per-step relative difference of the two backends' losses beside the one-ulp noise floor and the threshold."""
+    per_step = record["per_step"]
+    names = _model_names(record)
+    a, b = (backend.label(fw) for fw in list(record.get("runs", {}))[:2])
+    rel = _array(per_step["rel_diff"])
+    dots = dict(marker=".", ms=2) if np.count_nonzero(rel > 0) < 300 else {}
+    series = [("rel_diff", f"|{a} − {b}| / loss{names[0]}", PARITY_COLORS[0], 0.8),
+              ("companion_rel_diff", f"|{a} − {b}| / loss{names[1]}", PARITY_COLORS[1], 0.6)]
+    noise = record.get("parity", {}).get("noise_floor") or {}
+    series.append(("noise_rel_diff", f"noise floor: {backend.label(noise.get('framework', ''))} twin, initial weights "
+                   "nudged by 1 ulp", NOISE_COLOR, 0.8))
+    if record.get("model_labels"):
+        series[0:2] = [(k, lab, MODEL_COLORS[j], w) for j, (k, lab, _, w) in enumerate(series[0:2])]
+    for key, label, col, lw in series:
+        if key in per_step:
+            values = _array(per_step[key])
+            ax.plot(np.arange(len(values)), np.where(values > 0, values, np.nan), color=col, lw=lw, label=label,
+                    **dots)
+    threshold = record.get("parity", {}).get("threshold")
+    if threshold:
+        ax.axhline(threshold, color="black", lw=0.6, ls="--", label=f"threshold {threshold:g}")
+    zeros = int(np.sum(rel == 0))
+    if zeros:
+        ax.plot([], [], " ", label=f"({zeros} of {len(rel)} steps identical: not drawn)")
+    if np.any(rel > 0):
+        ax.set_yscale("log")
+    ax.set_ylabel("relative difference of\nthe per-step losses")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def lab_figure(record: dict) -> bytes:
-    """Loss of each framework overlaid (course reference and torch-native run where present), and below, the
-    per-step relative difference of the two frameworks beside the one-ulp noise floor."""
-    runs = record.get("runs", {})
-    per_step = record.get("per_step", {})
-    two = "rel_diff" in per_step
-    fig, axes = _figure(8, 6.2 if two else 3.6, 2 if two else 1, 1, sharex=True)
-    ax = axes[0][0]
-    curves = []
-    names = _model_names(record)
-    for fw, run in runs.items():
-        ax.plot(run["steps"], run["loss"], color=COLORS[fw], lw=1.6 if fw == "torch" else 1.0,
-                ls="-" if fw == "torch" else "--", label=f"{FRAMEWORK_LABEL[fw]} (shared init){names[0]}")
-        curves.append(run["loss"])
-        other = run.get("companion", {})
-        if other.get("loss"):
-            ax.plot(other["steps"], other["loss"], color=COMPANION_COLORS[fw], lw=1.2 if fw == "torch" else 0.8,
-                    ls="-" if fw == "torch" else "--", label=f"{FRAMEWORK_LABEL[fw]}{names[1]}")
-            curves.append(other["loss"])
-    native = record.get("native", {}).get("torch")
-    if native:
-        ax.plot(native["steps"], native["loss"], color=COLORS["native"], lw=0.8, ls=":",
-                label="PyTorch (native init)")
-        curves.append(native["loss"])
-    rs, rv = _reference_points(record)
-    if rs:
-        ax.plot(rs, rv, "x", color=COLORS["reference"], ms=5 if len(rs) < 30 else 3, label="course notebook")
-    if _wants_log(curves):
-        ax.set_yscale("log")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{record['lab']}: {record.get('title', '')}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    """Loss of each backend overlaid (course reference and native-init run where present; smoothed when logged
+    every step), and below, the per-step relative difference of two backends beside the one-ulp noise floor."""
+    two = "rel_diff" in record.get("per_step", {}) and len(record.get("runs", {})) >= 2
+    fig, axes = _figure(8, 6.4 if two else 3.8, 2 if two else 1, 1, sharex=True)
+    last = _loss_panel(axes[0][0], record)
     if two:
-        ax = axes[1][0]
-        rel = np.array([np.nan if v is None else v for v in per_step["rel_diff"]], dtype=np.float64)
-        steps = np.arange(len(rel))
-        dots = dict(marker=".", ms=2) if np.count_nonzero(rel > 0) < 300 else {}
-        ax.plot(steps, np.where(rel > 0, rel, np.nan), color="#7a3db8", lw=0.8, label=f"|torch - JAX| / loss{names[0]}",
-                **dots)
-        if "companion_rel_diff" in per_step:
-            other = np.array([np.nan if v is None else v for v in per_step["companion_rel_diff"]], dtype=np.float64)
-            ax.plot(np.arange(len(other)), np.where(other > 0, other, np.nan), color="#e08214", lw=0.6,
-                    label=f"|torch - JAX| / loss{names[1]}", **dots)
-        if "noise_rel_diff" in per_step:
-            noise = np.array([np.nan if v is None else v for v in per_step["noise_rel_diff"]], dtype=np.float64)
-            ax.plot(np.arange(len(noise)), np.where(noise > 0, noise, np.nan), color=COLORS["noise"], lw=0.8,
-                    label="noise floor (JAX, 1-ulp nudge)", **dots)
-        threshold = record.get("parity", {}).get("threshold")
-        if threshold:
-            ax.axhline(threshold, color="black", lw=0.6, ls="--", label=f"threshold {threshold:g}")
-        if _positive(rel).size:
-            ax.set_yscale("log")
-        ax.set_ylabel("relative difference")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        zeros = int(np.sum(rel == 0))
-        if zeros:
-            ax.text(0.99, 0.02, f"{zeros} of {len(rel)} steps identical (not drawn)", transform=ax.transAxes,
-                    ha="right", va="bottom", fontsize=7, color="#555555")
-    else:
-        ax.set_xlabel("step")
+        _parity_panel(axes[1][0], record)
+    batch, per_epoch = _batch(record)
+    axes[-1][0].set_xlabel("training step" + (f" (batch of {batch} examples)" if batch else ""))
+    axes[-1][0].set_xlim(-0.01 * last, last * 1.01 + 1)
+    if per_epoch:
+        top = axes[0][0].secondary_xaxis("top", functions=(lambda s: s / per_epoch, lambda e: e * per_epoch))
+        top.set_xlabel("epoch", fontsize=8)
+        top.tick_params(labelsize=7)
     return to_png(fig)
 
 
-BN_PANELS = (("train_loss", "train loss"), ("valid_loss", "validation loss"), ("train_acc", "train accuracy"),
-             ("valid_acc", "validation accuracy"))
+BN_PANELS = (("train_loss", "training set: loss"), ("valid_loss", "validation (test) set: loss"),
+             ("train_acc", "training set: accuracy"), ("valid_acc", "validation (test) set: accuracy"))
 
 
-def batchnorm_figure(series: dict[str, dict[str, list[float]]], title: str = "") -> bytes:
-    """The course's four plots: train/validation loss and accuracy per epoch, one line per model and framework.
-    ``series`` maps a line label (e.g. "BN, PyTorch") to the four per-epoch lists of :data:`BN_PANELS`."""
+def batchnorm_figure(lines: Sequence[tuple[str, str, dict[str, list[float]]]], title: str = "",
+                     reference: dict[str, dict[str, float]] | None = None, reference_epoch: int = 10) -> bytes:
+    """The course's four plots: train/validation loss and accuracy per epoch (eval mode), one line per model and
+    backend. ``lines``: ``(model, backend, series)`` with the per-epoch lists of :data:`BN_PANELS`; colour tells the
+    model, line style and marker the backend. ``reference``: the course's figures per model at
+    ``reference_epoch``, drawn as stars when the run reached that epoch."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _figure(9, 6.5, 2, 2)
+    models = list(dict.fromkeys(m for m, _, _ in lines))
+    fws = list(dict.fromkeys(fw for _, fw, _ in lines))
+    epochs = max((len(s.get("train_loss", [])) for _, _, s in lines), default=0)
+    fig, axes = _figure(8, 6.4, 2, 2, sharex=True)
     for i, (key, label) in enumerate(BN_PANELS):
         ax = axes[i // 2][i % 2]
-        for name, s in series.items():
+        for model, fw, s in lines:
             values = s.get(key)
-            if not values:
-                continue
-            style = "-" if "PyTorch" in name else "--"
-            color = "#1f77b4" if name.startswith("BN") else "#ff7f0e"
-            ax.plot(range(1, len(values) + 1), values, style, color=color, marker="o", ms=3, lw=1.2, label=name)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("epoch")
+            if values:
+                k = fws.index(fw)
+                ax.plot(range(1, len(values) + 1), values, LINESTYLES[k % 4], marker=MARKERS[k % 4], ms=3.5,
+                        color=MODEL_COLORS[models.index(model) % 4], lw=1.6 if k == 0 else 1.1,
+                        mfc="none" if k else None, label=f"{model}, {backend.label(fw)}")
+        for model, figures in (reference or {}).items():
+            if key in figures and epochs >= reference_epoch and model in models:
+                ax.plot([reference_epoch], [figures[key]], "*", ms=9, color=MODEL_COLORS[models.index(model) % 4],
+                        mec="black", mew=0.5, label=f"{model}, course")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylabel("cross-entropy loss" if key.endswith("loss") else "accuracy", fontsize=8)
+        if i >= 2:
+            ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title, fontsize=10)
     return to_png(fig)
 
 
 def init_figure(study: dict) -> bytes:
-    """Training loss of the same network under each weight initialisation, and the test accuracy reached."""
-    fig, axes = _figure(9, 3.8, 1, 2, width_ratios=[2.2, 1])
+    """Training loss (smoothed) of the same network under each weight initialisation, and the test accuracy."""
+    fig, axes = _figure(8, 3.8, 1, 2, width_ratios=[2.2, 1])
     ax, bar = axes[0]
     names, accs = [], []
+    window = 1
     for name, run in study["runs"].items():
         if run.get("status") != "ok":
             continue
-        ax.plot(run["steps"], run["loss"], lw=1.0, label=name)
+        window = max(1, len(run["loss"]) // 25)
+        ax.plot(run["steps"], smooth(run["loss"], window), lw=1.2, label=name)
         names.append(name)
-        accs.append(run["final"].get("accuracy", 0.0))
+        final = run.get("final", {})
+        accs.append(final.get("test_accuracy", final.get("accuracy", 0.0)))
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{study['lab']}: weight initialisation ({study['framework']}, {study['steps']} steps)",
-                 fontsize=10)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss" + (f" (mean of {window} steps)" if window > 1 else ""))
+    ax.set_title(f"{study['lab']}: weight initialisation ({backend.label(study['framework'])}, "
+                 f"{study['steps']} steps)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     y = np.arange(len(names))
@@ -184,34 +283,42 @@ def init_figure(study: dict) -> bytes:
     bar.invert_yaxis()
     bar.set_xlim(0, 1)
     bar.set_xlabel("test accuracy")
+    bar.set_title("after training", fontsize=10)
     for yi, a in zip(y, accs):
         bar.text(min(a, 0.98), yi, f"{a:.3f}", va="center", ha="right", fontsize=7, color="white")
     return to_png(fig)
 
 
-def throughput_figure(rows: list[dict]) -> bytes:
-    """Training steps per second of every lab in each framework (log scale), labelled with % of peak.
-    ``rows``: dicts with ``lab`` and per framework ``{fw: {"steps_per_s": x, "pct_peak": y}}``."""
-    frameworks = [fw for fw in ("torch", "jax") if any(fw in r for r in rows)]
-    fig, axes = _figure(9, 0.45 * len(rows) + 1.4)
+def throughput_figure(rows: list[dict], modes: dict[str, str], device: str = "cpu") -> bytes:
+    """Training steps per second of every lab in each backend, as a share of the fastest backend on that lab
+    (linear axis: bar lengths are speed ratios), labelled with the steps per second and % of the matmul peak.
+    ``rows``: dicts with ``lab`` and per backend ``{fw: {"steps_per_s": x, "pct_peak": y}}``; ``modes``: each
+    backend's execution mode as the legend should name it ("eager", "fused (lax.scan)")."""
+    fws = list(modes)
+    fig, axes = _figure(8, 0.32 * len(rows) * max(2, len(fws)) + 1.5)
     ax = axes[0][0]
-    height = 0.8 / max(1, len(frameworks))
+    height = 0.8 / max(1, len(fws))
     y = np.arange(len(rows))
-    for i, fw in enumerate(frameworks):
-        vals = [r.get(fw, {}).get("steps_per_s") or 0.0 for r in rows]
-        pos = y + (i - (len(frameworks) - 1) / 2) * height
-        ax.barh(pos, vals, height, color=COLORS[fw], label=FRAMEWORK_LABEL[fw])
-        for p, r, v in zip(pos, rows, vals):
+    for i, fw in enumerate(fws):
+        pos = y + (i - (len(fws) - 1) / 2) * height
+        ax.barh(pos, [0.0] * len(rows), height, color=color(fw), label=f"{backend.label(fw)}, {modes[fw]}")
+        for p, r in zip(pos, rows):
+            sps = r.get(fw, {}).get("steps_per_s")
+            best = max((r.get(f, {}).get("steps_per_s") or 0.0) for f in fws)
+            if not sps or not best:
+                continue
+            ax.barh(p, sps / best, height, color=color(fw))
             pct = r.get(fw, {}).get("pct_peak")
-            if v > 0:
-                ax.text(v, p, f" {v:,.0f}" + (f" ({pct:.2g}%)" if pct is not None else ""), va="center",
-                        fontsize=7)
+            ax.text(sps / best, p, f" {sps:,.0f}/s" + (f", {pct:.2g}% of peak" if pct is not None else ""),
+                    va="center", fontsize=7)
     ax.set_yticks(y, [r["lab"] for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("training steps per second (steady state); in brackets: % of measured matmul peak")
+    ax.set_xlim(0, 1.5)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "¼", "½", "¾", "fastest"])
+    ax.set_xlabel("training steps per second, as a share of the fastest backend on the lab (linear); "
+                  "labels: steps/s and % of the matmul peak", fontsize=8)
+    ax.set_title(f"Training speed on the {device.upper()}, steady state: "
+                 + " vs ".join(f"{backend.label(fw)} {modes[fw]}" for fw in fws), fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8, loc="lower right")
-    lo, hi = ax.get_xlim()
-    ax.set_xlim(lo, hi * 8)  # room for the labels
+    fig.legend(loc="outside lower center", ncols=len(fws), fontsize=8)
     return to_png(fig)

@@ -1,0 +1,336 @@
+"""The report's sections after the summary: one per lab (runs, parity, the course's numbers, batch norm), the
+initialisation study, the throughput and the machine. Backends are named from the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import backend
+from harness.report import course
+from harness.report.doc import Doc, num
+
+MODEL_NAMES = {"bn": "BN", "plain": "no BN"}
+NATIVE = "native"
+
+
+def fmt_acc(acc: Any) -> str:
+    """An accuracy: a number, or one per gate."""
+    if isinstance(acc, dict):
+        return ", ".join(f"{k} {num(v, 3)}" for k, v in acc.items())
+    return num(acc, 4)
+
+
+def pct_peak(rec: dict, fw: str, peak: dict) -> float | None:
+    """Matmul FLOPs per second of the run's steady state as % of the matmul peak measured in the job that ran
+    it (``rec["peak"]``; ``peak`` for a record without)."""
+    sps = rec.get("runs", {}).get(fw, {}).get("timing", {}).get("steps_per_s")
+    gflops = rec.get("peak", peak).get(fw, {}).get("gflops")
+    if not sps or not gflops or not rec.get("flops_per_step"):
+        return None
+    return 100.0 * rec["flops_per_step"] * sps / (gflops * 1e9)
+
+
+MODE_TEXT = {"fused": "fused (lax.scan)", "per_step": "one step per call", "eager": "eager",
+             "compiled": "compiled", "cuda_graph": "CUDA graph"}
+
+
+def mode_text(fw: str, execution: str | None) -> str:
+    """How backend ``fw`` ran its steps, in words: the execution mode ``execution`` stands for in the registry
+    (an alias such as torch's old "fused" is its eager default), described by the registry's ``extras``
+    ("execution_text") or :data:`MODE_TEXT`."""
+    if fw not in backend.names():
+        return execution or "?"
+    entry = backend.info(fw)
+    mode = execution if execution in entry.executions else None
+    if mode is None:
+        mode = getattr(entry, "execution_aliases", {}).get(execution) or entry.executions[0]
+    return entry.extras.get("execution_text", {}).get(mode) or MODE_TEXT.get(mode, mode)
+
+
+def threads_text(rec: dict) -> str:
+    """The intra-op threads each backend ran the lab with ("" when not recorded)."""
+    threads = rec.get("threads")
+    if not isinstance(threads, dict):
+        threads = {k[:-len("_threads")]: v for k, v in rec.items() if k.endswith("_threads") and v}
+    return ", ".join(f"{backend.label(fw)} {n}" for fw, n in threads.items() if n)
+
+
+def _run_table(doc: Doc, rec: dict, results: dict) -> None:
+    runs = [(fw, "shared", run) for fw, run in rec.get("runs", {}).items()]
+    runs += [(fw, NATIVE, run) for fw, run in rec.get(NATIVE, {}).items()]
+    test = any(course.metric(run, "test_accuracy") is not None for _, _, run in runs)
+    rows = []
+    for fw, init, run in runs:
+        t = run.get("timing", {})
+        pct = pct_peak(rec, fw, results.get("peak", {})) if init == "shared" else None
+        acc = course.metric(run, "test_accuracy" if test else "train_accuracy")
+        row = [backend.label(fw), init, mode_text(fw, run.get("execution")), _steps_text(run),
+               num(course.metric(run, "train_loss"))]
+        row += [num(course.metric(run, "test_loss"))] if test else []
+        rows.append(row + [fmt_acc(acc), num(t.get("warmup_s"), 3), num(t.get("run_s"), 3),
+                           num(t.get("steps_per_s"), 4), num(pct, 2), run.get("status", "?")])
+    header = ["run", "init", "execution", "steps", "training loss, last step"] + (["test loss"] if test else [])
+    header += ["test accuracy" if test else "training-set accuracy", "warm-up/compile s", "steady s", "steps/s",
+               "% peak", "status"]
+    doc.table(header, rows, right=range(3, len(header) - 1))
+
+
+def _steps_text(run: dict) -> str:
+    return str(run["steps"][-1] + 1) if run.get("steps") else "–"
+
+
+def _onset(figures: dict) -> str | int:
+    """The first step over the threshold, or "never"."""
+    first = figures.get("first_divergence_step")
+    return "never" if first is None else first
+
+
+def _parity(doc: Doc, rec: dict) -> None:
+    p = rec.get("parity")
+    if not p:
+        return
+    items = [f"max absolute difference of the per-step training losses {num(p.get('max_abs_diff'), 3)}, max "
+             f"relative {num(p.get('max_rel_diff'), 3)} over {p.get('steps')} steps",
+             f"first step over {num(p.get('threshold'))}: {_onset(p)}; "
+             f"growth of the difference per step: {num(p.get('growth_per_step'), 3)}"]
+    nf = p.get("noise_floor")
+    if nf:
+        items.append(f"noise floor ({backend.label(nf['framework'])} twin, one ulp on every initial weight): max "
+                     f"relative {num(nf.get('max_rel_diff'), 3)}, first step over threshold {_onset(nf)}, "
+                     f"growth {num(nf.get('growth_per_step'), 3)}")
+    c = rec.get("companion_parity")
+    if c:
+        items.append(f"the second model ({MODEL_NAMES.get(c.get('model'), c.get('model'))}): max relative "
+                     f"difference {num(c.get('max_rel_diff'), 3)}, first step over threshold {_onset(c)}")
+    if p.get("verdict"):
+        items.append(f"verdict: **{p['verdict']}**")
+    if rec.get("masks") == "shared":
+        items.append("dropout masks drawn by the harness and given to every backend (`--masks shared`)")
+    doc.bullets(items)
+
+
+def _pick(steps: list[int], most: int = 8) -> list[int]:
+    if len(steps) <= most:
+        return steps
+    inner = steps[2:-1]
+    take = [inner[round(i * (len(inner) - 1) / (most - 4))] for i in range(most - 3)]
+    return sorted(set(steps[:2] + take + steps[-1:]))
+
+
+def _loss_at(run: dict | None, step: int) -> float | None:
+    if not run or step not in run.get("steps", []):
+        return None
+    return run["loss"][run["steps"].index(step)]
+
+
+def _trajectory(doc: Doc, rec: dict, ref: dict) -> None:
+    cols = [(f"{backend.label(fw)} native", r) for fw, r in rec.get(NATIVE, {}).items()]
+    cols += [(f"{backend.label(fw)} shared", r) for fw, r in rec.get("runs", {}).items()]
+    steps = sorted(int(s) for s in ref["loss"])
+    worst: dict[str, float] = {}
+    for s in steps:
+        for name, run in cols:
+            got = _loss_at(run, s)
+            if got is not None:
+                worst[name] = max(worst.get(name, 0.0), abs(got - ref["loss"][str(s)]) / abs(ref["loss"][str(s)]))
+    rows = [[str(s), num(ref["loss"][str(s)], 8)] + [num(_loss_at(r, s), 8) for _, r in cols] for s in _pick(steps)]
+    doc.para("The course's printed training losses beside this run's, at the same steps (a native init draws "
+             "the same weights as the shared init for these labs, from the same seed):")
+    doc.table(["step", "course"] + [n for n, _ in cols], rows, right=range(len(cols) + 2))
+    reached = sum(1 for s in steps if any(_loss_at(r, s) is not None for _, r in cols))
+    doc.para(f"Largest relative difference from the course over the {reached} of its {len(steps)} printed steps "
+             "this run reached: "
+             + (", ".join(f"{n} {num(w, 3)}" for n, w in worst.items()) or "–")
+             + f" (tolerance {num(ref.get('rtol'))}).")
+
+
+def _reference(doc: Doc, rec: dict) -> None:
+    ref = rec.get("reference") or {}
+    runs = rec.get("runs", {})
+    labels = [backend.label(fw) for fw in runs]
+    if rec.get("raw_pixel_reference"):
+        doc.para("*raw pixels*: the course's accuracy for this lab came from raw 0..255 test pixels (a quirk of "
+                 "the notebooks); ours from test pixels scaled like the training pixels.")
+    if isinstance(ref.get("loss"), dict):
+        _trajectory(doc, rec, ref)
+    elif isinstance(ref.get("cost"), dict):
+        rows = []
+        for epoch in sorted(int(e) for e in ref["cost"]):
+            vals = [num(r.get("epoch_cost", [])[epoch - 1]) if len(r.get("epoch_cost", [])) >= epoch else "–"
+                    for r in runs.values()]
+            rows.append([f"mean training loss, epoch {epoch}", num(ref["cost"][str(epoch)], 9)] + vals)
+        raw = " (course: *raw pixels*)" if rec.get("raw_pixel_reference") else ""
+        rows.append([f"test accuracy, end{raw}", num(ref.get("accuracy"))]
+                    + [fmt_acc(course.metric(r, "test_accuracy")) for r in runs.values()])
+        doc.table(["", "course (full MNIST)"] + labels, rows, right=range(1, len(runs) + 2))
+    elif "correct_of_first_1000" in ref:
+        rows = []
+        for it in sorted(int(i) for i in ref["correct_of_first_1000"]):
+            vals = [num(r.get("evals", {}).get(str(it), {}).get("test", {}).get("correct_of_first_1000"))
+                    for r in runs.values()]
+            rows.append([str(it), str(ref["correct_of_first_1000"][str(it)])] + vals)
+        doc.para("Correct answers among the first 1000 test images, every 1000 iterations:")
+        doc.table(["iteration", "course"] + labels, rows, right=range(len(runs) + 2))
+    elif isinstance(ref.get("accuracy"), dict):
+        doc.para(f"Course: {fmt_acc(ref['accuracy'])}. Here (training-set accuracy): " + "; ".join(
+            f"{backend.label(fw)} {fmt_acc(course.metric(r, 'train_accuracy'))}" for fw, r in runs.items()) + ".")
+
+
+def bn_series(run: dict) -> dict[str, dict[str, list[float]]]:
+    """Per-epoch train/validation loss and accuracy of each model of a two-model lab (``run["epochs"]``)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for row in run.get("epochs", []):
+        for model, metrics in row.items():
+            if model == "epoch":
+                continue
+            series = out.setdefault(MODEL_NAMES.get(model, model), {k: [] for k in metrics})
+            for k, v in metrics.items():
+                series[k].append(v)
+    return out
+
+
+def bn_lines(rec: dict) -> list[tuple[str, str, dict[str, list[float]]]]:
+    """:func:`bn_series` of every backend: ``(model, backend, series)``."""
+    return [(model, fw, s) for fw, run in rec.get("runs", {}).items() for model, s in bn_series(run).items()]
+
+
+def bn_reference(rec: dict) -> tuple[dict[str, dict[str, float]], int]:
+    """The course's per-model figures at its one printed epoch, keyed like :func:`bn_series`, and that epoch."""
+    ref = rec.get("reference") or {}
+    key = next((k for k in ref if k.startswith("epoch_")), None)
+    if key is None:
+        return {}, 0
+    return {MODEL_NAMES.get(m, m): v for m, v in ref[key].items()}, int(key.split("_")[1])
+
+
+def _batchnorm(doc: Doc, rec: dict, has: set[str]) -> None:
+    lines = bn_lines(rec)
+    if not lines:
+        return
+    keys = (("train_loss", "train loss"), ("train_acc", "train acc"), ("valid_loss", "valid loss"),
+            ("valid_acc", "valid acc"))
+    doc.para("Per epoch, in eval mode, on the whole training set and on the test set (the course's validation "
+             "set):")
+    for fw, run in rec.get("runs", {}).items():
+        series = bn_series(run)
+        if not series:
+            continue
+        header = ["epoch"] + [f"{model} {label}" for model in series for _, label in keys]
+        epochs = max(len(s["train_loss"]) for s in series.values())
+        rows = [[str(e + 1)] + [num(s[k][e]) if e < len(s[k]) else "–" for s in series.values() for k, _ in keys]
+                for e in range(epochs)]
+        doc.para(f"{backend.label(fw)}:")
+        doc.table(header, rows, right=range(len(header)))
+    ref, epoch = bn_reference(rec)
+    if ref:
+        doc.para(f"Course, epoch {epoch}: " + "; ".join(
+            f"{m} train loss {v['train_loss']} ({v['train_acc']}), valid {v['valid_loss']} ({v['valid_acc']})"
+            for m, v in ref.items()) + ".")
+    by_fw = {fw: bn_series(run) for fw, run in rec.get("runs", {}).items()}
+    ahead = {fw: all(b < p for b, p in zip(s["BN"]["valid_loss"], s["no BN"]["valid_loss"]))
+             for fw, s in by_fw.items() if "BN" in s and "no BN" in s}
+    if not ahead:
+        doc.para("The model without batch norm has no per-epoch records in this run, so only the BN model is "
+                 "shown.")
+    else:
+        doc.para("BN ahead of no BN in validation loss at every epoch: " + ", ".join(
+            f"{backend.label(fw)} {'yes' if a else 'no'}" for fw, a in ahead.items()) + " (the course: yes).")
+    if f"plots/{rec['lab']}_epochs.png" in has:
+        doc.image(f"plots/{rec['lab']}_epochs.png", "batch norm vs no batch norm, per epoch (eval mode)")
+
+
+def lab_section(doc: Doc, rec: dict, results: dict, has: set[str]) -> None:
+    """A lab's section: its runs, parity, the course's numbers beside ours, plots."""
+    doc.heading(2, f"{rec['lab']}: {rec.get('title', '')}", anchor=rec["lab"])
+    threads = threads_text(rec)
+    doc.para(f"Course notebook `{rec.get('notebook')}`. Lab time {num(rec.get('wall_s'), 3)} s"
+             + (f"; intra-op threads: {threads}." if threads else "."))
+    if rec.get("status") == "error":
+        doc.para(f"**error**: {rec.get('error')}")
+        return
+    if rec.get("status") == "diverged":
+        doc.para(f"**diverged**: {rec.get('error')}")
+    _run_table(doc, rec, results)
+    _parity(doc, rec)
+    _reference(doc, rec)
+    if f"plots/{rec['lab']}.png" in has:
+        doc.image(f"plots/{rec['lab']}.png", f"{rec['lab']} loss and parity")
+    if any(s for _, _, s in bn_lines(rec)):
+        _batchnorm(doc, rec, has)
+    if rec.get("notes"):
+        doc.para(f"Note: {rec['notes']}")
+
+
+def init_study(doc: Doc, study: dict, has: set[str]) -> None:
+    """The weight-initialisation study."""
+    doc.heading(2, "Weight initialisation", anchor="init-study")
+    doc.para(f"`{study['lab']}` (784-256-256-10 ReLU, Adam 0.001) trained for {study['steps']} steps in "
+             f"{backend.label(study['framework'])} from each initialisation the lectures list, on the same batches:")
+    rows = []
+    for scheme, run in study["runs"].items():
+        first = run["loss"][0] if run.get("loss") else None
+        rows.append([f"`{scheme}`", num(first), num(course.metric(run, "train_loss")),
+                     fmt_acc(course.metric(run, "test_accuracy")), run.get("status", "?")])
+    doc.table(["init", "training loss, step 0", "training loss, last step", "test accuracy", "status"], rows,
+              right=(1, 2, 3))
+    if "plots/init_study.png" in has:
+        doc.image("plots/init_study.png", "training loss per initialisation, and the test accuracy reached")
+
+
+def run_modes(results: dict) -> dict[str, str]:
+    """Each backend's execution mode(s) in the results, in words (``{"torch": "eager", "jax": "fused (lax.scan)"}``)."""
+    found: dict[str, list[str]] = {}
+    for rec in results["labs"].values():
+        for fw, run in rec.get("runs", {}).items():
+            text = mode_text(fw, run.get("execution"))
+            if text not in found.setdefault(fw, []):
+                found[fw].append(text)
+    return {fw: " / ".join(texts) for fw, texts in found.items()}
+
+
+def throughput(doc: Doc, results: dict, has: set[str]) -> None:
+    """The throughput section: the matmul peak and the plot of the runs' steps per second."""
+    doc.heading(2, "Throughput", anchor="throughput")
+    peak = results.get("peak", {})
+    modes = run_modes(results)
+    if peak:
+        doc.para("Matmul peak measured in this job (float32, the best of "
+                 f"{next(iter(peak.values())).get('repeats')} timed n×n products, as `dlzta bench` measures it): "
+                 + ", ".join(f"{backend.label(fw)} {p['gflops']:.1f} GFLOP/s (n={p['n']}, median "
+                             f"{p.get('gflops_median', p['gflops']):.1f}"
+                             + (f", {p['threads']} thread{'s' if p['threads'] > 1 else ''}" if p.get("threads")
+                                else "") + ")" for fw, p in peak.items()) + ".")
+    doc.para("The steps per second come from the comparison runs above, each backend in its own execution mode ("
+             + ", ".join(f"{backend.label(fw)} {m}" for fw, m in modes.items())
+             + "); one run each, steady state after warm-up/compilation: indicative, not a benchmark (see "
+             "`dlzta bench`).")
+    if "plots/throughput.png" in has:
+        doc.image("plots/throughput.png", "training steps per second per lab, as a share of the fastest backend")
+
+
+def _flat(record: Any) -> str:
+    if isinstance(record, dict):
+        return ", ".join(f"{k} {_flat(v)}" for k, v in record.items() if v is not None)
+    return str(record)
+
+
+def machine(doc: Doc, results: dict) -> None:
+    """Where the job ran: CPU model, cores, threads per backend, versions."""
+    doc.heading(2, "Machine and versions", anchor="machine")
+    m = results.get("machine", {})
+    versions: dict[str, str] = {}
+    seen: list[str] = []
+    for rec in results["labs"].values():
+        for run in rec.get("runs", {}).values():
+            versions.update(run.get("versions", {}))
+            rm = run.get("machine") or {}
+            for what in (rm.get("cpu"), rm.get("device")):
+                if what and _flat(what) not in seen:
+                    seen.append(_flat(what))
+    items = [f"{m.get('platform')}, {m.get('cpus', m.get('cpu_count'))} CPUs, Python {m.get('python')}"]
+    items += [f"device: {s}" for s in seen]
+    threads = sorted({threads_text(rec) for rec in results["labs"].values() if threads_text(rec)})
+    if threads:
+        items.append("intra-op threads per lab: " + "; ".join(threads) + " (each lab's section says which)")
+    items.append(", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "–")
+    doc.bullets(items)
