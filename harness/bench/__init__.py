@@ -20,9 +20,6 @@ The rooms:
 
 from __future__ import annotations
 
-from typing import Any
-
-from harness import backend as _backends
 from harness.bench.command import cmd_bench
 from harness.bench.formats import format_entry, format_markdown, github_action, github_action_paths, write_outputs
 from harness.bench.gate import (
@@ -59,31 +56,6 @@ __all__ = ["BLOCK_STEPS", "EXIT_REGRESSION", "INJECTIONS", "MATMUL_BOUND_PCT", "
            "Workload", "add_peak_figures", "all_modes", "check_baseline", "check_targets", "cmd_bench",
            "compare_entry", "default_threads", "format_entry", "format_gate", "format_markdown", "format_targets",
            "gate", "github_action", "github_action_paths", "harness_overhead", "inject_sync", "load_baseline",
-           "load_bench", "matmul_times", "measure", "measure_peak", "merge_rerun", "ms_stats", "plan", "regressions",
+           "matmul_times", "measure", "measure_peak", "merge_rerun", "ms_stats", "plan", "regressions",
            "run", "time_stepper", "timed_blocks", "write_outputs"]
 
-
-class _BenchView:
-    """Transitional (for callers of the old ``load_bench``): a backend module, plus ``matmul_times`` and the old
-    name ``configure`` for ``configure_threads``."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._module = _backends.load(name)
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._module, attr)
-
-    def matmul_times(self, device: str, n: int, repeats: int) -> list[float]:
-        """Seconds per ``n`` x ``n`` float32 matmul, ``repeats`` of them."""
-        return matmul_times(self._name, device, n, repeats)
-
-    def configure(self, threads: int | None) -> dict:
-        """The backend's ``configure_threads``."""
-        return self._module.configure_threads(threads)
-
-
-def load_bench(framework: str) -> Any:
-    """Transitional alias: the backend ``framework`` (:func:`harness.backend.load`) with the old bench-module
-    names. New code: ``harness.backend.load`` and :func:`measure_peak` / :func:`matmul_times`."""
-    return _BenchView(framework)
