@@ -106,6 +106,7 @@ class Job:
         previous = (plan.previous or {}).get("job")
         # a complete report is already there: the report is written only when this run completes
         self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
+        opts.busy, self.load = machine_busy()
         self.results: dict[str, Any] = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
@@ -124,9 +125,9 @@ class Job:
         eta = self.progress.eta()
         self.say(f"{line}  ETA {clock(eta)}" if self.left and eta is not None else line)
 
-    def header(self, load: list[float] | None) -> None:
+    def header(self) -> None:
         """The job's first lines: what runs, where, about how long; a busy machine."""
-        opts, data = self.opts, self.opts._data_record
+        opts, data, load = self.opts, self.opts._data_record, self.load
         data_txt = (f" on {data['name']} ({data['source']}, {data['train_size']} train / {data['test_size']} "
                     f"test)" if data else "")
         n = len(self.plan.labs)
@@ -142,10 +143,9 @@ class Job:
     def run(self) -> dict:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
         opts, job = self.opts, self.results["job"]
-        opts.busy, load = machine_busy()
-        self.results["machine"] = machine(opts, load)
+        self.results["machine"] = machine(opts, self.load)
         started = time.perf_counter()
-        self.header(load)
+        self.header()
         try:
             for i, lab in enumerate(self.plan.labs, 1):
                 self.lab(i, lab)
