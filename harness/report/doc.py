@@ -33,6 +33,13 @@ def num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def pct(value: float | None) -> str:
+    """A percentage: whole numbers from 10 up, two significant digits below ("–" for a missing value)."""
+    if value is None or value != value:
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
+
+
 def slug(text: str) -> str:
     """An anchor name for a heading."""
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness import backend
+from harness.report.doc import pct as fmt_pct
 
 DPI = 144  # 1.5 pixels per CSS pixel (96 an inch): sharp on high-density screens, 30% fewer bytes than 2
 COLORS = 64  # palette size: the plots' few colours and their anti-aliasing
@@ -309,14 +310,14 @@ def throughput_figure(rows: list[dict], modes: dict[str, str], device: str = "cp
                 continue
             ax.barh(p, sps / best, height, color=color(fw))
             pct = r.get(fw, {}).get("pct_peak")
-            ax.text(sps / best, p, f" {sps:,.0f}/s" + (f", {pct:.2g}% of peak" if pct is not None else ""),
+            ax.text(sps / best, p, f" {sps:,.0f}/s" + (f", {fmt_pct(pct)}% of peak" if pct is not None else ""),
                     va="center", fontsize=7)
     ax.set_yticks(y, [r["lab"] for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.5)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "¼", "½", "¾", "fastest"])
-    ax.set_xlabel("training steps per second, as a share of the fastest backend on the lab (linear); "
-                  "labels: steps/s and % of the matmul peak", fontsize=8)
+    ax.set_xlabel("training steps per second, as a share of the fastest backend on the lab (linear axis)",
+                  fontsize=8)
     ax.set_title(f"Training speed on the {device.upper()}, steady state: "
                  + " vs ".join(f"{backend.label(fw)} {modes[fw]}" for fw in fws), fontsize=10)
     ax.grid(alpha=0.3, axis="x")

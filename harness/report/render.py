@@ -15,6 +15,7 @@ from typing import Any
 from harness import backend
 from harness.report import course, sections
 from harness.report.doc import Doc, num
+from harness.report.doc import pct as fmt_pct
 from harness.report.sections import bn_lines, fmt_acc, pct_peak
 from harness.results import atomic_write, write_json
 
@@ -107,7 +108,7 @@ def _speed(rec: dict, fw: str, peak: dict) -> str:
     sps = rec.get("runs", {}).get(fw, {}).get("timing", {}).get("steps_per_s")
     pct = pct_peak(rec, fw, peak)
     speed = "–" if not sps else f"{sps:,.0f}" if sps >= 100 else num(sps, 3)
-    return f"{speed} ({num(pct, 2)}%)" if sps and pct is not None else speed
+    return f"{speed} ({fmt_pct(pct)}%)" if sps and pct is not None else speed
 
 
 def _parity_table(doc: Doc, results: dict) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from harness import backend
 from harness.report import course
 from harness.report.doc import Doc, num
+from harness.report.doc import pct as fmt_pct
 
 MODEL_NAMES = {"bn": "BN", "plain": "no BN"}
 NATIVE = "native"
@@ -68,7 +69,7 @@ def _run_table(doc: Doc, rec: dict, results: dict) -> None:
                num(course.metric(run, "train_loss"))]
         row += [num(course.metric(run, "test_loss"))] if test else []
         rows.append(row + [fmt_acc(acc), num(t.get("warmup_s"), 3), num(t.get("run_s"), 3),
-                           num(t.get("steps_per_s"), 4), num(pct, 2), run.get("status", "?")])
+                           num(t.get("steps_per_s"), 4), fmt_pct(pct), run.get("status", "?")])
     header = ["run", "init", "execution", "steps", "training loss, last step"] + (["test loss"] if test else [])
     header += ["test accuracy" if test else "training-set accuracy", "warm-up/compile s", "steady s", "steps/s",
                "% peak", "status"]
