@@ -170,6 +170,16 @@ def _add_masks(p: argparse.ArgumentParser) -> None:
                    "harness draws them once for all)")
 
 
+def _add_parallel(p: argparse.ArgumentParser) -> None:
+    from harness.parallel import BN_MODES
+
+    g = p.add_argument_group("data parallel (harness.parallel; docs/scaling.md)")
+    g.add_argument("--devices", type=positive_int, default=1, help="split each global batch over N devices")
+    g.add_argument("--batch-norm", default="sync", type=_one_of(tuple(BN_MODES), "batch-norm mode"),
+                   metavar=_meta(tuple(BN_MODES)), help="with --devices: statistics over the global batch (sync) "
+                   "or each device's shard (local)")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of a single training run (run, compare): device, dtype, data, length, execution, lab overrides."""
     _add_device(p)
@@ -217,6 +227,7 @@ def _add_run(sub: Any) -> None:
     _add_masks(p)
     _add_output(p, "write the result as JSON (every logged step)", "only the summary lines")
     add_run_options(p)
+    _add_parallel(p)
 
 
 COMPARE_HELP = """Train one lab on two sides from the same initial weights and batches, and say whether they compute the
@@ -252,6 +263,7 @@ def _add_compare(sub: Any) -> None:
     _add_masks(p)
     p.set_defaults(mask_mode="shared")  # compare: shared dropout masks unless --masks own (judged statistically)
     add_run_options(p)
+    _add_parallel(p)
 
 
 def _add_reproduce(sub: Any) -> None:
@@ -276,7 +288,9 @@ def _add_reproduce(sub: Any) -> None:
 
 
 def _add_bench(sub: Any) -> None:
-    from harness.bench import INJECTIONS, MIN_THRESHOLD, SUITES, cmd_bench
+    from harness.bench import INJECTIONS, MIN_THRESHOLD, SUITES
+    from harness.bench.scaling import cmd_bench, devices_arg
+    from harness.parallel import BN_MODES
 
     p = _sub(sub, "bench", cmd_bench, "step-throughput benchmarks against the machine's matmul peak; regression "
              "gate", "Time training steps of the labs in each framework and mode (compile and warm-up apart, "
@@ -287,8 +301,13 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--suite", choices=tuple(SUITES), default="ci",
                    help="ci: xor_wide_deep and mnist_dropout, about a minute; full: every MLP lab and mode")
     _add_frameworks(p, "frameworks to time")
-    p.add_argument("--devices", type=name_list(backends.DEVICES, "device"), default=("cpu",), metavar="LIST",
-                   help=f"comma-separated, from {', '.join(backends.DEVICES)}")
+    p.add_argument("--devices", type=devices_arg, default=("cpu",), metavar="LIST",
+                   help=f"comma-separated, from {', '.join(backends.DEVICES)}; device counts (1,2,4; gpu,1,2) time "
+                   "data-parallel training at each count instead: scaling figures (docs/scaling.md)")
+    p.add_argument("--batch-norm", default="sync", choices=tuple(BN_MODES), help="with device counts: batch-norm "
+                   "statistics over the global batch or each device's shard")
+    p.add_argument("--weak-scaling", action="store_true", help="with device counts: each device keeps the lab's "
+                   "batch (default: the global batch is split)")
     p.add_argument("--modes", type=name_list(_executions(), "mode"), metavar="LIST",
                    help=f"comma-separated, from {', '.join(_executions())} (default: the suite's)")
     g = p.add_argument_group("timing protocol")

@@ -69,7 +69,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
     try:
-        result = run(lab, args.framework, run_options(args))
+        if getattr(args, "devices", 1) > 1:  # data parallel (harness.parallel_commands)
+            from harness.parallel_commands import options, run_record
+
+            result = run_record(lab, args.framework, run_options(args), options(args))
+            if result is None:  # not the first process of a process group: it prints and writes
+                return 0
+        else:
+            result = run(lab, args.framework, run_options(args))
     except RunDiverged as exc:
         _write(args.out, exc.result)
         raise
@@ -92,6 +99,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
 
+    if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
+        from harness.parallel_commands import cmd_compare_devices
+
+        return cmd_compare_devices(args)
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)

@@ -53,13 +53,15 @@ DEFAULT_TIMEOUT_S = 600.0
 @dataclass(frozen=True)
 class Parallel:
     """How to spread one run over devices: ``devices`` in all (over ``processes`` cooperating processes, each
-    seeing ``devices // processes``), the batch-norm mode, and the gradient reduction (``sum``: tests only)."""
+    seeing ``devices // processes``), the batch-norm mode, the gradient reduction (``sum``: tests only), and the
+    intra-op threads of each device's process on a CPU where the backend sets them (None: the cores shared out)."""
 
     devices: int = 1
     bn: str = "sync"
     reduce: str = "mean"
     processes: int = 1
     timeout_s: float = DEFAULT_TIMEOUT_S
+    threads: int | None = None
 
     def check(self) -> None:
         """LabError for a value outside its choices."""

@@ -208,5 +208,6 @@ def train_many(jobs: list[tuple[RunSpec, Parallel]]) -> list[TrainResult]:
 def bench_many(jobs: list[tuple[RunSpec, Parallel, Callable[[Stepper], dict]]]) -> list[dict]:
     """``protocol(stepper)`` of each job: a fused stepper whose scan is one timed block (``protocol.block_steps``)."""
     prepare_devices(jobs[0][0].device, max(p.devices for _, p, _ in jobs))
-    return [protocol(make_stepper(spec, par, getattr(protocol, "block_steps", 1)))
+    # XLA's CPU thread pool is sized at start-up, shared by every host device: not settable here (None).
+    return [{**protocol(make_stepper(spec, par, getattr(protocol, "block_steps", 1))), "threads": None}
             for spec, par, protocol in jobs]

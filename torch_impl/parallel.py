@@ -211,26 +211,29 @@ def make_stepper(spec: RunSpec, par: Parallel, rank: int, world: int, device: to
 # ------------------------------------------------------------------------------------------------ ranks
 
 
-def _init(rank: int, world: int, device: str, init_method: str, timeout_s: float) -> torch.device:
-    """Join the process group; this rank's device, with its intra-op threads sized to share the CPU."""
+def _init(rank: int, world: int, par: Parallel, device: str, init_method: str) -> torch.device:
+    """Join the process group; this rank's device, with its intra-op threads (``par.threads``, or the CPU's cores
+    shared out among the ranks on this host)."""
     use_cuda = device == "gpu"
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", rank))
         torch.cuda.set_device(local)
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(par.threads or max(1, (os.cpu_count() or 1) // ranks_here))
     dist.init_process_group("nccl" if use_cuda else "gloo", init_method=init_method, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+                            timeout=datetime.timedelta(seconds=par.timeout_s))
     return torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
 
 
 def _run_jobs(kind: str, jobs: list, rank: int, world: int, init_method: str) -> list:
     """Every job of one device count on this rank, in order (all ranks run the same list)."""
-    device = _init(rank, world, jobs[0][0].device, init_method, max(j[1].timeout_s for j in jobs))
+    device = _init(rank, world, jobs[0][1], jobs[0][0].device, init_method)
     try:
         if kind == "train":
             return [run_rank(spec, par, rank, world, device) for spec, par in jobs]
-        return [protocol(make_stepper(spec, par, rank, world, device)) for spec, par, protocol in jobs]
+        return [{**protocol(make_stepper(spec, par, rank, world, device)), "threads": torch.get_num_threads()}
+                for spec, par, protocol in jobs]
     finally:
         dist.barrier()
         dist.destroy_process_group()
