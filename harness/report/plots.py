@@ -231,6 +231,7 @@ def batchnorm_figure(lines: Sequence[tuple[str, str, dict[str, list[float]]]], t
     models = list(dict.fromkeys(m for m, _, _ in lines))
     fws = list(dict.fromkeys(fw for _, fw, _ in lines))
     epochs = max((len(s.get("train_loss", [])) for _, _, s in lines), default=0)
+    last = max(epochs, 1)
     fig, axes = _figure(8, 6.4, 2, 2, sharex=True)
     for i, (key, label) in enumerate(BN_PANELS):
         ax = axes[i // 2][i % 2]
@@ -249,7 +250,11 @@ def batchnorm_figure(lines: Sequence[tuple[str, str, dict[str, list[float]]]], t
         ax.set_ylabel("cross-entropy loss" if key.endswith("loss") else "accuracy", fontsize=8)
         if i >= 2:
             ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if last <= 15:
+            ax.set_xticks(range(1, last + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.6, last + 0.4)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:

@@ -316,22 +316,24 @@ def _flat(record: Any) -> str:
 
 
 def machine(doc: Doc, results: dict) -> None:
-    """Where the job ran: CPU model, cores, threads per backend, versions."""
+    """Where the job ran: CPU model and cores, any accelerator, threads per backend, versions."""
     doc.heading(2, "Machine and versions", anchor="machine")
     m = results.get("machine", {})
     versions: dict[str, str] = {}
-    seen: list[str] = []
+    devices: list[str] = []
+    cpu = m.get("cpu")
     for rec in results["labs"].values():
         for run in rec.get("runs", {}).values():
             versions.update(run.get("versions", {}))
-            rm = run.get("machine") or {}
-            for what in (rm.get("cpu"), rm.get("device")):
-                if what and _flat(what) not in seen:
-                    seen.append(_flat(what))
-    items = [f"{m.get('platform')}, {m.get('cpus', m.get('cpu_count'))} CPUs, Python {m.get('python')}"]
-    items += [f"device: {s}" for s in seen]
+            cpu = cpu or (run.get("machine") or {}).get("cpu")
+            device = (run.get("machine") or {}).get("device")
+            if device and _flat(device) not in devices:
+                devices.append(_flat(device))
+    items = [f"CPU {cpu or m.get('processor') or m.get('machine') or '?'}, {m.get('cpus', m.get('cpu_count'))} "
+             f"cores; {m.get('platform')}; Python {m.get('python')}"]
+    items += [f"accelerator: {d}" for d in devices]
     threads = sorted({threads_text(rec) for rec in results["labs"].values() if threads_text(rec)})
     if threads:
-        items.append("intra-op threads per lab: " + "; ".join(threads) + " (each lab's section says which)")
+        items.append("intra-op threads: " + "; ".join(threads) + " (each lab's section says which)")
     items.append(", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "–")
     doc.bullets(items)
