@@ -56,9 +56,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-_positive_int = positive_int  # the old private name
-
-
 def _one_of(choices: tuple[str, ...], what: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
