@@ -4,7 +4,8 @@ as several cooperating processes on this host), and the parity of a data-paralle
 
 Each backend's twin is ``<package>.parallel`` (``torch_impl.parallel``, ``jax_impl.parallel``), found through the
 registry; it provides ``train_many(jobs)``, ``bench_many(jobs)``, ``prepare_devices(device, n)``,
-``process_env(device, n)``, ``multiprocess_env(index, count, address)`` and ``is_primary()``. The frameworks' own
+``process_env(device, n)``, ``multiprocess_env(index, count, address)``, ``process_count(devices)`` and
+``is_primary()``. The frameworks' own
 engines do the work (``jax.sharding``; ``torch.distributed`` with ``DistributedDataParallel``).
 
 Semantics (every backend): the lab's global batch of B examples is split into N contiguous shards of B/N rows,
@@ -169,6 +170,12 @@ def _run(framework: str, call: str, jobs: list[tuple]) -> list:
     if module.prepare_devices(jobs[0][0].device, max(j[1].devices for j in jobs)):
         return getattr(module, call)(jobs)
     return launch(framework, call, jobs).result()
+
+
+def process_count(framework: str, devices: int) -> int:
+    """How many processes ``framework`` runs ``devices`` devices with here (torch: one per device; JAX: the
+    processes ``jax.distributed`` joined, one without it)."""
+    return int(backend_module(framework).process_count(devices))
 
 
 def is_primary(framework: str) -> bool:

@@ -22,8 +22,8 @@ from harness.runner import RunOptions, add_companion, execute, prepare, summariz
 
 
 def options(args: argparse.Namespace) -> Parallel:
-    """The data-parallel layout from parsed arguments (``--devices``, ``--batch-norm``, ``--processes``)."""
-    par = Parallel(args.devices, bn=args.batch_norm, processes=getattr(args, "processes", 1))
+    """The data-parallel layout from parsed arguments (``--devices``, ``--batch-norm``)."""
+    par = Parallel(args.devices, bn=args.batch_norm)
     par.check()
     return par
 
@@ -40,6 +40,7 @@ def run_record(lab: Lab, framework: str, run_options: RunOptions, par: Parallel)
     if len(results) > 1:
         add_companion(record, prepared, framework, results[1])
     record["parallel"] = parallel.describe(prepared.spec, par)
+    record["parallel"]["processes"] = parallel.process_count(framework, par.devices)
     return record
 
 

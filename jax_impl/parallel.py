@@ -68,6 +68,11 @@ def prepare_devices(device: str, n: int) -> bool:
     return False
 
 
+def process_count(devices: int) -> int:
+    """Processes a run over ``devices`` devices takes: those joined by ``jax.distributed`` (one without it)."""
+    return jax.process_count()
+
+
 def is_primary() -> bool:
     """Process 0 (the only one, without ``jax.distributed``)."""
     return jax.process_index() == 0

@@ -9,8 +9,10 @@ single-device references train here; 5 steps each on the bundled data.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -44,23 +46,33 @@ def jobs() -> list[tuple[str, Parallel]]:
 MULTIPROCESS = ("mnist_batchnorm", "mnist_dropout")  # JAX over 2 processes x 1 device
 
 
+SCALING = (("mnist_batchnorm",), (1, 2))  # labs and device counts of the scaling figures
+
+
 @pytest.fixture(scope="module")
 def runs():
-    """Every run: {"single": {(fw, lab): result}, (fw, lab, par): result, ("jax-2proc", lab): result}."""
+    """Every run: {"single": {(fw, lab): result}, (fw, lab, par): result, ("jax-2proc", lab): result,
+    ("scaling", fw): (jobs, timings)}."""
+    from harness.bench import scaling
+
     work = jobs()
     specs = [(prepared(lab).spec, par) for lab, par in work]
     pending = parallel.launch("jax", "train_many", specs, timeout_s=300)
     mp_specs = [(prepared(lab).spec, Parallel(2, processes=2)) for lab in MULTIPROCESS]
     multi = parallel.launch("jax", "train_many", mp_specs, processes=2, timeout_s=300)
+    timed = scaling.plan(SCALING[0], "cpu", SCALING[1], scaling.Protocol(2, 3, 0), threads=1)
+    bench = parallel.launch("jax", "bench_many", timed, timeout_s=300)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         out = {("torch", *key): r for key, r in zip(work, parallel.train_many("torch", specs))}
+        out[("scaling", "torch")] = (timed, parallel.bench_many("torch", timed))
         single = {(fw, lab): execute(prepared(lab), fw) for lab in LABS for fw in FRAMEWORKS}
     finally:
         torch.set_num_threads(before)
     out.update({("jax", *key): r for key, r in zip(work, pending.result())})
     out.update({("jax-2proc", lab): r for lab, r in zip(MULTIPROCESS, multi.result())})
+    out[("scaling", "jax")] = (timed, bench.result())
     out["single"] = single
     return out
 
@@ -159,3 +171,57 @@ def test_parity_summary_on_planted_differences():
     assert not p["agree"] and p["first_step_over"] == 3 and p["loss_max_rel"] == pytest.approx(1e-9, rel=1e-3)
     assert p["params_max_rel"] == 0 and p["null_params_max_rel"] > 0
     assert not parallel.parity(a, dataclasses.replace(a, losses=losses[:4]))["agree"]  # a run cut short
+
+
+def test_compare_devices_says_how_much_per_device_batch_norm_differs(tmp_path, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "compare.json"
+    assert main(["compare", "mnist_batchnorm", "--devices", "2", "--batch-norm", "local", "--dtype", "float64",
+                 "--steps", "3", "--data", "mnist-5k", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("mnist_batchnorm [float64, 2 x cpu, batch 32 = 2 x 16, batch norm local]")
+    assert all("differ (first over 1e-12 at step 0)" in line for line in lines[1:3]), lines
+    assert lines[3].startswith("PyTorch vs JAX/Flax, x2: agree"), lines
+    record = json.loads(out.read_text())
+    assert set(record["vs_one_device"]) == set(FRAMEWORKS) and record["parallel"]["per_device_batch"] == 16
+    assert min(p["loss_max_rel"] for p in record["vs_one_device"].values()) > 1e-3
+
+
+def test_scaling_figures_per_device_count(runs, tmp_path):
+    from harness.bench import scaling
+
+    labs, counts = SCALING
+    entries = [e for fw in FRAMEWORKS for e in scaling.entries(labs, fw, *runs[("scaling", fw)])]
+    scaling.add_efficiency(entries, weak=False)
+    assert [(e["framework"], e["devices"]) for e in entries] == [(fw, n) for fw in FRAMEWORKS for n in counts]
+    for e in entries:
+        assert e["status"] == "ok" and len(e["block_s"]) == 3 and min(e["block_s"]) > 0
+        assert e["global_batch"] == 32 and e["per_device_batch"] == 32 // e["devices"]
+        assert e["samples_per_s"] == pytest.approx(32 * e["steps_per_s"])
+        assert e["efficiency"] == pytest.approx(e["speedup"] / e["devices"])
+    assert [e["speedup"] for e in entries if e["devices"] == 1] == [1.0, 1.0]
+    assert [e["threads_per_device"] for e in entries] == [1, 1, None, None]  # JAX: its own pool
+    record = {"machine": {"cpu_model": "x", "cpu_count": 2}, "loadavg_start": None, "loadavg_end": None,
+              "created": "now", "scaling": "strong", "scaling_means": scaling.MODES["strong"], "batch_norm": "sync",
+              "protocol": {"blocks": 3, "block_steps": 2}, "results": entries, "schema": scaling.SCHEMA}
+    scaling.write(record, str(tmp_path / "s.json"), str(tmp_path / "s.md"))
+    assert json.loads((tmp_path / "s.json").read_text())["schema"] == scaling.SCHEMA
+    rows = [line for line in (tmp_path / "s.md").read_text().splitlines() if line.startswith("| mnist_batchnorm")]
+    assert len(rows) == 4
+
+
+def test_scaling_efficiency_and_device_lists():
+    from harness.bench import scaling
+
+    entries = [{"lab": "l", "framework": "f", "devices": n, "steps_per_s": s, "samples_per_s": s * b}
+               for n, s, b in ((1, 100.0, 32), (2, 150.0, 64), (4, 100.0, 128))]
+    scaling.add_efficiency(entries, weak=False)
+    assert [e["efficiency"] for e in entries] == pytest.approx([1.0, 0.75, 0.25])
+    scaling.add_efficiency(entries, weak=True)  # samples/s against N x one device's
+    assert [e["efficiency"] for e in entries] == pytest.approx([1.0, 1.5, 1.0])
+    assert scaling.devices_arg("4,1,2,2") == (1, 2, 4)
+    assert scaling.devices_arg("gpu,1,2") == ("gpu", 1, 2) and scaling.devices_arg("cpu") == ("cpu",)
+    for bad in ("0", "1,x", ","):
+        with pytest.raises(argparse.ArgumentTypeError):
+            scaling.devices_arg(bad)

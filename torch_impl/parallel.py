@@ -69,9 +69,14 @@ def prepare_devices(device: str, n: int) -> bool:
     return True
 
 
+def process_count(devices: int) -> int:
+    """Processes a run over ``devices`` devices takes: one rank per device."""
+    return devices
+
+
 def is_primary() -> bool:
-    """Rank 0, or a process that belongs to no process group."""
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0 of a launched process group (torchrun's ``RANK``), or a process that is no rank (it spawned them)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 class AllReduceBatchNorm(nn.BatchNorm1d):

@@ -50,10 +50,11 @@ class Protocol:
 
 
 def _spec(lab: str, device: str, n: int, protocol: Protocol, data: str, batch: int | None, weak: bool) -> Any:
-    """The float32 run spec timed at ``n`` devices: a pool of ``block_steps`` batches, cycled."""
+    """The float32 run spec timed at ``n`` devices: a pool of ``block_steps`` batches, cycled; the harness's
+    shared initial weights (the same in every backend, and JAX compiles no eager random draws)."""
     base = batch or get_lab(lab).batch_size
     overrides = {"batch_size": base * n if weak else base}
-    return prepare(get_lab(lab), RunOptions(device=device, steps=protocol.block_steps, data=data,
+    return prepare(get_lab(lab), RunOptions(device=device, steps=protocol.block_steps, data=data, weights="shared",
                                             overrides=overrides)).spec
 
 
@@ -84,20 +85,32 @@ def add_efficiency(entries: list[dict], weak: bool) -> None:
             e["efficiency"] = e["speedup"] / ratio
 
 
+def plan(labs: tuple[str, ...], device: str, devices: tuple[int, ...], protocol: Protocol, bn: str = "sync",
+         data: str = "mnist-5k", batch: int | None = None, weak: bool = False,
+         threads: int | None = None) -> list[tuple[Any, parallel.Parallel, Protocol]]:
+    """One ``harness.parallel.bench_many`` job per lab x device count (labs outer); ``threads``: intra-op threads
+    per device process where the backend sets them (None: the cores shared out)."""
+    return [(_spec(lab, device, n, protocol, data, batch, weak), parallel.Parallel(n, bn=bn, threads=threads),
+             protocol) for lab in labs for n in devices]
+
+
+def entries(labs: tuple[str, ...], framework: str, jobs: list[tuple], timings: list[dict]) -> list[dict]:
+    """The entries of :func:`plan`'s jobs from their timings."""
+    out = []
+    for lab, (spec, par, protocol), t in zip([lab for lab in labs for _ in range(len(jobs) // len(labs))], jobs,
+                                             timings):
+        e = _entry(lab, framework, spec.device, par.devices, spec, t, protocol, par.bn)
+        e["threads_per_device"] = t.get("threads")
+        out.append(e)
+    return out
+
+
 def measure(labs: tuple[str, ...], framework: str, device: str, devices: tuple[int, ...], protocol: Protocol,
             bn: str = "sync", data: str = "mnist-5k", batch: int | None = None, weak: bool = False,
             threads: int | None = None) -> list[dict]:
-    """Entries for every lab x device count of one backend (one launch: JAX sees max(devices) host devices);
-    ``threads``: intra-op threads per device process where the backend sets them (None: the cores shared out)."""
-    keys = [(lab, n) for lab in labs for n in devices]
-    specs = {key: _spec(key[0], device, key[1], protocol, data, batch, weak) for key in keys}
-    jobs = [(specs[key], parallel.Parallel(key[1], bn=bn, threads=threads), protocol) for key in keys]
-    timings = parallel.bench_many(framework, jobs)
-    entries = [_entry(lab, framework, device, n, specs[(lab, n)], t, protocol, bn)
-               for (lab, n), t in zip(keys, timings)]
-    for e, t in zip(entries, timings):
-        e["threads_per_device"] = t.get("threads")
-    return entries
+    """Entries for every lab x device count of one backend (one launch: JAX sees max(devices) host devices)."""
+    jobs = plan(labs, device, devices, protocol, bn, data, batch, weak, threads)
+    return entries(labs, framework, jobs, parallel.bench_many(framework, jobs))
 
 
 def run(labs: tuple[str, ...], frameworks: tuple[str, ...], device: str, devices: tuple[int, ...],
@@ -140,13 +153,15 @@ def format_markdown(record: dict) -> str:
              f"{record['scaling'].capitalize()} scaling ({record['scaling_means']}); batch norm: "
              f"{record['batch_norm']}; {record['protocol']['blocks']} blocks of {record['protocol']['block_steps']} "
              "steps after the compile and warm-up, medians over blocks; efficiency against the smallest device "
-             "count.", "",
-             "| lab | framework | devices | global batch | per device | compile s | ms/step median [p5, p95] | "
-             "steps/s | samples/s | speed-up | efficiency |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "count. Threads/device: intra-op threads of each device's process (pool: the backend's own pool, "
+             "shared by its devices).", "",
+             "| lab | framework | devices | threads/device | global batch | per device | compile s | "
+             "ms/step median [p5, p95] | steps/s | samples/s | speed-up | efficiency |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for e in record["results"]:
         ms = e["ms_per_step"]
-        lines.append(f"| {e['lab']} | {e['framework']} | {e['devices']} | {e['global_batch']} | "
+        threads = e.get("threads_per_device") or "pool"
+        lines.append(f"| {e['lab']} | {e['framework']} | {e['devices']} | {threads} | {e['global_batch']} | "
                      f"{e['per_device_batch']} | {e['compile_s']:.2f} | {ms['median']:.4g} [{ms['p5']:.4g}, "
                      f"{ms['p95']:.4g}] | {e['steps_per_s']:,.1f} | {e['samples_per_s']:,.0f} | "
                      f"{e['speedup']:.2f} | {e['efficiency']:.2f} |")
