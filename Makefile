@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # them, so a change in the figures or the tests bisects to the code, not to a new wheel.
 CONSTRAINTS := .ci/constraints.txt
 
-.PHONY: setup setup-gpu run test lint bench bench-full bench-ci bench-baseline bench-gpu constraints clean
+.PHONY: setup setup-gpu browser run test lint bench bench-full bench-ci bench-baseline bench-gpu constraints clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Headless Chromium for the report's browser test (tests/test_report_html.py; under CI it fails without one).
+# Debian/Ubuntu: installed with apt-get when no Chromium or Chrome is on the PATH (sudo where not root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	 command -v google-chrome >/dev/null 2>&1 || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	 $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 run: $(STAMP)
 	$(PY) -m harness report --out report

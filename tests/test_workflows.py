@@ -119,7 +119,7 @@ def test_the_make_targets_and_scripts_they_call_exist():
 def test_the_workflows_run_what_ci_runs():
     ci_run = [_make_targets(w) for w in _commands((ROOT / ".ci" / "run").read_text()) if w[0] == "make"]
     ci_targets = [t for ts in ci_run for t in ts]
-    assert ci_targets == ["setup", "lint", "test", "bench-ci"]
+    assert ci_targets == ["setup", "browser", "lint", "test", "bench-ci"]
     in_workflows = {t for p in WORKFLOWS for _, s in _steps(_load(p)) if "run" in s
                     for w in _commands(s["run"]) if w[0] == "make" for t in _make_targets(w)}
     assert set(ci_targets) <= in_workflows
