@@ -225,3 +225,23 @@ def test_scaling_efficiency_and_device_lists():
     for bad in ("0", "1,x", ","):
         with pytest.raises(argparse.ArgumentTypeError):
             scaling.devices_arg(bad)
+
+
+def test_worker_failures_and_timeouts_end_in_one_error():
+    from harness.errors import BackendError
+
+    spec = dataclasses.replace(prepared("mnist_relu_xavier").spec, device="gpu")
+    with pytest.raises(BackendError, match="2 gpu devices asked, JAX sees 0"):
+        parallel.launch("jax", "train_many", [(spec, Parallel(2))], timeout_s=120).result()
+    with pytest.raises(BackendError, match="still running after 0 s; stopped"):
+        parallel.launch("jax", "train_many", [(prepared("mnist_relu_xavier").spec, Parallel(2))],
+                        timeout_s=0.01).result()
+
+
+def test_cli_refuses_a_batch_that_does_not_split(capsys):
+    from harness.cli import main
+
+    assert main(["run", "mnist_relu_xavier", "--framework", "torch", "--devices", "3", "--data", "mnist-5k",
+                 "--steps", "2"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: mnist_relu_xavier: batch size 100 does not split over 3 "
+                                               "devices")
