@@ -3,10 +3,10 @@ the two batch-norm behaviours, launching a backend's data-parallel run (in this 
 as several cooperating processes on this host), and the parity of a data-parallel run against another run.
 
 Each backend's twin is ``<package>.parallel`` (``torch_impl.parallel``, ``jax_impl.parallel``), found through the
-registry; it provides ``train_many(jobs)``, ``bench_many(jobs)``, ``prepare_devices(device, n)``,
-``process_env(device, n)``, ``multiprocess_env(index, count, address)``, ``process_count(devices)`` and
-``is_primary()``. The frameworks' own
-engines do the work (``jax.sharding``; ``torch.distributed`` with ``DistributedDataParallel``).
+registry; it provides ``EXECUTIONS`` (the modes it runs data-parallel), ``train_many(jobs)``,
+``bench_many(jobs)``, ``prepare_devices(device, n)``, ``process_env(device, n)``, ``multiprocess_env(index, count,
+address)``, ``process_count(devices)`` and ``is_primary()``. The frameworks' own engines do the work
+(``jax.sharding``; ``torch.distributed`` with ``DistributedDataParallel``).
 
 Semantics (every backend): the lab's global batch of B examples is split into N contiguous shards of B/N rows,
 shard ``k`` on device ``k``; the dropout masks are the harness's shared masks, each shard taking its rows; the
@@ -138,10 +138,12 @@ def backend_module(framework: str) -> ModuleType:
 def prepare_jobs(framework: str, jobs: list[tuple]) -> list[tuple]:
     """Jobs ``(spec, par, *rest)`` checked, each spec with shared masks, ``framework``'s execution mode resolved
     and no progress callback (specs travel to other processes)."""
-    out = []
+    out, offered = [], backend_module(framework).EXECUTIONS
     for spec, par, *rest in jobs:
         check_spec(spec, par)
         execution = backends.resolve_execution(framework, spec.execution)
+        if execution not in offered:
+            raise BackendError(f"{framework} runs data-parallel in {', '.join(offered)}, not {execution!r}")
         out.append((dataclasses.replace(with_shared_masks(spec), execution=execution, progress=None), par, *rest))
     return out
 

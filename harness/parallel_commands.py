@@ -15,6 +15,7 @@ import dataclasses
 
 from harness import backend as backends
 from harness import parallel
+from harness.errors import UsageError
 from harness.labs import Lab, get_lab
 from harness.parallel import Parallel
 from harness.results import check_output_file, write_json
@@ -80,6 +81,9 @@ def cmd_compare_devices(args: argparse.Namespace) -> int:
     """``compare LAB --devices N``."""
     from harness.commands import run_options
 
+    if args.side_a or args.side_b:
+        raise UsageError("--a/--b pick two configurations; with --devices every backend is compared with itself on "
+                         "one device and with the others")
     if args.out:
         check_output_file(args.out)
     frameworks = backends.names(include_referees=False)

@@ -38,6 +38,7 @@ from harness.backend import BackendError, RunSpec, Stepper, TrainResult
 from harness.parallel import Parallel, shard_spec
 from torch_impl import train as torch_train
 
+EXECUTIONS = ("eager",)  # data-parallel runs: DDP's eager step
 # Imported once by the server the ranks fork from: torch.optim imports torch._dynamo when the first optimizer is
 # made (several seconds), which every rank would pay.
 PRELOAD = ("torch._dynamo",)
@@ -132,8 +133,6 @@ class _Rank:
     """This rank's learner for one job: the lab's own learner on its shard, its module wrapped in DDP."""
 
     def __init__(self, spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.device) -> None:
-        if spec.execution != "eager":
-            raise BackendError(f"torch data-parallel runs eager; execution {spec.execution!r} is not offered")
         self.spec, self.par, self.device = shard_spec(spec, world, rank), par, device
         self.dtype = torch_train.DTYPES[spec.dtype]
         self.learner = torch_train._ModuleLearner(self.spec, self.dtype, device)
@@ -261,12 +260,17 @@ def _spawn(kind: str, jobs: list, world: int) -> list:
         ctx = mp.start_processes(_spawned, args=(world, kind, jobs, folder), nprocs=world, join=False,
                                  start_method="forkserver")
         deadline = time.monotonic() + timeout
-        while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-            if time.monotonic() > deadline:
-                for p in ctx.processes:
-                    if p.is_alive():
-                        p.kill()
-                raise BackendError(f"torch data-parallel ranks still running after {timeout:.0f} s; stopped")
+        try:
+            while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
+                if time.monotonic() > deadline:
+                    raise BackendError(f"torch data-parallel ranks still running after {timeout:.0f} s; stopped")
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:  # a rank failed: its last line
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            raise BackendError(f"torch data-parallel rank {exc.error_index} failed: {lines[-1][:300]}") from None
+        finally:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
         return pickle.loads(Path(folder, "out").read_bytes())
 
 
