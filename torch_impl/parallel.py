@@ -163,7 +163,7 @@ class _Rank:
         return out
 
 
-def run_rank(spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.device) -> TrainResult:
+def train(spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.device) -> TrainResult:
     """Train this rank's part of ``spec``; every rank returns the global loss per step and the (common) result."""
     r = _Rank(spec, par, rank, world, device)
     x, y, batches, masks = r.data()
@@ -235,7 +235,7 @@ def _run_jobs(kind: str, jobs: list, rank: int, world: int, init_method: str) ->
     device = _init(rank, world, jobs[0][1], jobs[0][0].device, init_method)
     try:
         if kind == "train":
-            return [run_rank(spec, par, rank, world, device) for spec, par in jobs]
+            return [train(spec, par, rank, world, device) for spec, par in jobs]
         return [{**protocol(make_stepper(spec, par, rank, world, device)), "threads": torch.get_num_threads()}
                 for spec, par, protocol in jobs]
     finally:
