@@ -4,7 +4,8 @@
 #   2. parity on CUDA: both frameworks from shared weights (float64 XOR, float32 MNIST with shared dropout masks;
 #      TF32 off in both);
 #   3. torch's executions agree on CUDA: eager, compiled and cuda_graph training of the same steps;
-#   4. the benchmark suite on the GPU (eager, cuda_graph, JAX per_step and fused; then torch.compile on XOR).
+#   4. the benchmark suite on the GPU (eager, cuda_graph, JAX per_step and fused; then torch.compile on XOR);
+#   5. with several cards: data-parallel parity (2 GPUs) and scaling figures (docs/scaling.md).
 # Run it from the repository root:  OUT=some/dir bash benchmarks/gpu_check.sh   (OUT defaults to gpu-check/).
 # It writes at most 8 files into $OUT; record the figures of bench-gpu.json in docs/benchmarks.md, naming the card.
 set -uo pipefail
@@ -56,5 +57,14 @@ if [ "$left" -gt 40 ]; then
   step "torch.compile on the GPU (XOR; ${left}s left)"
   timeout "$left" $PY -m harness bench xor_wide_deep --frameworks torch --devices gpu --modes compiled \
     --overhead-rounds 0 --out "$OUT/bench-gpu-compiled.json" 2>&1 | tee -a "$LOG"
+fi
+NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ "$NGPU" -gt 1 ]; then
+  COUNTS=$(for n in 1 2 4 8 16; do [ "$n" -le "$NGPU" ] && printf '%s,' "$n"; done); COUNTS=${COUNTS%,}
+  step "data parallel over $NGPU GPUs: parity and scaling ($COUNTS)"
+  timeout 90 $PY -m harness compare mnist_batchnorm --device gpu --devices 2 --dtype float64 --steps 50 \
+    --data mnist-5k --out "$OUT/parallel-parity.json" 2>&1 | tee -a "$LOG"
+  timeout 120 $PY -m harness bench --devices "gpu,$COUNTS" --out "$OUT/scaling-gpu.json" \
+    --markdown "$OUT/scaling-gpu.md" 2>&1 | tee -a "$LOG"
 fi
 step "done in $((SECONDS - start)) s"
