@@ -1,10 +1,11 @@
 """Divergence figures: how far two trajectories, or two tensors, are apart.
 
 Relative differences throughout: ``|a - b| / max(|a|, |b|)`` for scalars (0 where equal, NaN where a value is not
-finite, so a NaN counts as over any tolerance), and ``||a - b|| / max(||a||, ||b||)`` (Euclidean norms) for a
-tensor: the difference relative to the tensor's own size, so that neither its near-zero entries nor a few
-entries that rounding alone moves far (Adam divides tiny gradients by tiny second moments) dominate it, while a
-change of every entry by one part in a million reads as 1e-6.
+finite, so a NaN counts as over any tolerance), and ``||a - b|| / max(||a||, ||b||, scale)`` (Euclidean norms)
+for a tensor: the difference relative to the tensor's size (``scale``: its size elsewhere, e.g. its initial
+norm, for weights that collapse towards zero), so that neither its near-zero entries nor a few entries that
+rounding alone moves far (Adam divides tiny gradients by tiny second moments) dominate it, while a change of
+every entry by one part in a million reads as 1e-6.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ def rel_series(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return abs_diff, np.where(abs_diff == 0, 0.0, rel)
 
 
-def _norm(a: np.ndarray) -> float:
-    return float(np.sqrt(np.square(a).sum()))  # no BLAS call: its thread pool stalls on a busy machine
+def norm(a: np.ndarray) -> float:
+    """Euclidean norm of every entry (no BLAS call: its thread pool stalls on a busy machine)."""
+    return float(np.sqrt(np.square(np.asarray(a, np.float64)).sum()))
 
 
-def tensor_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Largest absolute difference of two arrays of one shape, and their relative difference in norm (NaN where
-    either holds a non-finite value, or the shapes differ)."""
+def tensor_diff(a: np.ndarray, b: np.ndarray, scale: float = 0.0) -> tuple[float, float]:
+    """Largest absolute difference of two arrays of one shape, and their relative difference in norm, relative
+    to at least ``scale`` (the tensor's size elsewhere: its initial or largest norm); NaN where either holds a
+    non-finite value, or the shapes differ."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return float("nan"), float("nan")
@@ -36,8 +39,7 @@ def tensor_diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return float("nan"), float("nan")
     diff = float(np.abs(a - b).max())
-    scale = max(_norm(a), _norm(b))
-    return diff, (0.0 if diff == 0 else _norm(a - b) / scale)
+    return diff, (0.0 if diff == 0 else norm(a - b) / max(norm(a), norm(b), scale))
 
 
 def first_over(rel: np.ndarray, tolerance: np.ndarray | float) -> int | None:

@@ -40,6 +40,7 @@ MIN_STEPS = 20
 CHAOS = 1e-9  # the twin's relative loss difference where the judged window ends
 TRACE_STEPS = 2  # steps whose internals are always compared
 TRACE_BYTES = 6e8  # memory a localising trace may take (every run's tensors of every traced step)
+TRACE_MAX = 1000  # steps a localising trace may run
 
 
 def window(prepared: Prepared) -> int:
@@ -185,7 +186,7 @@ def _localise(t: dict[str, list[dict]], base: str) -> dict | None:
 def trace_cap(spec: RunSpec, runs: int = 4) -> int:
     """Steps a localising trace may cover within ``TRACE_BYTES`` (three tensors a weight, float64, per run)."""
     weights = sum(int(np.prod(v.shape)) for v in spec.params.values())
-    return max(1, int(TRACE_BYTES // (runs * 3 * 8 * max(weights, 1))))
+    return max(1, min(TRACE_MAX, int(TRACE_BYTES // (runs * 3 * 8 * max(weights, 1)))))
 
 
 def _sided(sides: _Sides, agrees: dict[str, bool]) -> dict:
@@ -213,7 +214,7 @@ def referee_window(sides: _Sides, prepared: Prepared, specs: list[RunSpec], runs
         return None
     agrees = {}
     for label, k in zip(sides.names, "ab"):
-        cross = qty.measure(prepared, runs[k], ref)
+        cross = qty.measure(prepared, runs[k], ref, specs)
         agrees[label] = all(f["ok"] for f in judge({n: cross[n] for n in names}, twin_q, limit).values())
     return _sided(sides, agrees)
 
@@ -278,9 +279,9 @@ def exact_tier(prepared: Prepared, a: RunConfig, b: RunConfig, names: tuple[str,
     runs["twin"] = _train(sides.twin, specs, nudged=True)
     if raw is not None:
         raw.update(runs, base=sides.base)
-    twin_q = qty.measure(prepared, runs[sides.base], runs["twin"])
+    twin_q = qty.measure(prepared, runs[sides.base], runs["twin"], specs)
     limit = chaos_step(twin_q)
-    figs = judge(qty.measure(prepared, runs["a"], runs["b"]), twin_q, limit)
+    figs = judge(qty.measure(prepared, runs["a"], runs["b"], specs), twin_q, limit)
     internals, found, t = check_internals(sides, specs, figs, n, trace_steps)
     failure = first_failure(figs)
     ref = None

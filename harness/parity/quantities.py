@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.backend import TrainResult
+from harness.backend import RunSpec, TrainResult
 from harness.metrics import evaluate
-from harness.parity.divergence import first_over, rel_series, tensor_diff
+from harness.parity.divergence import first_over, norm, rel_series, tensor_diff
 from harness.runner import Prepared
 
 
@@ -64,30 +64,36 @@ def _evaluations(prepared: Prepared, a: TrainResult, b: TrainResult) -> dict[str
     return out
 
 
-def _finals(kind: str, a: dict, b: dict, step: int) -> dict[str, Quantity]:
+def _finals(kind: str, a: dict, b: dict, step: int, initial: dict | None) -> dict[str, Quantity]:
+    """Final tensors, each relative to at least its initial norm (weights that collapse towards zero, as a
+    perceptron's on XOR, are not judged against their own vanishing size)."""
     out = {}
     for key in sorted(set(a) | set(b)):
-        pair = tensor_diff(a[key], b[key]) if key in a and key in b else (float("nan"), float("nan"))
+        scale = norm(initial[key]) if initial and key in initial else 0.0
+        pair = tensor_diff(a[key], b[key], scale) if key in a and key in b else (float("nan"), float("nan"))
         out[f"{kind}/{key}"] = _points([step], [pair])
     return out
 
 
-def measure_one(prepared: Prepared, a: TrainResult, b: TrainResult) -> dict[str, Quantity]:
-    """Every quantity of one model trained on both sides."""
+def measure_one(prepared: Prepared, a: TrainResult, b: TrainResult, spec: RunSpec | None = None) -> dict[str, Quantity]:
+    """Every quantity of one model trained on both sides (``spec``: the run's, for the initial weights)."""
     n = min(len(a.losses), len(b.losses))
     abs_diff, rel = rel_series(a.losses[:n], b.losses[:n])
     out = {"loss": Quantity(np.arange(n), abs_diff, rel)}
     out.update(_evaluations(prepared, a, b))
-    out.update(_finals("params", a.params, b.params, n))
-    out.update(_finals("state", a.state, b.state, n))
+    out.update(_finals("params", a.params, b.params, n, spec.params if spec else None))
+    out.update(_finals("state", a.state, b.state, n, spec.state if spec else None))
     return out
 
 
-def measure(prepared: Prepared, a: Sequence[TrainResult], b: Sequence[TrainResult]) -> dict[str, Quantity]:
-    """Every quantity of the main model and (``companion/...``) of its companion."""
-    out = measure_one(prepared, a[0], b[0])
+def measure(prepared: Prepared, a: Sequence[TrainResult], b: Sequence[TrainResult],
+            specs: Sequence[RunSpec] | None = None) -> dict[str, Quantity]:
+    """Every quantity of the main model and (``companion/...``) of its companion (``specs``: their runs', for
+    the initial weights; default: ``prepared``'s)."""
+    specs = specs or [s for s in (prepared.spec, prepared.companion) if s is not None]
+    out = measure_one(prepared, a[0], b[0], specs[0])
     if len(a) > 1 and len(b) > 1:
-        out.update({f"companion/{k}": v for k, v in measure_one(prepared, a[1], b[1]).items()})
+        out.update({f"companion/{k}": v for k, v in measure_one(prepared, a[1], b[1], specs[1]).items()})
     return out
 
 

@@ -28,7 +28,8 @@ def same_math(steps: int, max_rel: float | None) -> str:
 
 def differs(what: str, rel: float | None, side: str = "") -> str:
     """The exact tier's text when it fails: ``what`` names the tensor or quantity and the step."""
-    return f"differs: {what} (rel {_num(rel)}){side}"
+    how = "not finite on one side" if rel is None or rel != rel else f"rel {_num(rel)}"
+    return f"differs: {what} ({how}){side}"
 
 
 def combine(exact: dict | None, statistical: dict | None, needs_statistics: bool, own_masks: bool) -> tuple[str, str]:

@@ -1,0 +1,141 @@
+"""Measure the parity tiers on deliberate porting bugs and on correct code: the detection table of
+``docs/parity.md``.
+
+Every mutation of ``tests/mutations.py`` (a monkeypatch of one backend) runs the exact tier over its default
+window (what ``compare`` and the main job run: the whole run for XOR labs, up to 200 float64 steps for MNIST),
+from the float32 run's shared weights, and with ``--ensemble`` the statistical tier on the float32 run too; each
+records whether it was caught, where (step, tensor or quantity), how far apart, and which side the referee
+named. Correct code runs the exact tier on every lab with float32 and float64 requested, and on each mutation's
+lab settings unmutated: every failure there is a false alarm.
+
+    .venv/bin/python benchmarks/parity_mutations.py --ensemble --out benchmarks/parity-mutations.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from harness.bench.peak import loadavg  # noqa: E402
+from harness.labs import LABS, get_lab  # noqa: E402
+from harness.parity.api import statistical_tier  # noqa: E402
+from harness.parity.configs import default_configs, run_keys  # noqa: E402
+from harness.parity.exact import exact_tier  # noqa: E402
+from harness.results import write_json  # noqa: E402
+from harness.runner import RunOptions, prepare  # noqa: E402
+from tests.mutations import MUTATIONS, Mutation  # noqa: E402
+
+
+def _prepared(lab: str, dtype: str, overrides: dict, steps: int | None = None) -> tuple:
+    options = RunOptions(data="mnist-5k", dtype=dtype, weights="shared", mask_mode="shared", steps=steps,
+                         overrides=overrides)
+    prepared = prepare(get_lab(lab), options)
+    return prepared, default_configs(options)
+
+
+def _where(tier: dict) -> dict:
+    if tier["localised"] is not None:
+        loc = tier["localised"]
+        return {"step": loc["step"], "what": loc["what"], "rel": loc["rel"], "by": "trace"}
+    failed = sorted((f["first_step_over"], name) for name, f in tier["quantities"].items() if not f["ok"])
+    if not failed:
+        return {"step": None, "what": None, "rel": None, "by": None}
+    step, name = failed[0]
+    return {"step": step, "what": f"{name} at step {step}", "rel": tier["quantities"][name]["rel_at_first"],
+            "by": "window"}
+
+
+def measure_mutation(m: Mutation, ensemble: bool) -> dict:
+    """The tiers' findings on ``m`` (patched for the duration)."""
+    with pytest.MonkeyPatch.context() as mp:
+        m.patch(mp)
+        prepared, (a, b) = _prepared(m.lab, "float32", m.overrides)
+        start = time.perf_counter()
+        tier = exact_tier(prepared, a, b, run_keys(a, b))
+        row = {"mutation": m.name, "backend": m.backend, "lab": m.lab, "overrides": m.overrides,
+               "exact": {"caught": not tier["ok"], "window": tier["steps"], **_where(tier), "text": tier["text"],
+                         "referee_off": (tier["referee"] or {}).get("off"), "seconds": time.perf_counter() - start}}
+        if ensemble:
+            stats = statistical_tier(prepared, a, b)
+            row["ensemble"] = None if stats is None else {
+                "caught": not stats["ok"], "ratio": stats["ratio"], "at_step": stats.get("at_step"),
+                "window": stats["window"], "text": stats["text"]}
+    return row
+
+
+def measure_correct(labs: list[str], dtypes: list[str]) -> list[dict]:
+    """The exact tier on correct code: every lab in each dtype, and every mutation's lab settings."""
+    cases = [(lab, dtype, {}) for lab in labs for dtype in dtypes]
+    cases += [(m.lab, "float32", m.overrides) for m in MUTATIONS if m.overrides]
+    rows = []
+    for lab, dtype, overrides in dict.fromkeys((c[0], c[1], tuple(sorted(c[2].items()))) for c in cases):
+        prepared, (a, b) = _prepared(lab, dtype, dict(overrides))
+        start, cpu, load = time.perf_counter(), time.process_time(), loadavg()
+        tier = exact_tier(prepared, a, b, run_keys(a, b))
+        margin = max((f["max_rel_judged"] / f["tolerance"], name) for name, f in tier["quantities"].items()
+                     if f["tolerance"] and f["max_rel_judged"] == f["max_rel_judged"])
+        rows.append({"lab": lab, "dtype": dtype, "overrides": dict(overrides), "ok": tier["ok"],
+                     "text": tier["text"], "window": tier["steps"], "judged": tier["judged_steps"],
+                     "closest": {"quantity": margin[1], "share_of_tolerance": margin[0]},
+                     "internals_largest": tier["internals"].get("largest"),
+                     "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
+                     "loadavg": load})
+        print(f"correct {lab:<28} {dtype} {dict(overrides) or ''}: {tier['text']} "
+              f"[{rows[-1]['wall_s']:.1f} s wall, {rows[-1]['cpu_s']:.1f} s cpu; closest: {margin[1]} at "
+              f"{margin[0]:.1e} of its tolerance]", flush=True)
+    return rows
+
+
+def _rel(x: float | None) -> str:
+    return "not finite" if x is None or x != x else f"{x:.1e}"
+
+
+def table(rows: list[dict]) -> str:
+    """The markdown detection table."""
+    lines = ["| mutation (side) | lab | exact tier: caught, where | rel | referee: off | statistical tier |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        e, s = r["exact"], r.get("ensemble")
+        lab = r["lab"] + (" " + ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) if r["overrides"] else "")
+        stat = "not run" if s is None else f"{'caught' if s['caught'] else 'missed'} ({s['ratio']:.3g}x band)"
+        where = f"yes: {e['what']}" if e["caught"] else "NO"
+        lines.append(f"| {r['mutation']} ({r['backend']}) | {lab} | {where} | {_rel(e['rel'])} | "
+                     f"{e['referee_off'] or '-'} | {stat} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ensemble", action="store_true", help="also the statistical tier on each mutation")
+    parser.add_argument("--no-correct", action="store_true", help="skip the false-alarm runs on correct code")
+    parser.add_argument("--no-mutations", action="store_true", help="skip the mutations")
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", help="write every figure as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    rows = []
+    for m in () if args.no_mutations else MUTATIONS:
+        rows.append(measure_mutation(m, args.ensemble))
+        print(f"mutation {m.name}: {rows[-1]['exact']['text']}"
+              + (f" | statistical: {rows[-1]['ensemble']['text']}" if rows[-1].get("ensemble") else ""), flush=True)
+    correct = [] if args.no_correct else measure_correct(list(LABS), args.dtypes.split(","))
+    print(table(rows))
+    alarms = [c for c in correct if not c["ok"]]
+    print(f"false alarms on correct code: {len(alarms)} of {len(correct)} runs; caught: "
+          f"{sum(r['exact']['caught'] for r in rows)} of {len(rows)} mutations")
+    if args.out:
+        write_json(args.out, {"mutations": rows, "correct": correct, "false_alarms": len(alarms),
+                              "loadavg_end": loadavg(), "wall_s": time.perf_counter() - start})
+
+
+if __name__ == "__main__":
+    main()
