@@ -187,3 +187,12 @@ def test_sides_from_configuration_objects():
     assert spec.execution == "per_step" and spec.train_x.dtype == np.float64
     with pytest.raises(TypeError):
         tier.as_side(3)
+
+
+def test_a_diverged_side_is_beyond_any_band():
+    base = np.linspace(2, 1, 10)
+    a = np.stack([base, base * (1 + 1e-7)])
+    b = a.copy()
+    b[:, 4:] = np.nan
+    fig = tier.judge(a, b, EPS32, window=10)
+    assert not fig["ok"] and fig["ratio"] == np.inf and fig["at_step"] == 4

@@ -166,8 +166,11 @@ def judge(a: np.ndarray, b: np.ndarray, eps: float, limit: float = LIMIT, window
     saturated = np.flatnonzero(band >= saturation)
     stop = n if own_masks or not saturated.size else max(int(saturated[0]), 1)
     end = min(stop, window)
-    held = np.maximum(envelope(band[:min(stop, end + lag)], lag)[:end], eps)
-    ratio = cross[:end] / held
+    broken = np.flatnonzero(np.isinf(cross[:min(n, window)]))  # a run stopped being finite: judged, whatever the band
+    end = max(end, int(broken[0]) + 1) if broken.size else end
+    held = np.maximum(envelope(band[:max(end, min(stop, end + lag))], lag)[:end], eps)
+    with np.errstate(invalid="ignore"):  # inf / inf where a run diverged: beyond any band
+        ratio = np.where(np.isinf(cross[:end]), np.inf, cross[:end] / held)
     at = int(np.argmax(ratio))
     worst = float(ratio[at])
     return {"window": end, "saturated_at": None if own_masks or not saturated.size else int(saturated[0]),
