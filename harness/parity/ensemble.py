@@ -181,7 +181,7 @@ def judge(a: np.ndarray, b: np.ndarray, eps: float, limit: float = LIMIT, window
 
 
 def _times(x: float) -> str:
-    return "inf" if not np.isfinite(x) else f"{x:.1f}" if x < 10 else f"{x:.0f}"
+    return "inf" if not np.isfinite(x) else f"{x:.1f}" if x < 10 else f"{x:.0f}" if x < 1e4 else f"{x:.1e}"
 
 
 def describe(fig: dict, dtype: str, a: str, b: str, own_masks: bool) -> tuple[str, str]:
