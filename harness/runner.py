@@ -224,7 +224,8 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     evals = {done: {name: evaluate(lab.task, lab.loss, out, prepared.eval_targets[name])
                     for name, out in sets.items()} for done, sets in sorted(result.outputs.items())}
     record: dict[str, Any] = {
-        "lab": lab.name, "framework": framework, "device": result.device, "dtype": options.dtype,
+        "lab": lab.name, "framework": framework, "device": result.device,
+        "dtype": "float64" if info(framework).float64_only else options.dtype,  # a referee computes in float64
         "init": options.weights, "weights": options.weights, "seed": prepared.seed,
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
