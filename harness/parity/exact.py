@@ -229,8 +229,8 @@ def make_sides(a: RunConfig, b: RunConfig, names: tuple[str, str], steps: int, r
 
 def check_internals(sides: _Sides, specs: list[RunSpec], figs: dict, steps: int,
                     trace_steps: int) -> tuple[dict, dict | None, dict | None]:
-    """The first ``trace_steps`` steps traced and compared; where they agree but a quantity of the window does
-    not, the steps up to its first failure (within ``trace_cap``). Returns the summary of the always-on check,
+    """The first ``trace_steps`` steps traced and compared; where they agree but a training quantity of the window
+    does not, the steps up to its first failure (within ``trace_cap``). Returns the summary of the always-on check,
     the localisation (None: nothing parted in the traced steps) and the traces it came from."""
     t = traces(sides, specs[0], min(trace_steps, steps))
     if t is None:
@@ -239,8 +239,8 @@ def check_internals(sides: _Sides, specs: list[RunSpec], figs: dict, steps: int,
     summary = {"steps": len(t["a"]), "ok": found is None, "largest": loc.largest(t["a"], t["b"]),
                "referee": "referee" in t}
     failure = first_failure(figs)
-    if found is None and failure is not None:
-        name, fig = failure
+    if found is None and failure is not None and not failure[0].split("companion/")[-1].startswith("eval/"):
+        name, fig = failure  # (an evaluation alone parting: no training step to trace)
         companion = name.startswith("companion/") and len(specs) > 1
         spec = specs[1] if companion else specs[0]
         want = min(fig["first_step_over"] + 1, steps, trace_cap(spec))
