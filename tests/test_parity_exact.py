@@ -106,12 +106,12 @@ def test_verdict_vocabulary():
     diff = {"ok": False, "text": "differs: dense2/kernel update at step 0 (rel 1e-06)"}
     within = {"ok": True, "text": "float32 within rounding noise (1.8x band)"}
     beyond = {"ok": False, "text": "float32 beyond rounding noise (150x band at step 3, limit 100x)"}
-    assert combine(same, None, False, False) == (same["text"], "same math")
-    assert combine(diff, within, True, False) == (diff["text"], "differs")
-    assert combine(same, within, True, False) == (f"{same['text']}; {within['text']}", "within rounding noise")
-    assert combine(same, beyond, True, False)[1] == "beyond rounding noise"
-    text, kind = combine(same, None, True, True)
-    assert kind == "not judged" and "own dropout masks" in text
+    assert combine(same, None, None) == (same["text"], "same math")
+    assert combine(diff, within, "float32") == (diff["text"], "differs")
+    assert combine(same, within, "float32") == (f"{same['text']}; {within['text']}", "within rounding noise")
+    assert combine(same, beyond, "float32")[1] == "beyond rounding noise"
+    assert combine(same, None, "own dropout masks", "statistical tier off") == (
+        f"{same['text']}; own dropout masks: not judged (statistical tier off)", "not judged")
 
 
 def test_run_configuration_syntax():

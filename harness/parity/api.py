@@ -121,25 +121,12 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
     names = run_keys(*configs)
     prepared = prepare(lab, dataclasses.replace(options, weights="shared", dtype=lowest_dtype(*configs)))
     records, results = _train_sides(prepared, configs, names)
-    own = prepared.spec.masks is None and prepared.spec.model.dropout > 0
-    mixed = len({c.dtype for c in configs}) > 1
-    out: dict[str, Any] = {
-        "lab": prepared.lab.name, "dtype": "/".join(dict.fromkeys(c.dtype for c in configs)),
-        "device": "/".join(dict.fromkeys(c.device for c in configs)), "init": "shared",
-        "masks": "own" if own else options.masks, "sides": {n: c.as_dict() for n, c in zip(names, configs)},
-        "runs": records, **user_figures(prepared, results, names, threshold)}
+    out = {**_header(prepared, configs, names), "runs": records, **user_figures(prepared, results, names, threshold)}
     tiers: dict[str, dict] = {}
-    raw: dict = {}
     if exact:
-        reuse = (results[names[0]], results[names[1]]) if _reusable(prepared, configs, exact_steps) else None
-        tiers["exact"] = exact_tier(prepared, configs[0], configs[1], names, exact_steps, referee, reuse=reuse,
-                                    raw=raw)
-        if reuse is not None:  # the float64 twin covered the whole run: the noise floor of old
-            side = configs["ab".index(raw["base"])]
-            out["noise_floor"] = noise_floor(raw[raw["base"]][0].losses, raw["twin"][0].losses, threshold, side,
-                                             "float64")
-    needs_statistics = own or mixed or any(c.dtype != "float64" for c in configs)
-    if noise and needs_statistics:
+        tiers["exact"] = _exact(prepared, configs, names, results, out, threshold, exact_steps, referee)
+    needs = _needs(out, configs)
+    if noise and needs:
         stats = statistical_tier(prepared, *configs)
         if stats is not None:
             tiers["ensemble"] = stats
@@ -149,6 +136,33 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
     if "noise_floor" in out:
         out["per_step"]["noise_rel_diff"] = out["noise_floor"].pop("per_step")["rel_diff"]
     out["tiers"] = tiers
-    out["verdict"], out["verdict_kind"] = words.combine(tiers.get("exact"), tiers.get("ensemble"),
-                                                        needs_statistics, own)
+    why = "statistical tier off" if not noise else "no statistical tier here"
+    out["verdict"], out["verdict_kind"] = words.combine(tiers.get("exact"), tiers.get("ensemble"), needs, why)
     return out
+
+
+def _header(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tuple[str, str]) -> dict:
+    spec = prepared.spec
+    masks = "shared" if spec.masks is not None else "own" if spec.model.dropout > 0 else "none"
+    return {"lab": prepared.lab.name, "dtype": "/".join(dict.fromkeys(c.dtype for c in configs)),
+            "device": "/".join(dict.fromkeys(c.device for c in configs)), "init": "shared", "masks": masks,
+            "sides": {n: c.as_dict() for n, c in zip(names, configs)}}
+
+
+def _needs(out: dict, configs: tuple[RunConfig, RunConfig]) -> str | None:
+    """What the exact tier alone does not settle: own masks, or a dtype other than float64 (None: nothing)."""
+    if out["masks"] == "own":
+        return "own dropout masks"
+    return None if all(c.dtype == "float64" for c in configs) else out["dtype"]
+
+
+def _exact(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tuple[str, str], results: dict,
+           out: dict, threshold: float, steps: int | None, referee: str) -> dict:
+    """The exact tier; where it reuses the user's float64 runs, its twin's divergence is the noise floor."""
+    raw: dict = {}
+    reuse = (results[names[0]], results[names[1]]) if _reusable(prepared, configs, steps) else None
+    tier = exact_tier(prepared, configs[0], configs[1], names, steps, referee, reuse=reuse, raw=raw)
+    if reuse is not None:
+        side = configs["ab".index(raw["base"])]
+        out["noise_floor"] = noise_floor(raw[raw["base"]][0].losses, raw["twin"][0].losses, threshold, side, "float64")
+    return tier

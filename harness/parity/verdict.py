@@ -4,6 +4,7 @@
   masks): the two sides compute the same thing; the largest relative training-loss difference in the window.
 - ``float32 within rounding noise (1.8x band)`` / ``float32 beyond rounding noise (150x band at step 3, limit
   100x)``: the statistical tier's reading of the run in the user's dtype (``harness.parity.ensemble``).
+- ``float32: not judged (statistical tier off)``: appended where the statistical tier did not run.
 - ``differs: dense2/kernel update at step 0 (rel 1e-06)``: the exact tier failed; the first step and tensor (or
   quantity) that part, and, with a referee, which side is off.
 
@@ -32,18 +33,19 @@ def differs(what: str, rel: float | None, side: str = "") -> str:
     return f"differs: {what} ({how}){side}"
 
 
-def combine(exact: dict | None, statistical: dict | None, needs_statistics: bool, own_masks: bool) -> tuple[str, str]:
+def combine(exact: dict | None, statistical: dict | None, needs: str | None, why: str = "no statistical tier"
+            ) -> tuple[str, str]:
     """The verdict text and its kind from the exact tier's and the statistical tier's dicts (either None where
-    it did not run). ``needs_statistics``: a float32, mixed-dtype or own-mask comparison, which the exact tier
-    alone does not settle."""
+    it did not run). ``needs``: what the exact tier alone does not settle ("float32", "float32/float64", "own
+    dropout masks"), None for a float64 comparison with shared masks; ``why``: why the statistical tier is
+    missing, where it is."""
     if exact is not None and not exact["ok"]:
         return exact["text"], "differs"
     parts = [exact["text"]] if exact is not None else []
-    if not needs_statistics:
+    if needs is None:
         return (parts[0], "same math") if parts else ("not judged", "not judged")
     if statistical is None or "ok" not in statistical:
-        why = "each side draws its own dropout masks" if own_masks else "the run's dtype"
-        parts.append(f"{why}: not judged (no statistical tier)")
+        parts.append(f"{needs}: not judged ({why})")
         return "; ".join(parts), "not judged"
     parts.append(statistical["text"])
     return "; ".join(parts), "within rounding noise" if statistical["ok"] else "beyond rounding noise"
