@@ -84,7 +84,7 @@ def measure_correct(labs: list[str], dtypes: list[str]) -> list[dict]:
         rows.append({"lab": lab, "dtype": dtype, "overrides": dict(overrides), "ok": tier["ok"],
                      "text": tier["text"], "window": tier["steps"], "judged": tier["judged_steps"],
                      "closest": {"quantity": margin[1], "share_of_tolerance": margin[0]},
-                     "internals_largest": tier["internals"].get("largest"),
+                     "internals_closest": tier["internals"].get("closest"),
                      "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
                      "loadavg": load})
         print(f"correct {lab:<28} {dtype} {dict(overrides) or ''}: {tier['text']} "

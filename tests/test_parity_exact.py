@@ -159,6 +159,7 @@ def test_correct_code_passes_the_exact_tier_on_every_lab(lab):
     tier = _exact(lab, "float32", FAST_STEPS[get_lab(lab).task])
     assert tier["ok"], (lab, tier["text"])
     assert tier["text"].startswith("same math (float64, ") and tier["internals"]["ok"]
+    assert all(tier["internals"].get("referee_agrees", {}).values())  # the numpy referee, where registered
 
 
 @pytest.mark.slow

@@ -236,8 +236,11 @@ def check_internals(sides: _Sides, specs: list[RunSpec], figs: dict, steps: int,
     if t is None:
         return {"steps": 0, "ok": None, "note": "a side's backend has no trace"}, None, None
     found = _localise(t, sides.base)
-    summary = {"steps": len(t["a"]), "ok": found is None, "largest": loc.largest(t["a"], t["b"]),
-               "referee": "referee" in t}
+    summary = {"steps": len(t["a"]), "ok": found is None,
+               "closest": loc.closest(t["a"], t["b"], t[sides.base], t["twin"])}
+    if "referee" in t:  # two against one over the traced steps, whatever the verdict
+        summary["referee_agrees"] = {name: loc.localise(t[k], t["referee"], t[sides.base], t["twin"]) is None
+                                     for name, k in zip(sides.names, "ab")}
     failure = first_failure(figs)
     if found is None and failure is not None and not failure[0].split("companion/")[-1].startswith("eval/"):
         name, fig = failure  # (an evaluation alone parting: no training step to trace)

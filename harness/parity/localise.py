@@ -62,18 +62,20 @@ def describe(kind: str, tensor: str, step: int) -> str:
     return f"{tensor} {WORDS[kind]} at step {step}".replace(" after the step at step", " after step")
 
 
-def compare_step(a: dict, b: dict, base: dict, twin: dict, kind: str, scales: Scales) -> list[dict]:
-    """The tensors of ``kind`` over their tolerance at one step of traces ``a`` and ``b``, worst first (relative
-    to its tolerance); the tolerance from ``base`` against its one-ulp ``twin``; ``scales``: see :func:`grow`."""
+def compare_step(a: dict, b: dict, base: dict, twin: dict, kind: str, scales: Scales,
+                 every: bool = False) -> list[dict]:
+    """The tensors of ``kind`` over their tolerance (``every``: all of them) at one step of traces ``a`` and
+    ``b``, worst first (relative to its tolerance); the tolerance from ``base`` against its one-ulp ``twin``;
+    ``scales``: see :func:`grow`."""
     ta, tb, t0, t1 = (_tensors(r, kind) for r in (a, b, base, twin))
-    over = []
+    out = []
     for key in sorted(set(ta) | set(tb)):
         scale = scales.get((kind, key), 0.0)
         rel, tol = _rel(ta, tb, key, scale), tolerance(_rel(t0, t1, key, scale))
-        if not rel <= tol:
-            over.append({"tensor": key, "rel": rel, "tolerance": tol,
-                         "ratio": math.inf if not math.isfinite(rel) else rel / tol})
-    return sorted(over, key=lambda o: -o["ratio"])
+        if every or not rel <= tol:
+            out.append({"tensor": key, "rel": rel, "tolerance": tol,
+                        "ratio": math.inf if not math.isfinite(rel) else rel / tol})
+    return sorted(out, key=lambda o: -o["ratio"])
 
 
 def localise(a: Sequence[dict], b: Sequence[dict], base: Sequence[dict], twin: Sequence[dict]) -> dict | None:
@@ -92,18 +94,17 @@ def localise(a: Sequence[dict], b: Sequence[dict], base: Sequence[dict], twin: S
     return None
 
 
-def largest(a: Sequence[dict], b: Sequence[dict]) -> dict[str, float]:
-    """Largest relative difference of each kind over the traced steps (NaN where some tensor is not finite)."""
-    out: dict[str, float] = {}
+def closest(a: Sequence[dict], b: Sequence[dict], base: Sequence[dict], twin: Sequence[dict]) -> dict:
+    """The traced tensor that came nearest its tolerance, and its share of it (the margin of correct code)."""
     scales: Scales = {}
-    for x, y in zip(a, b):
-        grow(scales, x)
+    best = {"what": None, "rel": 0.0, "share": 0.0}
+    for step in range(min(len(a), len(b), len(base), len(twin))):
+        grow(scales, base[step])
         for kind in KINDS:
-            tx, ty = _tensors(x, kind), _tensors(y, kind)
-            rels = [_rel(tx, ty, key, scales.get((kind, key), 0.0)) for key in tx]
-            worst = max(rels) if rels and all(r == r for r in rels) else (math.nan if rels else 0.0)
-            out[kind] = worst if worst != worst else max(out.get(kind, 0.0), worst)
-    return out
+            for o in compare_step(a[step], b[step], base[step], twin[step], kind, scales, every=True)[:1]:
+                if not o["ratio"] <= best["share"]:
+                    best = {"what": describe(kind, o["tensor"], step), "rel": o["rel"], "share": o["ratio"]}
+    return best
 
 
 def agrees_at(a: Sequence[dict], ref: Sequence[dict], base: Sequence[dict], twin: Sequence[dict],

@@ -18,9 +18,13 @@ def _exact_lines(tier: dict) -> list[str]:
              f" [{tier['seconds']:.1f} s]"]
     internals = tier["internals"]
     if internals.get("steps"):
-        largest = ", ".join(f"{k} {v:.1e}" for k, v in internals["largest"].items())
-        lines.append(f"    first {internals['steps']} steps' internals (largest rel diff): {largest}"
-                     + (" (referee traced too)" if internals.get("referee") else ""))
+        near = internals["closest"]
+        agrees = internals.get("referee_agrees")
+        referee = "" if agrees is None else "; the referee agrees with " + (
+            " and ".join(k for k, v in agrees.items() if v) or "neither")
+        lines.append(f"    first {internals['steps']} steps' gradients, updates, weights and state: "
+                     + (f"nearest its tolerance {near['what']} (rel {near['rel']:.1e}, {near['share']:.1e} of it)"
+                        if near["what"] else "identical") + referee)
     failed = [(f["first_step_over"], name, f) for name, f in tier["quantities"].items() if not f["ok"]]
     for step, name, f in sorted(failed)[:6]:
         lines.append(f"    {name}: rel {_num(f['rel_at_first'])} at step {step} (tolerance {f['tolerance']:.1e})")
