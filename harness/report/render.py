@@ -125,7 +125,7 @@ def _parity_table(doc: Doc, results: dict) -> None:
         if compared:
             p = rec.get("parity") or {}
             first = p.get("first_divergence_step")
-            cells += [num(p.get("max_rel_diff"), 3), "never" if first is None and p.get("verdict") else num(first),
+            cells += [num(p.get("max_rel_diff"), 4), "never" if first is None and p.get("verdict") else num(first),
                       p.get("verdict") or rec.get("status") or "–"]
         rows.append(cells + [_speed(rec, fw, results.get("peak", {})) for fw in fws])
     doc.para("The backends beside each other: the per-step training losses compared, and the speed:" if compared
