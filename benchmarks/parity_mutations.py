@@ -111,6 +111,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def correct_table(rows: list[dict]) -> str:
+    """The markdown table of the runs on correct code (the mutations' lab settings in one line after it)."""
+    lines = ["| lab | requested | window (judged) | largest training-loss rel diff | closest quantity (share of its "
+             "tolerance) | wall / CPU s | load |", "|---|---|---|---|---|---|---|"]
+    for c in (c for c in rows if not c["overrides"]):
+        top = c["text"].rsplit("max ", 1)[-1].rstrip(")") if c["ok"] else "FALSE ALARM: " + c["text"]
+        lines.append(f"| {c['lab']} | {c['dtype']} | {c['window']} ({c['judged']}) | {top} | "
+                     f"{c['closest']['quantity']} ({c['closest']['share_of_tolerance']:.1e}) | "
+                     f"{c['wall_s']:.1f} / {c['cpu_s']:.1f} | {c['loadavg'][0]:.1f} |")
+    settings = [f"{c['lab']} {', '.join(f'{k}={v}' for k, v in c['overrides'].items())}: "
+                f"{'ok' if c['ok'] else 'FALSE ALARM'} (closest {c['closest']['quantity']} at "
+                f"{c['closest']['share_of_tolerance']:.1e})" for c in rows if c["overrides"]]
+    return "\n".join(lines) + "\n\nThe mutations' lab settings, unmutated: " + "; ".join(settings) + "."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ensemble", action="store_true", help="also the statistical tier on each mutation")
@@ -129,6 +144,8 @@ def main() -> None:
               + (f" | statistical: {rows[-1]['ensemble']['text']}" if rows[-1].get("ensemble") else ""), flush=True)
     correct = [] if args.no_correct else measure_correct(list(LABS), args.dtypes.split(","))
     print(table(rows))
+    if correct:
+        print(correct_table(correct))
     alarms = [c for c in correct if not c["ok"]]
     print(f"false alarms on correct code: {len(alarms)} of {len(correct)} runs; caught: "
           f"{sum(r['exact']['caught'] for r in rows)} of {len(rows)} mutations")

@@ -98,7 +98,8 @@ def test_the_window_ends_where_the_float64_twin_turns_chaotic():
 def test_a_quantity_without_a_twin_point_is_never_passed_silently():
     cross = _series(np.array([1e-3]))
     assert not judge({"params/x": cross}, {"params/x": _series(np.array([0.0]))}, None)["params/x"]["ok"]
-    assert judge({"params/x": cross}, {}, None)["params/x"]["ok"]  # no twin point: no bound (reported as such)
+    assert not judge({"params/x": cross}, {}, None)["params/x"]["ok"]  # no twin point: the floor holds
+    assert judge({"params/x": cross}, {"params/x": _series(np.array([np.nan]))}, None)["params/x"]["ok"]  # diverged
 
 
 def test_verdict_vocabulary():

@@ -113,12 +113,13 @@ def chaos_step(twin: dict[str, qty.Quantity]) -> int | None:
 
 def _twin_bound(q: qty.Quantity, twin: qty.Quantity | None) -> np.ndarray:
     """At each point of ``q``, the largest relative difference the twin showed on the same quantity up to that
-    step (inf where the twin has no point at or before it: no bound)."""
+    step: 0 where the twin has no point at or before it (the tolerance's floor then holds), inf where the twin's
+    value was not finite (it diverged: no bound)."""
     if twin is None or not len(twin.rel):
-        return np.full(q.rel.shape, np.inf)
+        return np.zeros(q.rel.shape)
     running = np.fmax.accumulate(np.nan_to_num(twin.rel, nan=np.inf, posinf=np.inf))
     at = np.searchsorted(twin.steps, q.steps, side="right") - 1
-    return np.where(at >= 0, running[np.maximum(at, 0)], np.inf)
+    return np.where(at >= 0, running[np.maximum(at, 0)], 0.0)
 
 
 def judge(cross: dict[str, qty.Quantity], twin: dict[str, qty.Quantity], limit: int | None) -> dict[str, dict]:
