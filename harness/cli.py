@@ -252,6 +252,8 @@ def _add_compare(sub: Any) -> None:
     g.add_argument("--no-exact", action="store_true", help="skip the exact (float64) tier")
     g.add_argument("--exact-steps", type=positive_int, help="the exact tier's window (default: the whole run for "
                    "XOR labs, 200 steps for MNIST, fewer for the largest nets)")
+    g.add_argument("--trace-steps", type=positive_int, default=2, help="steps from the start whose gradients, "
+                   "updates, weights and state the exact tier compares tensor by tensor (at most 1000)")
     g.add_argument("--referee", default="auto", type=_one_of(("auto", "always", "never"), "referee"),
                    metavar="{auto,always,never}", help="the float64 referee backend in the exact tier: in its "
                    "traces and on a failure (auto), also over every window (always), or not at all")

@@ -109,7 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
                          a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
-                         referee=args.referee)
+                         referee=args.referee, trace_steps=args.trace_steps)
     except RunDiverged as exc:
         _write(args.out, exc.result)
         raise

@@ -23,7 +23,7 @@ from harness.parity import quantities as qty
 from harness.parity import verdict as words
 from harness.parity.configs import RunConfig, default_configs, for_config, lowest_dtype, parse_config, run_keys
 from harness.parity.divergence import divergence, public
-from harness.parity.exact import cheaper, exact_tier, window
+from harness.parity.exact import TRACE_STEPS, cheaper, exact_tier, window
 from harness.runner import Prepared, RunOptions, prepare, run_prepared
 
 
@@ -112,11 +112,11 @@ def _reusable(prepared: Prepared, configs: tuple[RunConfig, RunConfig], steps: i
 
 def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool = True, *,
             a: RunConfig | str | None = None, b: RunConfig | str | None = None, exact: bool = True,
-            exact_steps: int | None = None, referee: str = "auto") -> dict:
+            exact_steps: int | None = None, referee: str = "auto", trace_steps: int = TRACE_STEPS) -> dict:
     """Train ``lab`` on sides ``a`` and ``b`` (default: the first two registered backends as ``options`` runs
     them) from shared weights on the same batches; their figures, the tiers and the verdict. ``noise``: run the
     statistical tier where the comparison needs one. ``exact``: run the exact tier (``exact_steps``: its
-    window; ``referee``: see :func:`harness.parity.exact.exact_tier`)."""
+    window; ``referee``, ``trace_steps``: see :func:`harness.parity.exact.exact_tier`)."""
     configs = resolve(options, a, b)
     names = run_keys(*configs)
     prepared = prepare(lab, dataclasses.replace(options, weights="shared", dtype=lowest_dtype(*configs)))
@@ -124,7 +124,8 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
     out = {**_header(prepared, configs, names), "runs": records, **user_figures(prepared, results, names, threshold)}
     tiers: dict[str, dict] = {}
     if exact:
-        tiers["exact"] = _exact(prepared, configs, names, results, out, threshold, exact_steps, referee)
+        tiers["exact"] = _exact(prepared, configs, names, results, out, threshold, exact_steps, referee,
+                                trace_steps)
     needs = _needs(out, configs)
     if noise and needs:
         stats = statistical_tier(prepared, *configs)
@@ -157,11 +158,11 @@ def _needs(out: dict, configs: tuple[RunConfig, RunConfig]) -> str | None:
 
 
 def _exact(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tuple[str, str], results: dict,
-           out: dict, threshold: float, steps: int | None, referee: str) -> dict:
+           out: dict, threshold: float, steps: int | None, referee: str, trace_steps: int) -> dict:
     """The exact tier; where it reuses the user's float64 runs, its twin's divergence is the noise floor."""
     raw: dict = {}
     reuse = (results[names[0]], results[names[1]]) if _reusable(prepared, configs, steps) else None
-    tier = exact_tier(prepared, configs[0], configs[1], names, steps, referee, reuse=reuse, raw=raw)
+    tier = exact_tier(prepared, configs[0], configs[1], names, steps, referee, trace_steps, reuse=reuse, raw=raw)
     if reuse is not None:
         side = configs["ab".index(raw["base"])]
         out["noise_floor"] = noise_floor(raw[raw["base"]][0].losses, raw["twin"][0].losses, threshold, side, "float64")

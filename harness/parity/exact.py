@@ -233,7 +233,7 @@ def check_internals(sides: _Sides, specs: list[RunSpec], figs: dict, steps: int,
     """The first ``trace_steps`` steps traced and compared; where they agree but a training quantity of the window
     does not, the steps up to its first failure (within ``trace_cap``). Returns the summary of the always-on check,
     the localisation (None: nothing parted in the traced steps) and the traces it came from."""
-    t = traces(sides, specs[0], min(trace_steps, steps))
+    t = traces(sides, specs[0], min(trace_steps, steps, trace_cap(specs[0])))
     if t is None:
         return {"steps": 0, "ok": None, "note": "a side's backend has no trace"}, None, None
     found = _localise(t, sides.base)
