@@ -77,7 +77,7 @@ def _import_tfds() -> Any:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise DataError(
-            "tensorflow-datasets is not installed (pip install tensorflow-datasets), "
+            "tensorflow-datasets is not installed (pip install 'dlzta-harness[tfds]', or tensorflow-datasets), "
             "so source tfds is unavailable; use idx:DIR with the MNIST IDX files or the bundled mnist-5k"
         ) from e
     return tfds
