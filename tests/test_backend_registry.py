@@ -79,3 +79,34 @@ def test_a_third_backend_is_offered_and_runs(third_backend, tmp_path, capsys):
         main(["run", "--help"])
     assert done.value.code == 0
     assert "{" + ",".join(backends.names()) + "}" in capsys.readouterr().out  # every registered one, jax_again too
+
+
+@pytest.fixture
+def toy_backend():
+    """A backend the harness has never heard of: the float64 numpy referee's module under a test-only name."""
+    info = backends.register(backends.BackendInfo("toy", "Toy (numpy)", "#8c564b", "harness.referee.backend",
+                                                  ("loop",), cost=(0.1, 1e-4)))
+    yield info.name
+    backends.unregister(info.name)
+
+
+def test_a_third_backend_runs_compare_on_every_pair_and_a_report(toy_backend, tmp_path):
+    """Issue 9: registered from the test alone, the new backend runs, compares with every other (both tiers'
+    verdicts name no difference) and appears in a one-lab report beside torch and JAX."""
+    sides = ("torch", "jax", toy_backend)
+    for i, a in enumerate(sides):
+        for b in sides[i + 1:]:
+            out = tmp_path / f"{a}-{b}.json"
+            args = ["compare", "xor_mlp", "--a", a, "--b", b, "--steps", "40", "--dtype", "float64", "--quiet",
+                    "--out", str(out)]
+            assert main(args) == 0, (a, b)
+            result = json.loads(out.read_text())
+            assert set(result["runs"]) == {a, b}
+            assert result["tiers"]["exact"]["ok"] and result["max_rel_diff"] < 1e-12, (a, b, result["verdict"])
+    folder = tmp_path / "report"
+    assert main(["report", "--labs", "xor_mlp", "--frameworks", ",".join(sides), "--steps", "40",
+                 "--no-init-study", "--quiet", "--out", str(folder)]) == 0
+    results = json.loads((folder / "results.json").read_text())
+    lab = results["labs"]["xor_mlp"]
+    assert set(lab["runs"]) == set(sides) and lab["status"] == "ok"
+    assert "Toy (numpy)" in (folder / "report.md").read_text()
