@@ -65,44 +65,6 @@ def with_bug(backend: str, factor: float) -> Iterator[None]:
         tier.side_spec = original
 
 
-def fixed_jax_adam() -> None:
-    """Replace JAX's Adam by the proposed fix of ``jax_impl.models.make_optimizer`` (until it lands there):
-    optax raises the float32-rounded beta to the t-th power for its bias corrections, so in float32 its
-    ``1 - 0.999**t`` is 1.3e-5 low (t << 1000) while the moment's ``1 - beta2`` is exact: every update is 6.4e-6
-    short. torch computes the corrections in double. Here they are ``-expm1(t log beta)`` from the exact betas."""
-    import math
-
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from jax_impl import models
-
-    original = models.make_optimizer
-
-    def adam(lr: float, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
-        def init(params: object) -> optax.ScaleByAdamState:
-            zeros = jax.tree.map(jnp.zeros_like, params)
-            return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
-
-        def update(g: object, state: optax.ScaleByAdamState, params: object = None) -> tuple:
-            mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, g, state.mu)
-            nu = jax.tree.map(lambda g, v: (1 - b2) * (g**2) + b2 * v, g, state.nu)
-            count = optax.safe_int32_increment(state.count)
-
-            def step(m: jax.Array, v: jax.Array) -> jax.Array:
-                t = count.astype(m.dtype)
-                m_hat, v_hat = m / -jnp.expm1(t * math.log(b1)), v / -jnp.expm1(t * math.log(b2))
-                return -lr * (m_hat / (jnp.sqrt(v_hat) + eps))
-
-            return jax.tree.map(step, mu, nu), optax.ScaleByAdamState(count, mu, nu)
-
-        return optax.GradientTransformation(init, update)
-
-    models.make_optimizer = lambda opt: (adam(opt.lr, *opt.betas, opt.epsilon) if opt.name == "adam"
-                                         else original(opt))
-
-
 def run_one(prepared: Prepared, sides: list[str], members: int, seed: int, steps: int) -> tuple[list[np.ndarray], dict]:
     """Both sides' ensembles (losses ``[1 + members, steps]``), and wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -187,14 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bug", action="append", default=[], help="lr=FACTOR on the second side (repeatable)")
     p.add_argument("--data", default="auto")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per backend (default 1)")
-    p.add_argument("--adam-fix", action="store_true", help="JAX's Adam with exact bias corrections (fixed_jax_adam)")
     p.add_argument("--raw", help="save the losses here (.npz)")
     p.add_argument("--rejudge", help="judge the losses saved in this .npz instead of training")
     p.add_argument("--out", help="write the judged figures here (JSON)")
     args = p.parse_args(argv)
     args.labs, args.sides = args.labs.split(","), args.sides.split(",")
-    if args.adam_fix:
-        fixed_jax_adam()
     if args.rejudge:
         raw = dict(np.load(args.rejudge))
     else:
