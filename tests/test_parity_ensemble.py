@@ -118,7 +118,7 @@ def test_jax_ensemble_with_own_dropout_masks_reseeds_each_member():
 # -------------------------------------------------------------------------------------------- the tier
 
 
-@pytest.mark.parametrize("lab", ["xor_mlp", "mnist_softmax"])
+@pytest.mark.parametrize("lab", ["xor_mlp", "mnist_softmax", "mnist_relu_xavier"])
 def test_correct_code_is_within_rounding_noise(lab):
     result = tier.ensemble_tier(prepared(lab), "torch", "jax")
     assert result["tier"] == "ensemble" and result["members"] == tier.MEMBERS
