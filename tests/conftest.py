@@ -32,3 +32,24 @@ def run_lab():
 @pytest.fixture
 def compare_lab():
     return cached_compare
+
+
+@pytest.fixture
+def interrupt_lab(monkeypatch):
+    """``interrupt_lab(n)``: the report job's n-th lab computation raises KeyboardInterrupt (a Ctrl-C there);
+    returns the list of lab names computed so far."""
+    from harness.report import compute as report_compute
+
+    def arm(n: int) -> list[str]:
+        real, calls = report_compute.compute_lab, []
+
+        def compute_lab(lab, opts):
+            calls.append(lab.name)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(lab, opts)
+
+        monkeypatch.setattr(report_compute, "compute_lab", compute_lab)
+        return calls
+
+    return arm

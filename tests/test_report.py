@@ -200,18 +200,9 @@ def test_rerun_reuses_finished_labs(small_report, tmp_path, monkeypatch, capsys)
     assert results["labs"]["xor_mlp"] == before
 
 
-def test_interrupted_job_keeps_finished_labs_and_resumes(tmp_path, monkeypatch, capsys):
+def test_interrupted_job_keeps_finished_labs_and_resumes(tmp_path, interrupt_lab, monkeypatch, capsys):
     out = tmp_path / "report"
-    real = report.compute_lab
-    calls = []
-
-    def interrupt_second(lab, opts):
-        calls.append(lab.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(lab, opts)
-
-    monkeypatch.setattr(report_compute, "compute_lab", interrupt_second)
+    interrupt_lab(2)
     assert main(["report", "--out", str(out), *TINY]) == 130
     assert "interrupted: 1 of 2 labs kept" in capsys.readouterr().err
     assert (out / "labs" / "xor_perceptron.json").is_file()
@@ -221,7 +212,7 @@ def test_interrupted_job_keeps_finished_labs_and_resumes(tmp_path, monkeypatch, 
     assert results["job"]["status"] == "interrupted" and results["pending"] == ["xor_mlp"]
     assert "**interrupted**" in (out / "report.md").read_text()
     # the rerun trains only what is missing
-    monkeypatch.setattr(report_compute, "compute_lab", real)
+    monkeypatch.undo()  # the lab computation as it was
     assert main(["report", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["job"] == {**results["job"], "status": "complete", "computed": ["xor_mlp"],
@@ -247,7 +238,7 @@ def test_crashing_lab_is_reported_and_retried(tmp_path, monkeypatch, capsys):
     assert results["labs"]["xor_perceptron"]["status"] == "error"
     assert results["labs"]["xor_mlp"]["status"] == "ok"
     assert "**error**: RuntimeError: boom" in (out / "report.md").read_text()
-    monkeypatch.setattr(report_compute, "compute_lab", real)
+    monkeypatch.undo()  # the lab computation as it was
     assert main(["report", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["job"]["computed"] == ["xor_perceptron"] and results["job"]["reused"] == ["xor_mlp"]

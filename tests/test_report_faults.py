@@ -137,19 +137,11 @@ def test_stale_temporary_files_are_removed(tmp_path):
     assert not list(out.rglob("*.tmp")) and keep.read_text() == "mine"
 
 
-def test_other_options_never_replace_a_complete_report_with_less(tmp_path, monkeypatch, capsys):
+def test_other_options_never_replace_a_complete_report_with_less(tmp_path, interrupt_lab, monkeypatch, capsys):
     out = tmp_path / "r"
     assert main(["report", "--out", str(out), *TINY]) == 0
     before = {name: (out / name).read_bytes() for name in ("results.json", "report.md", "plots/xor_mlp.png")}
-    real, calls = report_compute.compute_lab, []
-
-    def interrupt_second(lab, opts):
-        calls.append(lab.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(lab, opts)
-
-    monkeypatch.setattr(report_compute, "compute_lab", interrupt_second)
+    interrupt_lab(2)
     other = [*TINY[:2], "--steps", "20", *TINY[4:]]
     assert main(["report", "--out", str(out), *other]) == 130
     captured = capsys.readouterr()
@@ -157,7 +149,7 @@ def test_other_options_never_replace_a_complete_report_with_less(tmp_path, monke
     assert {name: (out / name).read_bytes() for name in before} == before
     assert json.loads((out / "labs" / "xor_perceptron.json").read_text())["key"]["steps"] == 20
     # the first command again: everything reused (xor_perceptron from the kept results.json)
-    monkeypatch.setattr(report_compute, "compute_lab", real)
+    monkeypatch.undo()  # the lab computation as it was
     assert main(["report", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["job"]["computed"] == [] and results["job"]["reused"] == ["xor_perceptron", "xor_mlp"]
