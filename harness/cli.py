@@ -352,7 +352,8 @@ def _add_report(sub: Any) -> None:
                 "each lab's own)")
     g = p.add_argument_group("comparison")
     g.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
-    g.add_argument("--no-noise", dest="noise", action="store_false", help="skip the one-ulp noise-floor runs")
+    g.add_argument("--no-noise", dest="noise", action="store_false", help="skip the statistical tier (the one-ulp "
+                   "twin ensembles): float32 runs are then not judged; the exact float64 tier still runs")
     g.add_argument("--no-init-study", dest="init_study", action="store_false",
                    help="skip the weight-initialisation comparison")
     g.add_argument("--init-steps", type=positive_int, default=200, help="steps of each initialisation run")

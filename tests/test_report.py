@@ -12,6 +12,7 @@ import pytest
 
 from harness import report
 from harness.cli import main
+from harness.parity.verdict import brief
 from harness.report import compute as report_compute
 from harness.report.doc import Doc
 
@@ -67,6 +68,7 @@ def test_job_writes_every_file(small_report):
     assert (out / "report.html").stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0600
     # --quiet: nothing but the final summary line
     assert log.strip().count("\n") == 0 and log.startswith("report: complete")
+    assert ": 2 labs: 2 within rounding noise; " in log  # the verdicts counted by kind, not by their figures
 
 
 def test_images_are_valid_pngs(small_report):
@@ -110,7 +112,10 @@ def test_tables_hold_the_measured_numbers(small_report):
         # lab, max rel diff, first step, verdict, speeds
         cells = _row(md, lab, 1)
         assert _close(cells[1], rec["parity"]["max_rel_diff"])
-        assert cells[3] == rec["parity"]["verdict"]
+        # correct code, float32: same math, and within the one-ulp twins' band; the cell gives the key figure
+        assert rec["parity"]["verdict_kind"] == "within rounding noise", rec["parity"]["verdict"]
+        assert rec["parity"]["tiers"]["exact"]["ok"] and rec["parity"]["verdict"].startswith("same math (float64")
+        assert cells[3] == rec["parity"]["tiers"]["ensemble"]["text"] == brief(rec["parity"])
         for cell, run in ((cells[4], torch_run), (cells[5], jax_run)):  # steps/s: whole numbers from 100 up
             printed, value = float(cell.split()[0].replace(",", "")), run["timing"]["steps_per_s"]
             assert abs(printed - value) <= max(0.5, 5e-3 * value), (cell, value)

@@ -10,7 +10,8 @@
 
 A float32 (or mixed, or own-mask) comparison says both: ``same math (...); float32 within rounding noise (...)``.
 ``kind`` sums a verdict up in one word for tables and counts: "same math", "within rounding noise",
-"beyond rounding noise", "differs", or "not judged".
+"beyond rounding noise", "differs", or "not judged"; :func:`brief` gives the kind and its key figure for a table
+cell ("same math (max 3e-15)", "float32 within rounding noise (1.8x band)").
 """
 
 from __future__ import annotations
@@ -49,3 +50,22 @@ def combine(exact: dict | None, statistical: dict | None, needs: str | None, why
         return "; ".join(parts), "not judged"
     parts.append(statistical["text"])
     return "; ".join(parts), "within rounding noise" if statistical["ok"] else "beyond rounding noise"
+
+
+def brief(result: dict) -> str:
+    """The short form of ``result``'s verdict (a ``compare`` result, or a report's parity record): the kind and
+    its key figure, without the referee's reasoning; the full ``verdict`` where the tiers are not recorded."""
+    kind, tiers, full = result.get("verdict_kind"), result.get("tiers") or {}, result.get("verdict") or ""
+    exact, stats = tiers.get("exact"), tiers.get("ensemble")
+    if kind == "differs" and exact is not None:
+        off = (exact.get("referee") or {}).get("off")
+        return exact["text"].split("; ")[0] + (f"; {off} is off" if off else "")
+    same = f"same math (max {_num(exact.get('max_rel_diff'))})" if exact is not None and exact.get("ok") else None
+    if kind == "same math" and same:
+        return same
+    if kind in ("within rounding noise", "beyond rounding noise") and stats is not None:
+        return stats["text"]
+    if kind == "not judged":
+        what = full.rsplit("; ", 1)[-1].split(":")[0] if ": not judged" in full else ""
+        return ", ".join(x for x in (same, f"{what} not judged".strip()) if x)
+    return full or "not judged"

@@ -1,7 +1,8 @@
 """The main job (``dlzta report``): every lab in every chosen framework, compared, timed and written up.
 
 For each lab the frameworks train from the same initial weights on the same batches (and dropout masks); the
-parity figures (two frameworks or more), a one-ulp noise floor, the course's reference numbers and the
+parity figures and verdict of the first two (the exact float64 tier, and in float32 the statistical tier of
+one-ulp twins: :mod:`harness.parity`), the course's reference numbers and the
 steady-state throughput go into ``OUT/labs/<lab>.json`` the moment the lab finishes, with its plot. After every
 lab the report (``report.md``, ``report.html``, ``results.json``) is rewritten from those files, so Ctrl-C, a
 crash or a kill leaves a consistent report of the labs done so far; a rerun with the same options skips them.

@@ -17,7 +17,7 @@ from harness.report.plan import course_frameworks, flops_per_step, run_options, 
 from harness.results import to_jsonable
 
 PARITY_KEYS = ("steps", "threshold", "max_abs_diff", "max_rel_diff", "first_divergence_step", "growth_per_step",
-               "noise_floor", "verdict")
+               "noise_floor", "sides", "quantities", "tiers", "verdict", "verdict_kind")
 PEAK_REPEATS = 10
 
 
@@ -57,15 +57,20 @@ def error_record(lab: Lab, opts: JobOptions, exc: BaseException) -> dict:
     return jsonable({**lab_header(lab, opts), "status": "error", "error": f"{type(exc).__name__}: {exc}"})
 
 
+def compared_pair(opts: JobOptions) -> tuple[str, str]:
+    """The two frameworks the job compares: the first two chosen, a float64-only referee after the others."""
+    order = sorted(opts.frameworks, key=lambda fw: backends.info(fw).float64_only)
+    return order[0], order[1]
+
+
 def _compare(lab: Lab, options: Any, opts: JobOptions) -> dict:
-    """The parity comparison of the chosen frameworks (``harness.compare``), in the record's layout."""
+    """The parity comparison of the chosen frameworks (``harness.compare``: figures, tiers, verdict), in the
+    record's layout."""
     from harness.compare import compare
 
-    result = compare(lab, options, threshold=opts.threshold, noise=opts.noise)
+    a, b = compared_pair(opts)
+    result = compare(lab, options, threshold=opts.threshold, noise=opts.noise, a=a, b=b)
     rec: dict[str, Any] = {"runs": result["runs"], "parity": {k: result[k] for k in PARITY_KEYS if k in result}}
-    if "verdict" not in rec["parity"]:  # no noise floor to hold a divergence against
-        first = rec["parity"]["first_divergence_step"]
-        rec["parity"]["verdict"] = "agree" if first is None else "over threshold (no noise floor)"
     rec["per_step"] = {k: _round(v) for k, v in result["per_step"].items() if k != "abs_diff"}
     if "companion" in result:
         other = result["companion"]
@@ -82,8 +87,6 @@ def _train(lab: Lab, options: Any, opts: JobOptions) -> dict:
 
     try:
         rec = _compare(lab, options, opts) if opts.compares else {"runs": {}}
-        if set(rec["runs"]) - set(opts.frameworks):  # compared other frameworks than those chosen
-            rec = {"runs": {fw: r for fw, r in rec["runs"].items() if fw in opts.frameworks}}
         for fw in opts.frameworks:  # those the comparison does not cover run alone
             if fw not in rec["runs"]:
                 rec["runs"][fw] = run(lab, fw, options)

@@ -86,16 +86,17 @@ def preload() -> None:
 
 def lab_line(i: int, n: int, rec: dict, seconds: float | None) -> str:
     """The log line of a finished (or reused) lab."""
+    from harness.parity.verdict import brief
     from harness.report.render import final_metrics
 
     when = "reused" if seconds is None else f"{seconds:6.1f} s"
     if rec["status"] == "ok":
-        verdict = rec.get("parity", {}).get("verdict") or ("compared" if "parity" in rec else "ran")
+        verdict = brief(rec["parity"]) if rec.get("parity") else "ran"
         finals = "  ".join(f"{fw} loss {final_metrics(run)[0]:.4g}" for fw, run in rec.get("runs", {}).items()
                            if final_metrics(run)[0] is not None)
     else:
         verdict, finals = rec["status"], rec.get("error", "")
-    return f"[{i:>2}/{n}] {rec['lab']:<28} {when:>8}  {verdict:<28} {finals}"
+    return f"[{i:>2}/{n}] {rec['lab']:<28} {when:>8}  {verdict:<42} {finals}"
 
 
 class Job:

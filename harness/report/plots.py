@@ -166,25 +166,35 @@ def _reference_points(ax: Any, record: dict, last: int) -> None:
             ms=6 if len(shown) < 30 else 3, label=label)
 
 
+def _noise_series(record: dict) -> list[tuple[np.ndarray, str]]:
+    """What the backends' difference is held against, where recorded: the one-ulp twin's own difference (a
+    float64 job), else the statistical tier's band of one-ulp twins over its judged window."""
+    parity = record.get("parity", {})
+    noise = parity.get("noise_floor")
+    if noise and "noise_rel_diff" in record.get("per_step", {}):
+        return [(_array(record["per_step"]["noise_rel_diff"]),
+                 f"noise floor: {backend.label(noise.get('framework', ''))} twin, initial weights nudged by 1 ulp")]
+    tier = (parity.get("tiers") or {}).get("ensemble") or {}
+    band = tier.get("per_step", {}).get("band")
+    if band:
+        return [(_array(band), f"statistical tier: band of {tier.get('members')} one-ulp twins a side, "
+                               f"first {len(band)} steps (limit {tier.get('limit', 0):g}x)")]
+    return []
+
+
 def _parity_panel(ax: Any, record: dict) -> None:
-    """Per-step relative difference of the two backends' losses beside the one-ulp noise floor and the threshold."""
+    """Per-step relative difference of the two backends' losses beside the one-ulp twins' and the threshold."""
     per_step = record["per_step"]
     names = _model_names(record)
     a, b = (backend.label(fw) for fw in list(record.get("runs", {}))[:2])
     rel = _array(per_step["rel_diff"])
     dots = dict(marker=".", ms=2) if np.count_nonzero(rel > 0) < 300 else {}
-    series = [("rel_diff", f"|{a} − {b}| / loss{names[0]}", PARITY_COLORS[0], 0.8),
-              ("companion_rel_diff", f"|{a} − {b}| / loss{names[1]}", PARITY_COLORS[1], 0.6)]
-    noise = record.get("parity", {}).get("noise_floor") or {}
-    series.append(("noise_rel_diff", f"noise floor: {backend.label(noise.get('framework', ''))} twin, initial weights "
-                   "nudged by 1 ulp", NOISE_COLOR, 0.8))
-    if record.get("model_labels"):
-        series[0:2] = [(k, lab, MODEL_COLORS[j], w) for j, (k, lab, _, w) in enumerate(series[0:2])]
-    for key, label, col, lw in series:
-        if key in per_step:
-            values = _array(per_step[key])
-            ax.plot(np.arange(len(values)), np.where(values > 0, values, np.nan), color=col, lw=lw, label=label,
-                    **dots)
+    colors = MODEL_COLORS if record.get("model_labels") else PARITY_COLORS
+    series = [(_array(per_step[key]), f"|{a} − {b}| / loss{names[i]}", colors[i], (0.8, 0.6)[i])
+              for i, key in enumerate(("rel_diff", "companion_rel_diff")) if key in per_step]
+    series += [(values, label, NOISE_COLOR, 0.8) for values, label in _noise_series(record)]
+    for values, label, col, lw in series:
+        ax.plot(np.arange(len(values)), np.where(values > 0, values, np.nan), color=col, lw=lw, label=label, **dots)
     threshold = record.get("parity", {}).get("threshold")
     if threshold:
         ax.axhline(threshold, color="black", lw=0.6, ls="--", label=f"threshold {threshold:g}")
@@ -200,7 +210,7 @@ def _parity_panel(ax: Any, record: dict) -> None:
 
 def lab_figure(record: dict) -> bytes:
     """Loss of each backend overlaid (course reference and native-init run where present; smoothed when logged
-    every step), and below, the per-step relative difference of two backends beside the one-ulp noise floor."""
+    every step), and below, the per-step relative difference of two backends beside the one-ulp twins'."""
     two = "rel_diff" in record.get("per_step", {}) and len(record.get("runs", {})) >= 2
     fig, axes = _figure(8, 6.4 if two else 3.8, 2 if two else 1, 1, sharex=True)
     last = _loss_panel(axes[0][0], record)

@@ -86,14 +86,47 @@ def _onset(figures: dict) -> str | int:
     return "never" if first is None else first
 
 
+def _label(side: str) -> str:
+    """A side's name in words: the backend's label where the side is a backend."""
+    return backend.label(side) if side in backend.names() else side
+
+
+def _exact_item(t: dict) -> str:
+    """The exact tier in a sentence: its window, its largest difference, its tolerance, what it found."""
+    judged = (f", judged over the first {t['judged_steps']}: a float64 twin drifts past "
+              f"{num(t['tolerance'].get('chaos'))} there" if t.get("chaos_step") is not None else "")
+    tol = (f"max({t['tolerance']['floor']:g}, {t['tolerance']['factor']:g} × the "
+           f"{_label(t.get('twin', {}).get('side', ''))} float64 twin)")
+    quantities = t.get("quantities", {})
+    passed = sum(1 for f in quantities.values() if f.get("ok"))
+    found = (f"all {passed} quantities within {tol}" if t.get("ok")
+             else f"{len(quantities) - passed} of {len(quantities)} quantities over {tol}; {t['text']}")
+    internals = t.get("internals", {})
+    agrees = internals.get("referee_agrees")
+    referee = "" if not agrees else (
+        f"; in the first {internals['steps']} steps, traced tensor by tensor, the float64 referee agrees with "
+        + (" and ".join(_label(k) for k, v in agrees.items() if v) or "neither"))
+    return (f"exact tier (float64, same weights, batches and masks, {t['steps']} steps{judged}): largest relative "
+            f"training-loss difference {num(t.get('max_rel_diff'), 2)}; {found}{referee}")
+
+
+def _ensemble_item(t: dict) -> str:
+    """The statistical tier in a sentence: its ensemble, its window, the ratio against its limit."""
+    saturated = (f", the twins' band saturating at step {t['saturated_at']}"
+                 if t.get("saturated_at") is not None else "")
+    masks = "; own dropout masks, judged against the mask spread" if t.get("masks") == "own" else ""
+    return (f"statistical tier ({t.get('members')} one-ulp twins a side, the first {t.get('window')} "
+            f"steps{saturated}): {t.get('summary') or t['text']}, worst at step {t.get('at_step')}{masks}")
+
+
 def _parity(doc: Doc, rec: dict) -> None:
     p = rec.get("parity")
     if not p:
         return
-    items = [f"max absolute difference of the per-step training losses {num(p.get('max_abs_diff'), 3)}, max "
-             f"relative {num(p.get('max_rel_diff'), 3)} over {p.get('steps')} steps",
-             f"first step over {num(p.get('threshold'))}: {_onset(p)}; "
-             f"growth of the difference per step: {num(p.get('growth_per_step'), 3)}"]
+    items = [f"the runs as trained: max absolute difference of the per-step training losses "
+             f"{num(p.get('max_abs_diff'), 3)}, max relative {num(p.get('max_rel_diff'), 3)} over {p.get('steps')} "
+             f"steps; first step over {num(p.get('threshold'))}: {_onset(p)}; growth of the difference per step: "
+             f"{num(p.get('growth_per_step'), 3)}"]
     nf = p.get("noise_floor")
     if nf:
         items.append(f"noise floor ({backend.label(nf['framework'])} twin, one ulp on every initial weight): max "
@@ -103,6 +136,11 @@ def _parity(doc: Doc, rec: dict) -> None:
     if c:
         items.append(f"the second model ({MODEL_NAMES.get(c.get('model'), c.get('model'))}): max relative "
                      f"difference {num(c.get('max_rel_diff'), 3)}, first step over threshold {_onset(c)}")
+    tiers = p.get("tiers") or {}
+    if "exact" in tiers:
+        items.append(_exact_item(tiers["exact"]))
+    if "ensemble" in tiers:
+        items.append(_ensemble_item(tiers["ensemble"]))
     if p.get("verdict"):
         items.append(f"verdict: **{p['verdict']}**")
     if rec.get("masks") == "shared":
