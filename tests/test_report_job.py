@@ -51,6 +51,14 @@ def test_a_report_in_a_third_backend_alone(third_backend, tmp_path):
     assert list(results["peak"]) == [third_backend] and results["job"]["status"] == "complete"
 
 
+def test_a_report_compares_the_frameworks_chosen(third_backend, tmp_path):
+    out = tmp_path / "r"
+    assert main(["report", "--out", str(out), "--frameworks", f"jax,{third_backend}", *TINY, "--quiet"]) == 0
+    parity = json.loads((out / "labs" / "xor_mlp.json").read_text())["parity"]
+    assert [s["backend"] for s in parity["sides"].values()] == ["jax", third_backend]
+    assert parity["verdict_kind"] == "within rounding noise" and "exact" in parity["tiers"]
+
+
 def test_study_framework_from_the_registry(third_backend):
     assert JobOptions(frameworks=("torch", "jax")).study_framework() == "torch"  # starts faster than JAX
     assert JobOptions(frameworks=("jax", "torch")).study_framework() == "torch"
