@@ -102,7 +102,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
         from harness.parallel_commands import cmd_compare_devices
 
-        return cmd_compare_devices(args)
+        return cmd_compare_devices(args, run_options(args, "shared"))
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)

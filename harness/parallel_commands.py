@@ -77,17 +77,15 @@ def compare_lines(result: dict) -> list[str]:
     return lines
 
 
-def cmd_compare_devices(args: argparse.Namespace) -> int:
-    """``compare LAB --devices N``."""
-    from harness.commands import run_options
-
+def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions) -> int:
+    """``compare LAB --devices N`` with ``run_options`` (from the command's arguments, shared weights)."""
     if args.side_a or args.side_b:
         raise UsageError("--a/--b pick two configurations; with --devices every backend is compared with itself on "
                          "one device and with the others")
     if args.out:
         check_output_file(args.out)
     frameworks = backends.names(include_referees=False)
-    result = compare_record(get_lab(args.lab), run_options(args, "shared"), options(args), frameworks)
+    result = compare_record(get_lab(args.lab), run_options, options(args), frameworks)
     for line in compare_lines(result):
         print(line)
     if args.out:
