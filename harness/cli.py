@@ -257,7 +257,8 @@ def _add_compare(sub: Any) -> None:
     g.add_argument("--referee", default="auto", type=_one_of(("auto", "always", "never"), "referee"),
                    metavar="{auto,always,never}", help="the float64 referee backend in the exact tier: in its "
                    "traces and on a failure (auto), also over every window (always), or not at all")
-    _add_output(p, "write both runs, the figures, the tiers and the verdict as JSON", "only the summary lines")
+    _add_output(p, "write both runs, the figures, the tiers and the verdict as JSON", "no progress line on stderr "
+                "(shown only on a terminal)")
     p.set_defaults(weights="shared")
     _add_masks(p)
     p.set_defaults(mask_mode="shared")  # compare: shared dropout masks unless --masks own (judged statistically)
@@ -330,6 +331,8 @@ def _add_bench(sub: Any) -> None:
     g.add_argument("--targets", action="store_true",
                    help="also check the project's development targets (docs/benchmarks.md) against the figures")
     g.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
+    g.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal); "
+                   "the figures are printed all the same")
     g.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
                    help="smallest relative drop that fails the gate; the noise of both runs widens it")
     g.add_argument("--retries", type=int, default=3, help="measure a suspected regression again")

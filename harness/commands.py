@@ -98,6 +98,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
+    from harness.progress import Progress
 
     if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
         from harness.parallel_commands import cmd_compare_devices
@@ -107,9 +108,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
     try:
-        result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
-                         a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
-                         referee=args.referee, trace_steps=args.trace_steps)
+        with Progress(0, f"compare {lab.name}", args.quiet, unit="steps") as progress:  # the live line on a terminal
+            result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
+                             a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
+                             referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
         _write(args.out, exc.result)
         raise

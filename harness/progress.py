@@ -41,11 +41,12 @@ def is_terminal(stream: TextIO) -> bool:
 class Progress:
     """Progress of ``total`` units of work, shown live on ``stream`` (default stderr) when it is a terminal and
     ``quiet`` is false. Safe to use when not shown: every method is then cheap and silent (but :meth:`print`,
-    which prints unless quiet)."""
+    which prints unless quiet). ``unit``: what the counted units are ("steps", "runs"), shown after the count."""
 
     def __init__(self, total: float, label: str = "", quiet: bool = False, stream: TextIO | None = None,
-                 seconds: bool = False, interval: float = 1.0) -> None:
+                 seconds: bool = False, interval: float = 1.0, unit: str = "") -> None:
         self.total, self.label, self.quiet, self.seconds = float(total), label, quiet, seconds
+        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.live = not quiet and is_terminal(self.stream)
         self.done = self.work = 0.0  # units done, and the seconds they took
@@ -106,7 +107,7 @@ class Progress:
         if self.seconds:
             parts.append(f"{100 * min(1.0, self.done / self.total) if self.total else 100:.0f}%")
         else:
-            parts.append(f"{self.done:g}/{self.total:g}")
+            parts.append(f"{self.done:g}/{self.total:g}" + (f" {self.unit}" if self.unit else ""))
         eta = self.eta()
         parts.append(f"elapsed {clock(now - self.start)}, ETA {clock(eta) if eta is not None else '?'}")
         return "  ".join(parts)

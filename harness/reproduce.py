@@ -25,6 +25,7 @@ import numpy as np
 from harness import backend as backends
 from harness.labs import Lab, LabError, get_lab
 from harness.metrics import evaluate
+from harness.progress import Progress
 from harness.references import CorrectSeries, EpochTable, FinalMetric, LossSeries
 
 RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
@@ -286,16 +287,20 @@ def _run_framework(prepared: Any, framework: str, threads: int | None, repeats: 
 
 
 def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] | None = None,
-              out: str | None = None, echo: Any = None, threads: str = "auto", repeats: int = 1) -> dict:
+              out: str | None = None, echo: Any = None, threads: str = "auto", repeats: int = 1,
+              progress: Progress | None = None) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
-    ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports progress; ``threads``: "auto" or a count,
-    see :func:`harness.machine.threads_for`; ``repeats``: see :func:`run_repeats` (shared init only)."""
+    ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports each run; ``progress`` is told each run as
+    it starts (its total: the runs); ``threads``: "auto" or a count, see :func:`harness.machine.threads_for`;
+    ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
     from harness.machine import machine_busy, machine_record, threads_for
     from harness.results import write_json
     from harness.runner import prepare
 
     frameworks = frameworks or backends.names(include_referees=False)
+    progress = progress or Progress(0, quiet=True)
+    progress.total = len(names) * len(frameworks)
     for fw in frameworks:  # fail fast, and keep the frameworks' import time out of the first lab's wall time
         check_device(fw, options.device)
     busy, load = machine_busy()
@@ -316,8 +321,12 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
                                                                   if k != "epochs"})
         prepared = _with_raw_eval(prepare(lab, lab_options))
         results["data"][prepared.data_record.get("source")] = prepared.data_record
-        runs = {fw: _run_framework(prepared, fw, threads_for(fw, lab.task, busy, threads, options.device), repeats,
-                                   echo) for fw in frameworks}
+        runs = {}
+        for fw in frameworks:
+            progress.begin(f"{name} [{fw}]")
+            runs[fw] = _run_framework(prepared, fw, threads_for(fw, lab.task, busy, threads, options.device),
+                                      repeats, echo)
+            progress.advance()
         entry = {"title": lab.title, "notebook": lab.notebook, "notes": lab.notes, "reference": lab.reference,
                  "reference_raw_pixels": lab.reference_raw_pixels, "data": prepared.data_record,
                  "steps": prepared.steps, "runs": runs, "rows": lab_rows(lab, runs),
@@ -376,10 +385,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                          data=args.data, data_dir=args.data_dir, mask_mode=args.mask_mode,
                          overrides={"epochs": args.epochs} if args.epochs else {})
     options.check()
-    echo = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     if args.repeats > 1 and args.weights != "shared":
         raise LabError("--repeats needs --weights shared (the repeats nudge the shared weights)")
-    results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads, args.repeats)
+    with Progress(0, "reproduce", args.quiet, unit="runs") as progress:  # the live line on a terminal
+        echo = None if args.quiet else (lambda line: progress.print(line, file=sys.stderr))
+        results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads, args.repeats, progress)
     print("\n".join(render(results)))
     diverged = [f"{n} ({fw})" for n, e in results["labs"].items() for fw, r in e["runs"].items()
                 if r.get("status") != "ok"]

@@ -24,6 +24,7 @@ from harness.bench.measure import merge_rerun, run
 from harness.bench.targets import check_targets, format_targets
 from harness.bench.workloads import MIN_MEANINGFUL_BLOCKS, SUITES, Overrides, Workload, plan
 from harness.errors import UsageError
+from harness.progress import Progress
 
 
 def _plan(args: argparse.Namespace) -> list[Workload]:
@@ -85,7 +86,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if blocks < MIN_MEANINGFUL_BLOCKS:
         print(f"warning: {blocks} timed block(s) per workload: the p5/p95 spread over fewer than "
               f"{MIN_MEANINGFUL_BLOCKS} blocks is not meaningful", file=sys.stderr)
-    record = run(work, args.data, args.batch_size, args.inject, args.peak_repeats)
+    with Progress(0, "bench", args.quiet, unit="workloads") as progress:  # the live line on a terminal
+        record = run(work, args.data, args.batch_size, args.inject, args.peak_repeats,
+                     echo=print if progress.quiet else progress.print, progress=progress)
     record.update(suite=args.suite, argv=sys.argv[1:])
     if getattr(args, "targets", False):
         record["targets"] = check_targets(record["results"])

@@ -17,6 +17,7 @@ from harness.bench.protocol import harness_overhead, inject_sync, ms_stats, time
 from harness.bench.workloads import Workload, sets_threads
 from harness.labs import get_lab
 from harness.machine import threads_set
+from harness.progress import Progress
 from harness.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-bench/1"
@@ -129,10 +130,21 @@ def _time_group(items: list[Workload], n: int, peak_repeats: int, measure_one: C
 
 
 def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = None, inject: str | None = None,
-        peak_repeats: int = 20, peak_n: int | None = None, echo: Callable[[str], None] | None = print) -> dict:
+        peak_repeats: int = 20, peak_n: int | None = None, echo: Callable[[str], None] | None = print,
+        progress: Progress | None = None) -> dict:
     """Time every workload; the whole results record (machine, frameworks with settings and peaks, entries).
-    ``echo(line)`` is told each entry and peak as it is measured (None: silent)."""
+    ``echo(line)`` is told each entry and peak as it is measured (None: silent); ``progress`` each workload as it
+    starts (its total: the workloads)."""
     from harness.bench.formats import format_entry
+
+    progress = progress or Progress(0, quiet=True)
+    progress.total = len(work)
+
+    def one(w: Workload, n: int) -> dict:
+        progress.begin(f"{w.lab} {w.framework} {w.device} {w.mode}")
+        entry = measure(w, data, batch_size, inject, n)
+        progress.advance()
+        return entry
 
     record: dict[str, Any] = {
         "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -146,7 +158,7 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
         b = backends.load(fw)
         info = record["frameworks"].setdefault(fw, {"versions": b.versions(), "devices": {}})
         n = peak_n or PEAK_N[device]
-        entries, merged = _time_group(items, n, peak_repeats, lambda w, n=n: measure(w, data, batch_size, inject, n),
+        entries, merged = _time_group(items, n, peak_repeats, lambda w, n=n: one(w, n),
                                       (lambda e: echo(format_entry(e))) if echo else None)
         info["devices"][device] = {"peak": merged, "settings": b.configure_threads(None), **b.device_info(device)}
         record["results"].extend(entries)

@@ -29,6 +29,7 @@ from harness.bench.protocol import ms_stats, time_stepper
 from harness.errors import UsageError
 from harness.labs import get_lab
 from harness.machine import machine_busy
+from harness.progress import Progress
 from harness.results import atomic_write, check_output_file, to_jsonable
 from harness.runner import RunOptions, prepare
 
@@ -115,8 +116,11 @@ def measure(labs: tuple[str, ...], framework: str, device: str, devices: tuple[i
 
 def run(labs: tuple[str, ...], frameworks: tuple[str, ...], device: str, devices: tuple[int, ...],
         protocol: Protocol, bn: str = "sync", data: str = "mnist-5k", batch: int | None = None,
-        weak: bool = False, threads: int | None = None, echo: bool = True) -> dict:
-    """The scaling record: machine, load, protocol and one entry per lab x backend x device count."""
+        weak: bool = False, threads: int | None = None, echo: bool = True, progress: Progress | None = None) -> dict:
+    """The scaling record: machine, load, protocol and one entry per lab x backend x device count; ``progress``
+    is told each backend as it starts (its total: the backends)."""
+    progress = progress or Progress(0, quiet=True)
+    progress.total = len(frameworks)
     record: dict[str, Any] = {
         "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "device": device,
@@ -126,12 +130,14 @@ def run(labs: tuple[str, ...], frameworks: tuple[str, ...], device: str, devices
                                        "warmup_blocks": protocol.warmup_blocks}, "results": [],
     }
     for fw in frameworks:
+        progress.begin(f"{fw} on {device} x {','.join(map(str, devices))}")
         entries = measure(labs, fw, device, devices, protocol, bn, data, batch, weak, threads)
+        progress.advance()
         add_efficiency(entries, weak)
         record["results"].extend(entries)
         if echo:
             for e in entries:
-                print(format_entry(e), flush=True)
+                (print if progress.quiet else progress.print)(format_entry(e))
     record["loadavg_end"] = peak_mod.loadavg()
     return record
 
@@ -217,8 +223,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     labs = tuple(args.labs) or DEFAULT_LABS
     threads = args.threads or (1 if machine_busy()[0] else None)  # a busy machine: one thread per process
     for kind in kinds:
-        record = run(labs, tuple(args.frameworks), kind, counts, protocol, args.batch_norm, args.data,
-                     args.batch_size, args.weak_scaling, threads)
+        with Progress(0, "bench", args.quiet, unit="backends") as progress:  # the live line on a terminal
+            record = run(labs, tuple(args.frameworks), kind, counts, protocol, args.batch_norm, args.data,
+                         args.batch_size, args.weak_scaling, threads, progress=progress)
         record["argv"] = sys.argv[1:]
         suffix = f".{kind}" if len(kinds) > 1 else ""
         write(record, args.out and args.out + suffix, args.markdown and args.markdown + suffix)

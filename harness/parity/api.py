@@ -24,6 +24,7 @@ from harness.parity import verdict as words
 from harness.parity.configs import RunConfig, default_configs, for_config, lowest_dtype, parse_config, run_keys
 from harness.parity.divergence import divergence, public
 from harness.parity.exact import TRACE_STEPS, cheaper, exact_tier, window
+from harness.progress import Progress
 from harness.runner import Prepared, RunOptions, prepare, run_prepared
 
 
@@ -49,17 +50,19 @@ def _plain(config: RunConfig, prepared: Prepared) -> SimpleNamespace:
                            dtype=None if config.dtype == spec.dtype else config.dtype)
 
 
-def _train_sides(prepared: Prepared, configs: tuple[RunConfig, RunConfig],
-                 names: tuple[str, str]) -> tuple[dict, dict[str, list[TrainResult]]]:
+def _train_sides(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tuple[str, str],
+                 progress: Progress, size: float) -> tuple[dict, dict[str, list[TrainResult]]]:
     records: dict[str, dict] = {}
     results: dict[str, list[TrainResult]] = {}
     for name, config in zip(names, configs):
         registry.check_device(config.backend, config.device)
+        progress.begin(f"training {name}", size)
         try:
             records[name], results[name] = run_prepared(for_config(prepared, config), config.backend)
         except RunDiverged as exc:
             exc.result = {"lab": prepared.lab.name, "runs": {**records, name: exc.result}}
             raise
+        progress.advance(size)
     return records, results
 
 
@@ -112,23 +115,33 @@ def _reusable(prepared: Prepared, configs: tuple[RunConfig, RunConfig], steps: i
 
 def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool = True, *,
             a: RunConfig | str | None = None, b: RunConfig | str | None = None, exact: bool = True,
-            exact_steps: int | None = None, referee: str = "auto", trace_steps: int = TRACE_STEPS) -> dict:
+            exact_steps: int | None = None, referee: str = "auto", trace_steps: int = TRACE_STEPS,
+            progress: Progress | None = None) -> dict:
     """Train ``lab`` on sides ``a`` and ``b`` (default: the first two registered backends as ``options`` runs
     them) from shared weights on the same batches; their figures, the tiers and the verdict. ``noise``: run the
     statistical tier where the comparison needs one. ``exact``: run the exact tier (``exact_steps``: its
-    window; ``referee``, ``trace_steps``: see :func:`harness.parity.exact.exact_tier`)."""
+    window; ``referee``, ``trace_steps``: see :func:`harness.parity.exact.exact_tier`). ``progress``: told each
+    phase (training, the tiers) as it starts; its total is set to the steps all of them train."""
+    progress = progress or Progress(0, quiet=True)
     configs = resolve(options, a, b)
     names = run_keys(*configs)
     prepared = prepare(lab, dataclasses.replace(options, weights="shared", dtype=lowest_dtype(*configs)))
-    records, results = _train_sides(prepared, configs, names)
-    out = {**_header(prepared, configs, names), "runs": records, **user_figures(prepared, results, names, threshold)}
+    header = _header(prepared, configs, names)
+    needs = _needs(header, configs)
+    sizes = _phases(prepared, exact, exact_steps, bool(noise and needs))
+    progress.total = 2 * sizes["side"] + sizes["exact"] + sizes["statistical"]
+    records, results = _train_sides(prepared, configs, names, progress, sizes["side"])
+    out = {**header, "runs": records, **user_figures(prepared, results, names, threshold)}
     tiers: dict[str, dict] = {}
     if exact:
+        progress.begin("exact tier (float64)", sizes["exact"])
         tiers["exact"] = _exact(prepared, configs, names, results, out, threshold, exact_steps, referee,
                                 trace_steps)
-    needs = _needs(out, configs)
+        progress.advance(sizes["exact"])
     if noise and needs:
+        progress.begin("statistical tier", sizes["statistical"])
         stats = statistical_tier(prepared, *configs)
+        progress.advance(sizes["statistical"])
         if stats is not None:
             tiers["ensemble"] = stats
         else:
@@ -140,6 +153,20 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
     why = "statistical tier off" if not noise else "no statistical tier here"
     out["verdict"], out["verdict_kind"] = words.combine(tiers.get("exact"), tiers.get("ensemble"), needs, why)
     return out
+
+
+def _phases(prepared: Prepared, exact: bool, exact_steps: int | None, statistical: bool) -> dict[str, float]:
+    """Steps each phase of :func:`compare` trains (a rough measure of its work, for the progress display): one
+    side's run, the exact tier (both sides and a twin), the statistical tier (twin ensembles on both sides)."""
+    models = 1 if prepared.companion is None else 2
+    sizes = {"side": float(prepared.steps * models), "exact": 0.0, "statistical": 0.0}
+    if exact:
+        sizes["exact"] = 3.0 * min(exact_steps or window(prepared), prepared.steps) * models
+    if statistical:
+        from harness.parity.ensemble import LAG, MEMBERS, WINDOW
+
+        sizes["statistical"] = 2.0 * (1 + MEMBERS) * min(WINDOW + LAG, prepared.steps)
+    return sizes
 
 
 def _header(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tuple[str, str]) -> dict:
