@@ -354,7 +354,8 @@ def _add_report(sub: Any) -> None:
     _add_length(p, "cap every lab at this many steps (quick looks, tests)", "epochs of the MNIST labs (default: "
                 "each lab's own)")
     g = p.add_argument_group("comparison")
-    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference that counts as divergence")
+    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference reported as a run's first "
+                   "divergence (figures only; the tiers judge)")
     g.add_argument("--no-noise", dest="noise", action="store_false", help="skip the statistical tier (the one-ulp "
                    "twin ensembles): float32 runs are then not judged; the exact float64 tier still runs")
     g.add_argument("--no-init-study", dest="init_study", action="store_false",
