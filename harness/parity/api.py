@@ -17,26 +17,19 @@ from typing import Any
 from harness import backend as registry
 from harness.backend import TrainResult
 from harness.errors import RunDiverged
-from harness.init import nudge
 from harness.labs import Lab
 from harness.parity import quantities as qty
 from harness.parity import verdict as words
 from harness.parity.configs import RunConfig, default_configs, for_config, lowest_dtype, parse_config, run_keys
 from harness.parity.divergence import divergence, public
-from harness.parity.exact import TRACE_STEPS, cheaper, exact_tier, window
+from harness.parity.ensemble import ensemble_tier
+from harness.parity.exact import TRACE_STEPS, exact_tier, window
 from harness.progress import Progress
 from harness.runner import Prepared, RunOptions, prepare, run_prepared
 
 
-def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig) -> dict | None:
-    """The statistical (ensemble) tier, or None where ``harness.parity.ensemble`` is not installed.
-
-    INTEGRATION POINT: ``harness.parity.ensemble.ensemble_tier(prepared, a, b)`` returns at least ``ok``,
-    ``ratio``, ``limit``, ``window`` and ``text`` ("float32 within rounding noise (1.8x band)")."""
-    try:
-        from harness.parity.ensemble import ensemble_tier
-    except ImportError:
-        return None
+def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig) -> dict:
+    """The statistical (ensemble) tier of :mod:`harness.parity.ensemble` on sides ``a`` and ``b``."""
     return ensemble_tier(prepared, _plain(a, prepared), _plain(b, prepared))
 
 
@@ -90,13 +83,6 @@ def noise_floor(losses: Any, twin: Any, threshold: float, side: RunConfig, dtype
     return {"framework": side.backend, "nudge": f"1 ulp ({dtype}) on every initial weight", **_with_steps(floor)}
 
 
-def _legacy_floor(prepared: Prepared, config: RunConfig, base: TrainResult, threshold: float) -> dict:
-    """A single one-ulp twin in the user's dtype: figures only, no verdict (one sample cannot give one)."""
-    target = for_config(prepared, config)
-    twin = registry.load(config.backend).train(dataclasses.replace(target.spec, params=nudge(target.spec.params)))
-    return noise_floor(base.losses, twin.losses, threshold, config, config.dtype)
-
-
 def resolve(options: RunOptions, a: RunConfig | str | None, b: RunConfig | str | None) -> tuple[RunConfig, RunConfig]:
     """The two sides: given (as RunConfig or ``BACKEND[:FIELD]...``) or the first two registered backends."""
     defaults = default_configs(options) if a is None or b is None else (None, None)
@@ -140,13 +126,8 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
         progress.advance(sizes["exact"])
     if noise and needs:
         progress.begin("statistical tier", sizes["statistical"])
-        stats = statistical_tier(prepared, *configs)
+        tiers["ensemble"] = statistical_tier(prepared, *configs)
         progress.advance(sizes["statistical"])
-        if stats is not None:
-            tiers["ensemble"] = stats
-        else:
-            side = cheaper(*configs, prepared.steps)
-            out["noise_floor"] = _legacy_floor(prepared, side, results[names[configs.index(side)]][0], threshold)
     if "noise_floor" in out:
         out["per_step"]["noise_rel_diff"] = out["noise_floor"].pop("per_step")["rel_diff"]
     out["tiers"] = tiers
