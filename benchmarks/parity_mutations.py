@@ -1,7 +1,7 @@
 """Measure the parity tiers on deliberate porting bugs and on correct code: the detection table of
 ``docs/parity.md``.
 
-Every mutation of ``tests/mutations.py`` (a monkeypatch of one backend) runs the exact tier over its default
+Every mutation of ``harness.selfcheck.catalogue()`` (a patch of one backend) runs the exact tier over its default
 window (what ``compare`` and the main job run: the whole run for XOR labs, up to 200 float64 steps for MNIST),
 from the float32 run's shared weights, and with ``--ensemble`` the statistical tier on the float32 run too; each
 records whether it was caught, where (step, tensor or quantity), how far apart, and which side the referee
@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from harness.bench.peak import loadavg  # noqa: E402
@@ -30,7 +29,7 @@ from harness.parity.configs import default_configs, run_keys  # noqa: E402
 from harness.parity.exact import exact_tier  # noqa: E402
 from harness.results import write_json  # noqa: E402
 from harness.runner import RunOptions, prepare  # noqa: E402
-from tests.mutations import MUTATIONS, Mutation  # noqa: E402
+from harness.selfcheck import Mutation, catalogue, patched  # noqa: E402
 
 
 def _prepared(lab: str, dtype: str, overrides: dict, steps: int | None = None) -> tuple:
@@ -54,8 +53,7 @@ def _where(tier: dict) -> dict:
 
 def measure_mutation(m: Mutation, ensemble: bool) -> dict:
     """The tiers' findings on ``m`` (patched for the duration)."""
-    with pytest.MonkeyPatch.context() as mp:
-        m.patch(mp)
+    with patched(m):
         prepared, (a, b) = _prepared(m.lab, "float32", m.overrides)
         start = time.perf_counter()
         tier = exact_tier(prepared, a, b, run_keys(a, b))
@@ -73,7 +71,7 @@ def measure_mutation(m: Mutation, ensemble: bool) -> dict:
 def measure_correct(labs: list[str], dtypes: list[str]) -> list[dict]:
     """The exact tier on correct code: every lab in each dtype, and every mutation's lab settings."""
     cases = [(lab, dtype, {}) for lab in labs for dtype in dtypes]
-    cases += [(m.lab, "float32", m.overrides) for m in MUTATIONS if m.overrides]
+    cases += [(m.lab, "float32", m.overrides) for m in catalogue() if m.overrides]
     rows = []
     for lab, dtype, overrides in dict.fromkeys((c[0], c[1], tuple(sorted(c[2].items()))) for c in cases):
         prepared, (a, b) = _prepared(lab, dtype, dict(overrides))
@@ -138,7 +136,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = []
-    for m in () if args.no_mutations else MUTATIONS:
+    for m in () if args.no_mutations else catalogue():
         rows.append(measure_mutation(m, args.ensemble))
         print(f"mutation {m.name}: {rows[-1]['exact']['text']}"
               + (f" | statistical: {rows[-1]['ensemble']['text']}" if rows[-1].get("ensemble") else ""), flush=True)

@@ -1,4 +1,5 @@
-"""The mutation suite: deliberate porting bugs (``tests/mutations.py``), injected into one backend through
+"""The mutation suite: deliberate porting bugs (each backend's ``mutations.py``, collected by
+``harness.selfcheck``), injected into one backend through
 monkeypatching (a test-only hook, not a user option), must each be caught by the exact tier with the tensor (or
 quantity) that parts named, and the numpy referee must name the mutated side; the same settings unmutated must
 pass (no false alarm).
@@ -24,7 +25,9 @@ from harness.runner import RunOptions, prepare
 pytest.importorskip("torch")
 pytest.importorskip("jax")
 
-from tests.mutations import MUTATIONS  # noqa: E402
+from harness.selfcheck import catalogue  # noqa: E402
+
+MUTATIONS = catalogue(("torch", "jax"))
 
 STEPS = 6
 

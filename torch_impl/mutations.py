@@ -1,0 +1,48 @@
+"""Planted porting bugs in the PyTorch backend, for the mutation suite (mirrors ``jax_impl/mutations.py``; see
+``harness.selfcheck``): each a patch of one of this package's functions, a test-only hook, never a user option."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
+from torch_impl import models
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+RELU = "mnist_relu_xavier"
+BN = "mnist_batchnorm"
+
+
+def _bn_momentum(module: models.MLP) -> None:
+    for bn in module.bn:
+        bn.momentum = 0.11
+
+
+def _dropout(module: models.MLP) -> None:
+    module.spec = dataclasses.replace(module.spec, dropout=0.31)
+
+
+def _kernel_untransposed(mp: Patch) -> None:
+    original = models.set_params
+
+    def set_params(module: models.MLP, params: dict, state: dict) -> None:
+        original(module, params, state)
+        with torch.no_grad():  # the square 256x256 layer loaded as [in, out], not transposed to torch's [out, in]
+            module.dense[1].weight.copy_(torch.as_tensor(params["dense1/kernel"]))
+    mp.setattr(models, "set_params", set_params)
+
+
+MUTATIONS = (
+    Mutation("lr x 0.99", "torch", "xor_mlp", wrap_optimizer(models, scaled_lr(0.99)), r"update at step 0"),
+    Mutation("batch-norm momentum 0.11", "torch", BN, after_init(models.MLP, _bn_momentum),
+             r"bn\d/(mean|var) running statistic, after step 0"),
+    Mutation("dropout rate 0.31", "torch", RELU, after_init(models.MLP, _dropout),
+             r"training loss at step 0", {"dropout": 0.3}),
+    Mutation("SELU scale 1.0507 (five digits)", "torch", RELU, activation(
+        models, "selu", lambda x: 1.0507 * F.elu(x, SELU_ALPHA)), r"training loss at step 0",
+        {"activation": "selu"}),
+    Mutation("kernel not transposed on import", "torch", RELU, _kernel_untransposed, r"training loss at step 0"),
+)
