@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import platform
+import time
 from collections.abc import Iterator
 
 from harness import backend as backends
@@ -27,10 +28,67 @@ def loadavg() -> list[float] | None:
         return None
 
 
-def machine_busy() -> tuple[bool, list[float] | None]:
-    """Whether other work already occupies half the cores or more (1-minute load average), and the averages."""
+BUSY_SHARE = 0.5  # other processes' CPU use, as a share of the cores, from which the machine counts as busy
+SAMPLE_S = 0.3  # the contention sample
+
+
+def _proc_stat() -> tuple[float, float] | None:
+    """Seconds the whole machine has spent busy (user, nice, system, irq, softirq, steal) and in all, since boot,
+    from ``/proc/stat`` (None where there is none)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    idle = sum(fields[3:5])  # idle, iowait
+    busy = sum(fields[:3]) + sum(fields[5:8])  # (guest time is already counted in user)
+    return busy / tick, (busy + idle) / tick
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def contention(sample_s: float = SAMPLE_S) -> float | None:
+    """Cores' worth of CPU that *other* processes used over a ``sample_s`` sample: the machine's busy time (steal
+    included) less this process's own, per second of the sample. None where ``/proc/stat`` cannot be read."""
+    before, own = _proc_stat(), _own_cpu()
+    if before is None:
+        return None
+    wall = time.perf_counter()
+    time.sleep(sample_s)
+    after, own_after, wall = _proc_stat(), _own_cpu(), time.perf_counter() - wall
+    if after is None or wall <= 0:
+        return None
+    return max(0.0, (after[0] - before[0] - (own_after - own)) / wall)
+
+
+def machine_busy(sample_s: float = SAMPLE_S) -> tuple[bool, dict]:
+    """Whether other work occupies ``BUSY_SHARE`` of the cores or more *now*, and what was measured: the CPU time of
+    other processes over a short sample (:func:`contention`), so that work which has just ended (the set-up's
+    installs) raises no alarm, as a one-minute load average would; where that cannot be read, the 1-minute load
+    average stands in (``method`` says which)."""
+    cores = os.cpu_count() or 1
     load = loadavg()
-    return (load is not None and load[0] >= (os.cpu_count() or 1) / 2), load
+    other = contention(sample_s)
+    if other is not None:
+        rec = {"method": "other processes' CPU time", "other_cores": round(other, 2), "sample_s": sample_s}
+        busy = other >= BUSY_SHARE * cores
+    else:
+        rec = {"method": "1-minute load average", "other_cores": None if load is None else load[0]}
+        busy = load is not None and load[0] >= BUSY_SHARE * cores
+    return busy, {**rec, "cores": cores, "busy": busy, "loadavg": load}
+
+
+def busy_text(measured: dict) -> str:
+    """What :func:`machine_busy` measured, in words."""
+    if measured.get("method") == "other processes' CPU time":
+        return (f"other processes used {measured['other_cores']:.1f} of {measured['cores']} cores over "
+                f"{measured['sample_s']:g} s")
+    load = measured.get("loadavg")
+    return f"load average {load[0]:.1f} on {measured['cores']} cores" if load else "load unknown"
 
 
 def default_threads(backend: str, task: str) -> int | None:

@@ -294,7 +294,7 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
     it starts (its total: the runs); ``threads``: "auto" or a count, see :func:`harness.machine.threads_for`;
     ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
-    from harness.machine import machine_busy, machine_record, threads_for
+    from harness.machine import busy_text, machine_busy, machine_record, threads_for
     from harness.results import write_json
     from harness.runner import prepare
 
@@ -303,14 +303,15 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
     progress.total = len(names) * len(frameworks)
     for fw in frameworks:  # fail fast, and keep the frameworks' import time out of the first lab's wall time
         check_device(fw, options.device)
-    busy, load = machine_busy()
+    busy, measured = machine_busy()
     ones = [fw for fw in frameworks if threads_for(fw, "mnist", busy, threads, options.device) == 1]
     if busy and echo and threads == "auto" and ones:
-        echo(f"the machine is busy (load average {load[0]:.1f}): {', '.join(ones)} run(s) on one thread")
+        echo(f"the machine is busy ({busy_text(measured)}): {', '.join(ones)} run(s) on one thread")
     results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.weights,
                                "masks": options.mask_mode, "dtype": options.dtype, "device": options.device,
                                "epochs": options.overrides.get("epochs"), "steps": options.steps,
-                               "repeats": repeats, "loadavg_at_start": load, "machine": machine_record(),
+                               "repeats": repeats, "loadavg_at_start": measured["loadavg"], "contention": measured,
+                               "machine": machine_record(),
                                "data": {}, "labs": {}}
     start = time.perf_counter()
     for name in names:

@@ -11,7 +11,17 @@ from jax_impl.probe import trace
 from jax_impl.train import available_devices, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "thread_count", "trace", "train", "versions"]
+           "native_params", "thread_count", "trace", "train", "versions"]
+
+
+def native_params(model: object, seed: int, dtype: str) -> dict:
+    """The initial weights ``run --weights native`` trains from: ``model`` built as the training loop builds it
+    (an ``nnx.Rngs`` of ``seed``), untrained."""
+    from jax_impl import models
+    from jax_impl.train import DTYPES, x64
+
+    with x64(dtype == "float64"):
+        return models.get_params(models.build(model, DTYPES[dtype], seed))[0]
 
 
 def thread_count() -> int | None:

@@ -111,7 +111,8 @@ def test_torch_step_that_raises_on_non_finite_weights_is_a_divergence():
     # a raise with finite weights is a real error, not a divergence
     with pytest.raises(RuntimeError, match="planted"):
         train._diverging(lambda *a: (_ for _ in ()).throw(RuntimeError("planted")),
-                         train._ManualLearner(spec, train.DTYPES["float32"], train.torch.device("cpu")))()
+                         train._ManualLearner(spec, train.DTYPES["float32"], train.torch.device("cpu")),
+                         train.DTYPES["float32"])()
 
 
 # ------------------------------------------------------------------------------ 4. seeds

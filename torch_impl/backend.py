@@ -8,7 +8,29 @@ from torch_impl.probe import trace
 from torch_impl.train import available_devices, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "thread_count", "trace", "train", "versions"]
+           "native_params", "thread_count", "trace", "train", "versions", "warm_up"]
+
+
+def warm_up() -> None:
+    """Pay once, up front, what torch defers to the first training run of a process: ``torch.optim`` imports
+    ``torch._dynamo`` when the first optimizer is made (1.5 s here), and autograd starts its engine."""
+    import torch
+
+    weight = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([weight], lr=0.1)
+    (weight * 2).sum().backward()
+    opt.step()
+
+
+def native_params(model: object, seed: int, dtype: str) -> dict:
+    """The initial weights ``run --weights native`` trains from: ``model`` built as the training loop builds it
+    (torch's generator seeded with ``seed``, the declared scheme drawn after the default init), untrained."""
+    import torch
+
+    from torch_impl import models
+    from torch_impl.train import DTYPES
+
+    return models.get_params(models.build(model, DTYPES[dtype], torch.device("cpu"), seed))[0]
 
 
 def thread_count() -> int | None:

@@ -168,7 +168,6 @@ def train(spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.dev
     r = _Rank(spec, par, rank, world, device)
     x, y, batches, masks = r.data()
     eval_sets = {k: torch_train._to(a, device, r.dtype) for k, (a, _) in spec.eval_sets.items()}
-    losses = torch.empty(spec.steps, dtype=r.dtype, device=device)
     outputs: dict[int, dict[str, np.ndarray]] = {}
 
     def batch(s: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
@@ -181,8 +180,7 @@ def train(spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.dev
             outputs[done] = {k: r.outputs(a) for k, a in eval_sets.items()}
 
     torch_train.set_precision()
-    timing = torch_train._run_loop(r.spec, r.learner.step, batch, losses, evaluate,
-                                   lambda: torch_train.sync(device))
+    losses, timing = torch_train._run_loop(r.spec, r.learner.step, batch, evaluate, lambda: torch_train.sync(device))
     dist.all_reduce(losses)  # each rank's shard mean; equal shards: the global mean is their average
     losses /= world
     r.sync_state()

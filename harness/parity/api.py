@@ -16,6 +16,7 @@ from typing import Any
 
 from harness import backend as registry
 from harness.backend import TrainResult
+from harness.costs import phase
 from harness.errors import RunDiverged
 from harness.labs import Lab
 from harness.parity import quantities as qty
@@ -51,7 +52,8 @@ def _train_sides(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names
         registry.check_device(config.backend, config.device)
         progress.begin(f"training {name}", size)
         try:
-            records[name], results[name] = run_prepared(for_config(prepared, config), config.backend)
+            with phase(f"train {name}"):
+                records[name], results[name] = run_prepared(for_config(prepared, config), config.backend)
         except RunDiverged as exc:
             exc.result = {"lab": prepared.lab.name, "runs": {**records, name: exc.result}}
             raise
@@ -121,12 +123,14 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
     tiers: dict[str, dict] = {}
     if exact:
         progress.begin("exact tier (float64)", sizes["exact"])
-        tiers["exact"] = _exact(prepared, configs, names, results, out, threshold, exact_steps, referee,
-                                trace_steps)
+        with phase("exact tier"):
+            tiers["exact"] = _exact(prepared, configs, names, results, out, threshold, exact_steps, referee,
+                                    trace_steps)
         progress.advance(sizes["exact"])
     if noise and needs:
         progress.begin("statistical tier", sizes["statistical"])
-        tiers["ensemble"] = statistical_tier(prepared, *configs)
+        with phase("statistical tier"):
+            tiers["ensemble"] = statistical_tier(prepared, *configs)
         progress.advance(sizes["statistical"])
     if "noise_floor" in out:
         out["per_step"]["noise_rel_diff"] = out["noise_floor"].pop("per_step")["rel_diff"]

@@ -26,6 +26,7 @@ import numpy as np
 
 from harness import backend as registry
 from harness.backend import RunSpec, TrainResult
+from harness.costs import phase
 from harness.errors import BackendError
 from harness.init import nudge
 from harness.parity import localise as loc
@@ -279,20 +280,26 @@ def exact_tier(prepared: Prepared, a: RunConfig, b: RunConfig, names: tuple[str,
     n = min(steps or window(prepared), prepared.steps)
     specs = _specs(prepared, n, prepared.spec.eval_steps if reuse else None)
     sides = make_sides(a, b, names, n, referee)
-    runs = {"a": reuse[0] if reuse else _train(sides.a, specs), "b": reuse[1] if reuse else _train(sides.b, specs)}
-    runs["twin"] = _train(sides.twin, specs, nudged=True)
+    with phase("float64 runs"):
+        runs = {"a": reuse[0] if reuse else _train(sides.a, specs),
+                "b": reuse[1] if reuse else _train(sides.b, specs)}
+    with phase("twin"):
+        runs["twin"] = _train(sides.twin, specs, nudged=True)
     if raw is not None:
         raw.update(runs, base=sides.base)
     twin_q = qty.measure(prepared, runs[sides.base], runs["twin"], specs)
     limit = chaos_step(twin_q)
     figs = judge(qty.measure(prepared, runs["a"], runs["b"], specs), twin_q, limit)
-    internals, found, t = check_internals(sides, specs, figs, n, trace_steps)
+    with phase("traces"):
+        internals, found, t = check_internals(sides, specs, figs, n, trace_steps)
     failure = first_failure(figs)
     ref = None
-    if sides.referee is not None and found is not None and t is not None and "referee" in t:
-        ref = referee_side(sides, t, found)
-    elif sides.referee is not None and (failure is not None or referee == "always"):
-        ref = referee_window(sides, prepared, specs, runs, twin_q, limit, [failure[0]] if failure else list(figs))
+    with phase("referee"):
+        if sides.referee is not None and found is not None and t is not None and "referee" in t:
+            ref = referee_side(sides, t, found)
+        elif sides.referee is not None and (failure is not None or referee == "always"):
+            ref = referee_window(sides, prepared, specs, runs, twin_q, limit,
+                                 [failure[0]] if failure else list(figs))
     judged = n if limit is None else limit
     ok, text = _verdict(figs, found, ref, judged)
     return {"tier": "exact", "ok": ok, "text": text, "dtype": "float64", "steps": n, "judged_steps": judged,

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness import backend as backends
+from harness.costs import phase
 from harness.labs import Lab, get_lab
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, JobOptions
 from harness.report.plan import course_frameworks, flops_per_step, run_options, thread_counts
@@ -97,18 +98,40 @@ def _train(lab: Lab, options: Any, opts: JobOptions) -> dict:
         return {"status": "diverged", "error": str(exc), "runs": runs}
 
 
-def _native(lab: Lab, options: Any, opts: JobOptions) -> dict:
+def same_start(lab: Lab, options: Any, fw: str, shared: dict | None) -> bool:
+    """Whether ``fw``'s native initial weights for ``lab`` are bit for bit the shared ones its run ``shared``
+    started from (torch's own draw of a uniform scheme: the harness ports its generator), so that a native run
+    would repeat that run exactly."""
+    import numpy as np
+
+    from harness.runner import shared_weights
+
+    native = getattr(backends.load(fw), "native_params", None)
+    if native is None or not shared or shared.get("status") != "ok" or lab.companion is not None:
+        return False
+    model = lab.with_options(**options.overrides).model if options.overrides else lab.model
+    ours, theirs = shared_weights(model, shared["seed"], options.dtype)[0], native(model, shared["seed"], options.dtype)
+    return ours.keys() == theirs.keys() and all(
+        ours[k].dtype == theirs[k].dtype and np.array_equal(ours[k], theirs[k]) for k in ours)
+
+
+def _native(lab: Lab, options: Any, opts: JobOptions, shared: dict) -> dict:
     """For a lab with the course's printed loss trajectory: a run in each chosen course framework from its own
-    (native) initial weights."""
+    (native) initial weights; where those are bit for bit the shared weights its compared run started from
+    (:func:`same_start`), that run's record stands for it (``same_as_shared``), not trained again."""
     from harness.errors import RunDiverged
     from harness.runner import run
 
     native = {}
     for fw in course_frameworks(opts):
-        try:
-            native[fw] = run(lab, fw, dataclasses.replace(options, weights="native"))
-        except RunDiverged as exc:
-            native[fw] = exc.result
+        with phase(f"native run {fw}"):
+            if same_start(lab, options, fw, shared.get(fw)):
+                native[fw] = {**shared[fw], "init": "native", "weights": "native", "same_as_shared": True}
+                continue
+            try:
+                native[fw] = run(lab, fw, dataclasses.replace(options, weights="native"))
+            except RunDiverged as exc:
+                native[fw] = exc.result
     return native
 
 
@@ -128,7 +151,7 @@ def compute_lab(lab: Lab, opts: JobOptions) -> dict:
         rec.update({f"{fw}_threads": n for fw, n in counts.items()})  # the old key (torch_threads), for a release
         rec.update(_train(lab, options, opts))
         if isinstance(lab.reference.get("loss"), dict) and course_frameworks(opts):
-            rec["native"] = _native(lab, options, opts)
+            rec["native"] = _native(lab, options, opts, rec.get("runs", {}))
     rec["wall_s"] = time.perf_counter() - start
     return jsonable(rec)
 

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from harness import backend as backends
+from harness.costs import Costs, phase, recording
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
-from harness.machine import machine_busy
+from harness.machine import busy_text, machine_busy
 from harness.progress import Progress, clock
 from harness.report import compute
 from harness.report.lock import OutputLock, check_output
@@ -63,14 +64,14 @@ def load_data(opts: JobOptions, labs: list[Lab]) -> int | None:
     return len(ds.train_y)
 
 
-def machine(opts: JobOptions, load: list[float] | None) -> dict:
+def machine(opts: JobOptions, measured: dict) -> dict:
     """Where the job ran: CPU model and count, platform, every backend's threads, the device, the load."""
     import platform
 
     from harness.machine import machine_record
 
     rec = {**machine_record(), "machine": platform.machine(), "processor": platform.processor(),
-           "cpus": os.cpu_count(), "loadavg_start": load}
+           "cpus": os.cpu_count(), "loadavg_start": measured.get("loadavg"), "contention": measured}
     if opts.device != "cpu":
         rec["devices"] = {fw: backends.load(fw).device_info(opts.device) for fw in opts.frameworks}
     return rec
@@ -107,13 +108,14 @@ class Job:
         previous = (plan.previous or {}).get("job")
         # a complete report is already there: the report is written only when this run completes
         self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
-        opts.busy, self.load = machine_busy()
+        opts.busy, self.contention = machine_busy()
         self.results: dict[str, Any] = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
             "job": {"status": "running", "computed": [], "reused": [], "errors": []},
         }
         self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
+        self.costs = Costs()  # the job's own phases (start-up, peak, study, writes); each lab records its own
         self.left = set(plan.estimates)
 
     def say(self, line: str) -> None:
@@ -128,7 +130,7 @@ class Job:
 
     def header(self) -> None:
         """The job's first lines: what runs, where, about how long; a busy machine."""
-        opts, data, load = self.opts, self.opts._data_record, self.load
+        opts, data = self.opts, self.opts._data_record
         data_txt = (f" on {data['name']} ({data['source']}, {data['train_size']} train / {data['test_size']} "
                     f"test)" if data else "")
         n = len(self.plan.labs)
@@ -136,7 +138,7 @@ class Job:
                  f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused)")
         single = thread_counts("mnist", opts) if opts.busy and opts.torch_threads == "auto" else {}
         if single:
-            self.say(f"the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} cores): "
+            self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")
         if self.keep_previous:
             self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
@@ -144,7 +146,7 @@ class Job:
     def run(self) -> dict:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
         opts, job = self.opts, self.results["job"]
-        self.results["machine"] = machine(opts, self.load)
+        self.results["machine"] = machine(opts, self.contention)
         started = time.perf_counter()
         self.header()
         try:
@@ -160,6 +162,7 @@ class Job:
             job["wall_s"] = time.perf_counter() - started
             if job["status"] == "running":  # a crash outside the labs
                 job["status"] = "failed"
+            job["costs"] = self.costs.table()
             self.finish()
         return self.results
 
@@ -168,22 +171,30 @@ class Job:
         rec, seconds = self.plan.saved[lab.name], None
         if rec is None:
             if not self.results["peak"]:  # measured once, before the first lab that trains
-                self.results["peak"] = compute.measure_peaks(self.opts)
+                with recording(self.costs), phase("framework start-up"):  # once a process, not the first lab's
+                    for fw in self.opts.frameworks:
+                        getattr(backends.load(fw), "warm_up", lambda: None)()
+                with recording(self.costs), phase("matmul peak"):
+                    self.results["peak"] = compute.measure_peaks(self.opts)
                 self.say("matmul peak: " + ", ".join(f"{fw} {p['gflops']:.1f} GFLOP/s"
                                                       for fw, p in self.results["peak"].items()))
             self.progress.begin(lab.name, self.plan.estimates[lab.name])
             t = time.perf_counter()
-            try:
-                rec = compute.compute_lab(lab, self.opts)
-            except Exception as exc:  # a crash in one lab is reported; the others still run
-                rec = compute.error_record(lab, self.opts, exc)
-                self.results["job"]["errors"].append(lab.name)
+            with recording() as costs:
+                try:
+                    with phase("compute"):
+                        rec = compute.compute_lab(lab, self.opts)
+                except Exception as exc:  # a crash in one lab is reported; the others still run
+                    rec = compute.error_record(lab, self.opts, exc)
+                    self.results["job"]["errors"].append(lab.name)
             seconds = time.perf_counter() - t
             rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
+            rec["costs"] = costs.table()  # what this lab cost, phase by phase
         self.progress.advance(self.plan.estimates[lab.name])
-        with held_signals():
+        with held_signals(), recording(self.costs):  # the writes: the job's phases, summed over the labs
             if seconds is not None or lab.name in self.plan.restore:
-                write_json(self.opts.out / "labs" / f"{lab.name}.json", rec)
+                with phase("lab files"):
+                    write_json(self.opts.out / "labs" / f"{lab.name}.json", rec)
             self.results["job"]["computed" if seconds is not None else "reused"].append(lab.name)
             self.results["labs"][lab.name] = rec
             self.results["pending"].remove(lab.name)
@@ -196,7 +207,8 @@ class Job:
         if study is None:
             self.progress.begin(STUDY, self.plan.estimates[STUDY])
             t = time.perf_counter()
-            study = compute.compute_init_study(self.opts)
+            with recording(self.costs), phase("init study"):
+                study = compute.compute_init_study(self.opts)
             seconds = time.perf_counter() - t
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():
@@ -217,8 +229,10 @@ class Job:
 
         if self.keep_previous:
             return
-        plots(render)
-        render.write_report(self.opts.out, self.results, html=self.opts.html)
+        with phase("plots"):
+            plots(render)
+        with phase("report files"):
+            render.write_report(self.opts.out, self.results, html=self.opts.html)
 
     def finish(self) -> None:
         """The final write, held whole against a second signal: the report of this run, unless an earlier

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness import backend
 from harness.parity.verdict import brief
+from harness.report import costs as report_costs
 from harness.report import course, sections
 from harness.report.doc import Doc, num
 from harness.report.doc import pct as fmt_pct
@@ -171,12 +172,17 @@ def _intro(doc: Doc, results: dict) -> None:
         items.append(f"job time {job['wall_s']:.0f} s ({len(job.get('computed', []))} labs computed, "
                      f"{len(job.get('reused', []))} reused from an earlier run)")
     m = results.get("machine", {})
-    load, cpus = m.get("loadavg_start"), m.get("cpus", m.get("cpu_count"))
-    if load:
-        busy = load[0] >= (cpus or 1) / 2
-        items.append(f"load average when the job started: {load[0]:.2f} on {cpus} cores"
+    load, cpus, measured = m.get("loadavg_start"), m.get("cpus", m.get("cpu_count")), m.get("contention")
+    if measured:  # what the busy rule measured (harness.machine.machine_busy)
+        from harness.machine import busy_text
+
+        items.append(f"contention when the job started: {busy_text(measured)}"
+                     + (f" (load average {load[0]:.2f})" if load else "")
                      + ("; **the machine was busy**, so the backends that set their threads per task ran on one "
-                        "thread and the timings are not representative" if busy else ""))
+                        "thread and the timings are not representative" if measured.get("busy") else
+                        ": not busy"))
+    elif load:  # a report of an older job
+        items.append(f"load average when the job started: {load[0]:.2f} on {cpus} cores")
     if results.get("pending"):
         items.append("not run yet: " + ", ".join(f"`{p}`" for p in results["pending"]))
     doc.bullets(items)
@@ -232,6 +238,7 @@ def build(results: dict, has: set[str]) -> Doc:
     if results["labs"]:
         sections.throughput(doc, results, has)
     sections.machine(doc, results)
+    report_costs.costs(doc, results)
     return doc
 
 

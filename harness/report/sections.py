@@ -173,8 +173,11 @@ def _trajectory(doc: Doc, rec: dict, ref: dict) -> None:
             if got is not None:
                 worst[name] = max(worst.get(name, 0.0), abs(got - ref["loss"][str(s)]) / abs(ref["loss"][str(s)]))
     rows = [[str(s), num(ref["loss"][str(s)], 8)] + [num(_loss_at(r, s), 8) for _, r in cols] for s in _pick(steps)]
+    same = [backend.label(fw) for fw, r in rec.get(NATIVE, {}).items() if r.get("same_as_shared")]
     doc.para("The course's printed training losses beside this run's, at the same steps (a native init draws "
-             "the same weights as the shared init for these labs, from the same seed):")
+             "the same weights as the shared init for these labs, from the same seed"
+             + (f"; {', '.join(same)}'s own draw is bit for bit the shared weights, so its native run is its "
+                "shared run" if same else "") + "):")
     doc.table(["step", "course"] + [n for n, _ in cols], rows, right=range(len(cols) + 2))
     reached = sum(1 for s in steps if any(_loss_at(r, s) is not None for _, r in cols))
     doc.para(f"Largest relative difference from the course over the {reached} of its {len(steps)} printed steps "
