@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from harness.labs import Model
 from torch_impl.bench import configure as configure_threads
 from torch_impl.bench import device_info, make_stepper, matmul_timer, modes
 from torch_impl.probe import trace
 from torch_impl.train import available_devices, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "thread_count", "trace", "train", "versions"]
+           "native_params", "thread_count", "trace", "train", "versions"]
 
 
 def thread_count() -> int | None:
@@ -16,3 +19,13 @@ def thread_count() -> int | None:
     import torch
 
     return torch.get_num_threads()
+
+
+def native_params(model: Model, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The initial weights ``run --weights native`` trains from (``models.build`` from ``seed``, untrained), in
+    the shared layout: what ``harness.parity.initcheck`` tests."""
+    import torch
+
+    from torch_impl import models
+
+    return models.get_params(models.build(model, getattr(torch, dtype), torch.device("cpu"), seed))[0]
