@@ -10,13 +10,18 @@ run records both tiers' verdicts, the statistical ratio (limit 100x) and the exa
 share of its tolerance; a failure of either tier on this correct code is a false alarm. Then every mutation of
 ``harness.selfcheck.catalogue()`` judged by these tiers is injected at three points of the grid where it applies
 (three seeds; on MNIST the third also at batch size 10) and the tier that catches it is recorded.
+``--native-init`` runs the native-initialisation check instead (no training): every lab's model under
+``--seeds`` seeds and every init scheme on every distinct lab layer shape, in both frameworks, and each
+``tier="init"`` mutation under three seeds.
 
     .venv/bin/python benchmarks/parity_ablation.py --out benchmarks/parity-ablation.json
+    .venv/bin/python benchmarks/parity_ablation.py --native-init --out benchmarks/parity-initcheck.json
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from harness.bench.peak import loadavg  # noqa: E402
-from harness.labs import ACTIVATIONS, INITS, LABS, OPTIMIZERS, get_lab  # noqa: E402
+from harness.labs import ACTIVATIONS, INITS, LABS, OPTIMIZERS, Model, get_lab  # noqa: E402
+from harness.parity import initcheck  # noqa: E402
 from harness.parity.api import compare  # noqa: E402
 from harness.results import write_json  # noqa: E402
 from harness.runner import RunOptions  # noqa: E402
@@ -87,6 +93,38 @@ def mutation_points(m: Mutation) -> list[tuple[dict, int]]:
             ({**m.overrides, "batch_size": 10} if mnist else dict(m.overrides), 3)]
 
 
+def native_init(seeds: int) -> dict:
+    """The native-initialisation check (``harness.parity.initcheck``) on correct code (every lab's model under
+    ``seeds`` seeds; every init scheme on every distinct lab layer shape as a one-layer net) and on each
+    ``tier="init"`` mutation under three seeds: the checks, their false alarms and the catches."""
+    shapes = sorted({(a, b) for lab in LABS.values() for m in (lab.model, lab.companion) if m is not None
+                     for a, b in zip(m.sizes[:-1], m.sizes[1:])})
+    cases = [(name, lab.model, s) for name, lab in LABS.items() for s in range(seeds)]
+    cases += [(f"{i} {a}x{b}", Model((a, b), init=i), a * 1000 + b) for i in INITS for a, b in shapes]
+    correct = []
+    for name, model, seed in cases:
+        r = initcheck.check(model, ("torch", "jax"), seed)
+        low = min((min(t["p"].values()), fw, k) for fw, per in r["tensors"].items() for k, t in per.items())
+        correct.append({"case": name, "seed": seed, "ok": r["ok"], "tests": r["tests"], "seeds": r["seeds"],
+                        "level": r["level"], "lowest_p": low[0], "lowest": f"{low[1]} {low[2]}", "text": r["text"]})
+        print(f"native init {name} seed {seed}: {r['text']} (lowest p {low[0]:.1e}, level {r['level']:.1e})",
+              flush=True)
+    caught = []
+    for m in (m for m in catalogue() if m.tier == "init"):
+        model = get_lab(m.lab).with_options(**m.overrides).model
+        for seed in (1, 2, 3):
+            with patched(m):
+                r = initcheck.check(model, (m.backend,), seed)
+            first = r["failures"][0] if r["failures"] else {}
+            caught.append({"mutation": m.name, "backend": m.backend, "lab": m.lab, "overrides": m.overrides,
+                           "seed": seed, "caught": not r["ok"], "named": first.get("tensor"),
+                           "named_ok": bool(first) and re.search(m.expect, first["tensor"]) is not None,
+                           "failing_tensors": len(r["failures"]), "text": r["text"]})
+            print(f"init mutation {m.name} seed {seed}: {r['text']}", flush=True)
+    return {"correct": correct, "false_alarms": sum(not c["ok"] for c in correct), "mutations": caught,
+            "alpha": initcheck.ALPHA}
+
+
 def label(row: dict) -> str:
     """The run's settings in one phrase."""
     parts = [f"{k}={v}" for k, v in row["overrides"].items()] + ([f"seed={row['seed']}"] if row["seed"] is not
@@ -101,9 +139,19 @@ def main() -> None:
     parser.add_argument("--groups", help="comma-separated groups of the grid to run (default: all)")
     parser.add_argument("--no-mutations", action="store_true", help="skip the mutation sample")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--native-init", action="store_true", help="only the native-initialisation check "
+                        "(correct code and the init mutations; no training)")
     parser.add_argument("--out", help="write every figure as JSON (rewritten after each run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.native_init:
+        found = native_init(args.seeds)
+        print(f"native init: {found['false_alarms']} false alarms in {len(found['correct'])} checks of correct "
+              f"code; {sum(m['caught'] and m['named_ok'] for m in found['mutations'])} of "
+              f"{len(found['mutations'])} init-mutation runs caught naming the tensor")
+        if args.out:
+            write_json(args.out, {"seeds": args.seeds, "native_init": found, "loadavg_end": loadavg()})
+        return
     start = time.perf_counter()
     wanted = set(args.groups.split(",")) if args.groups else None
     rows: list[dict] = []
