@@ -21,6 +21,7 @@ share of its tolerance; a failure of either tier on this correct code is a false
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -132,6 +133,30 @@ def label(row: dict) -> str:
     return f"{row['lab']} " + ", ".join(parts)
 
 
+def tables(data: dict) -> str:
+    """The markdown tables of docs/parity.md from a ``--out`` file: per group of the grid, its runs, false
+    alarms, largest statistical ratio and closest exact share; the mutation sample by catching tier."""
+    lines = ["| group | runs | false alarms | largest statistical ratio (at) | closest exact quantity, share of "
+             "tolerance (at) |", "|---|---|---|---|---|"]
+    for group in dict.fromkeys(r["group"] for r in data["runs"]):
+        rows = [r for r in data["runs"] if r["group"] == group]
+        alarms = sum(r["verdict_kind"] not in ("same math", "within rounding noise") for r in rows)
+        ratio = max((r["statistical"]["ratio"], label(r)) for r in rows if r["statistical"])
+        share = max((r["exact"]["closest"]["share_of_tolerance"], label(r)) for r in rows)
+        lines.append(f"| {group} | {len(rows)} | {alarms} | {ratio[0]:.3g} ({ratio[1]}) | {share[0]:.1e} "
+                     f"({share[1]}) |")
+    lines += ["", "| mutation (side) | tier that should catch it | points | caught by exact | caught by statistical "
+              "| smallest statistical ratio |", "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(m["mutation"] for m in data["mutations"]):
+        rows = [m for m in data["mutations"] if m["mutation"] == name]
+        ratios = [m["statistical"]["ratio"] for m in rows if m["statistical"]]
+        low = f"{min(ratios):.3g}" if ratios else "-"
+        lines.append(f"| {name} ({rows[0]['backend']}) | {rows[0]['tier']} | {len(rows)} | "
+                     f"{sum('exact' in m['caught_by'] for m in rows)} | "
+                     f"{sum('statistical' in m['caught_by'] for m in rows)} | {low} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds per lab (0..N-1)")
@@ -141,8 +166,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--native-init", action="store_true", help="only the native-initialisation check "
                         "(correct code and the init mutations; no training)")
+    parser.add_argument("--tables", metavar="JSON", help="only print the markdown tables of a --out file")
     parser.add_argument("--out", help="write every figure as JSON (rewritten after each run)")
     args = parser.parse_args()
+    if args.tables:
+        print(tables(json.loads(Path(args.tables).read_text())))
+        return
     torch.set_num_threads(args.threads)
     if args.native_init:
         found = native_init(args.seeds)
