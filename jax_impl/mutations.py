@@ -105,6 +105,6 @@ MUTATIONS = (
              {"lr": 300.0}),
     Mutation("Xavier normal std read as a variance (native init)", "jax", RELU, _init_scheme(_std_as_variance),
              r"dense\d/kernel", {"init": "xavier_normal"}, tier="init"),
-    Mutation("He normal truncated at 2 std (native init)", "jax", RELU, _init_scheme(_truncated),
+    Mutation("He normal as Flax's he_normal, truncated (native init)", "jax", RELU, _init_scheme(_truncated),
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
 )

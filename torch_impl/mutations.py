@@ -68,6 +68,6 @@ MUTATIONS = (
     Mutation("kernel not transposed on import", "torch", RELU, _kernel_untransposed, r"training loss at step 0"),
     Mutation("Xavier uniform bound from fan_in only (native init)", "torch", RELU, _init_scheme(_fan_in_only),
              r"dense0/kernel", tier="init"),
-    Mutation("He normal truncated at 2 std (native init)", "torch", RELU, _init_scheme(_truncated),
+    Mutation("He normal through trunc_normal_ (native init)", "torch", RELU, _init_scheme(_truncated),
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
 )
