@@ -94,7 +94,8 @@ class Stepper:
 @runtime_checkable
 class Backend(Protocol):
     """What a backend module provides. Every function may import its framework; none is called at import time
-    of ``harness``."""
+    of ``harness``. Optional: ``native_params(model, seed, dtype) -> Params``, the untrained initial weights its
+    native init draws (what ``run --weights native`` trains from), tested by ``harness.parity.initcheck``."""
 
     def train(self, spec: RunSpec) -> TrainResult:
         """Train ``spec`` and hand back the run record's raw material."""

@@ -259,7 +259,9 @@ def _add_compare(sub: Any) -> None:
                    "traces and on a failure (auto), also over every window (always), or not at all")
     _add_output(p, "write both runs, the figures, the tiers and the verdict as JSON", "no progress line on stderr "
                 "(shown only on a terminal)")
-    p.set_defaults(weights="shared")
+    g.add_argument("--weights", default="shared", type=_one_of(WEIGHTS, "weights"), metavar=_meta(WEIGHTS),
+                   help="native: also test each side's own initial draw against the declared distributions "
+                   "(harness.parity.initcheck); both sides still train from shared weights")
     _add_masks(p)
     p.set_defaults(mask_mode="shared")  # compare: shared dropout masks unless --masks own (judged statistically)
     add_run_options(p)

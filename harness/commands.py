@@ -117,5 +117,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise
     for line in summary_lines(result, args.threshold, final_text):
         print(line)
+    if args.weights == "native":  # each side's own initial draw against the declared distributions
+        from harness.parity.initcheck import check_lab
+
+        backends = tuple(side["backend"] for side in result["sides"].values())
+        result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
+        print(result["native_init"]["text"])
     _write(args.out, result)
     return 0

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
+
+from harness.labs import Model
 from jax_impl.bench import configure as configure_threads
 from jax_impl.bench import device_info, make_stepper, matmul_timer, modes
 from jax_impl.probe import trace
@@ -14,18 +17,18 @@ __all__ = ["available_devices", "configure_threads", "device_info", "make_steppe
            "native_params", "thread_count", "trace", "train", "versions"]
 
 
-def native_params(model: object, seed: int, dtype: str) -> dict:
-    """The initial weights ``run --weights native`` trains from: ``model`` built as the training loop builds it
-    (an ``nnx.Rngs`` of ``seed``), untrained."""
-    from jax_impl import models
-    from jax_impl.train import DTYPES, x64
-
-    with x64(dtype == "float64"):
-        return models.get_params(models.build(model, DTYPES[dtype], seed))[0]
-
-
 def thread_count() -> int | None:
     """XLA's CPU intra-op pool, sized at start-up (not settable here): ``intra_op_parallelism_threads`` from
     ``XLA_FLAGS`` when given, else every core."""
     found = re.search(r"intra_op_parallelism_threads=(\d+)", os.environ.get("XLA_FLAGS", ""))
     return int(found.group(1)) if found else os.cpu_count()
+
+
+def native_params(model: Model, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The initial weights ``run --weights native`` trains from (``models.build`` from ``seed``, untrained), in
+    the shared layout: what ``harness.parity.initcheck`` tests."""
+    from jax_impl import models
+    from jax_impl.train import DTYPES, x64
+
+    with x64(dtype == "float64"):
+        return models.get_params(models.build(model, DTYPES[dtype], seed))[0]

@@ -177,6 +177,9 @@ def test_init_study(small_report):
     # N(0, 1) weights start the 784-256-256-10 net at a far higher loss than any scaled init
     first = {k: r["loss"][0] for k, r in study["runs"].items()}
     assert first["normal"] > 10 * max(v for k, v in first.items() if k != "normal")
+    native = study["native_init"]  # every framework's own draw of every study scheme, tested (initcheck)
+    assert native["ok"] and set(native["text"]) == set(report.INIT_STUDY_SCHEMES), native
+    assert "draw every scheme above as declared" in (out / "report.md").read_text()
 
 
 def test_html_is_self_contained(small_report):

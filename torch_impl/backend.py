@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from harness.labs import Model
 from torch_impl.bench import configure as configure_threads
 from torch_impl.bench import device_info, make_stepper, matmul_timer, modes
 from torch_impl.probe import trace
@@ -22,19 +25,18 @@ def warm_up() -> None:
     opt.step()
 
 
-def native_params(model: object, seed: int, dtype: str) -> dict:
-    """The initial weights ``run --weights native`` trains from: ``model`` built as the training loop builds it
-    (torch's generator seeded with ``seed``, the declared scheme drawn after the default init), untrained."""
-    import torch
-
-    from torch_impl import models
-    from torch_impl.train import DTYPES
-
-    return models.get_params(models.build(model, DTYPES[dtype], torch.device("cpu"), seed))[0]
-
-
 def thread_count() -> int | None:
     """torch's intra-op threads now."""
     import torch
 
     return torch.get_num_threads()
+
+
+def native_params(model: Model, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The initial weights ``run --weights native`` trains from (``models.build`` from ``seed``, untrained), in
+    the shared layout: what ``harness.parity.initcheck`` tests."""
+    import torch
+
+    from torch_impl import models
+
+    return models.get_params(models.build(model, getattr(torch, dtype), torch.device("cpu"), seed))[0]

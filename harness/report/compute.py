@@ -176,11 +176,25 @@ def compute_init_study(opts: JobOptions) -> dict:
             except Exception as exc:  # recorded (a rerun tries again); the job goes on
                 errors[scheme] = f"{type(exc).__name__}: {exc}"
     rec = {"format": FORMAT, "lab": lab.name, "framework": fw, "steps": steps, "key": opts.study_key(),
-           "runs": runs, "status": "ok" if not errors else "error", "wall_s": time.perf_counter() - start}
+           "runs": runs, "status": "ok" if not errors else "error", "native_init": native_init_study(lab, opts),
+           "wall_s": time.perf_counter() - start}
     if errors:
         rec["errors"] = errors
         rec["error"] = "; ".join(dict.fromkeys(errors.values()))
     return jsonable(rec)
+
+
+def native_init_study(lab: Lab, opts: JobOptions) -> dict:
+    """The native-initialisation check (``harness.parity.initcheck``) of every study scheme in the job's
+    frameworks that draw native weights: each scheme's one-line verdict, and ``ok`` for all."""
+    from harness.parity.initcheck import ALPHA, check
+
+    start = time.perf_counter()
+    fws = tuple(fw for fw in opts.frameworks if hasattr(backends.load(fw), "native_params"))
+    checks = {s: check(lab.with_options(init=s).model, fws, lab.seed) for s in INIT_STUDY_SCHEMES} if fws else {}
+    return {"frameworks": list(fws), "ok": all(c["ok"] for c in checks.values()), "alpha": ALPHA,
+            "tests": sum(c["tests"] for c in checks.values()), "text": {s: c["text"] for s, c in checks.items()},
+            "wall_s": time.perf_counter() - start}
 
 
 def measure_peaks(opts: JobOptions) -> dict[str, dict]:

@@ -315,6 +315,14 @@ def init_study(doc: Doc, study: dict, has: set[str]) -> None:
                      fmt_acc(course.metric(run, "test_accuracy")), run.get("status", "?")])
     doc.table(["init", "training loss, step 0", "training loss, last step", "test accuracy", "status"], rows,
               right=(1, 2, 3))
+    native = study.get("native_init")
+    if native and native.get("frameworks"):
+        bad = [f"`{s}`: {t}" for s, t in native["text"].items() if t.startswith("native init differs")]
+        who = " and ".join(map(backend.label, native["frameworks"]))
+        doc.para(f"Native initialisation (each framework's own draw, `run --weights native`, tested against the "
+                 f"declared distribution: KS and moments, {native['tests']} tests, false-alarm rate "
+                 f"{native.get('alpha', 1e-6):g} per scheme): "
+                 + ("; ".join(bad) if bad else f"{who} draw every scheme above as declared."))
     if "plots/init_study.png" in has:
         doc.image("plots/init_study.png", "training loss per initialisation, and the test accuracy reached")
 

@@ -76,6 +76,7 @@ class Mutation:
     patch: Callable[[Patch], None]
     expect: str
     overrides: dict = field(default_factory=dict)
+    tier: str = "exact"
 
     def __repr__(self) -> str:
         return self.name
