@@ -8,10 +8,11 @@ import re
 from jax_impl.bench import configure as configure_threads
 from jax_impl.bench import device_info, make_stepper, matmul_timer, modes
 from jax_impl.probe import trace
+from jax_impl.rbm import trace as pretrain_trace
 from jax_impl.train import available_devices, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "thread_count", "trace", "train", "versions"]
+           "pretrain_trace", "thread_count", "trace", "train", "versions"]
 
 
 def thread_count() -> int | None:
