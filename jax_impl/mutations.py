@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import optax
 
 from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
-from jax_impl import manual, models
+from jax_impl import manual, models, rbm
 
 RELU = "mnist_relu_xavier"
 BN = "mnist_batchnorm"
+RBM = "mnist_rbm_pretrain"
 
 
 def _optimizer(build: Callable) -> Callable:
@@ -54,6 +55,14 @@ def _bce_unclamped(mp: Patch) -> None:
     mp.setattr(models, "binary_cross_entropy", bce)
 
 
+def _visible_bias_descends(mp: Patch) -> None:
+    original = rbm.update
+
+    def update(params: dict, stats: dict, lr: float) -> dict:
+        return {**original(params, stats, lr), "visible_bias": params["visible_bias"] - lr * stats["visible_bias"]}
+    mp.setattr(rbm, "update", update)
+
+
 MUTATIONS = (
     Mutation("adam eps inside the square root", "jax", RELU, wrap_optimizer(models, _optimizer(
         lambda o: optax.adam(o.lr, b1=o.betas[0], b2=o.betas[1], eps=0.0, eps_root=o.epsilon))),
@@ -80,4 +89,6 @@ MUTATIONS = (
              r"dense\d/bias gradient at step 0"),
     Mutation("BCE without the -100 clamp", "jax", "xor_perceptron", _bce_unclamped, r"training loss at step 1",
              {"lr": 300.0}),
+    Mutation("RBM visible-bias update with the wrong sign", "jax", RBM, _visible_bias_descends,
+             r"^pretraining rbm0/visible_bias update at step 0$"),
 )

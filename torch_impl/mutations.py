@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
-from torch_impl import models
+from torch_impl import models, rbm
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 RELU = "mnist_relu_xavier"
 BN = "mnist_batchnorm"
+RBM = "mnist_rbm_pretrain"
 
 
 def _bn_momentum(module: models.MLP) -> None:
@@ -45,4 +46,7 @@ MUTATIONS = (
         models, "selu", lambda x: 1.0507 * F.elu(x, SELU_ALPHA)), r"training loss at step 0",
         {"activation": "selu"}),
     Mutation("kernel not transposed on import", "torch", RELU, _kernel_untransposed, r"training loss at step 0"),
+    Mutation("RBM negative phase from hidden probabilities, not samples", "torch", RBM,
+             lambda mp: mp.setattr(rbm, "sample", lambda p, u: p),
+             r"^pretraining reconstruction error of rbm0 at step 0$"),
 )

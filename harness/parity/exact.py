@@ -287,6 +287,10 @@ def exact_tier(prepared: Prepared, a: RunConfig, b: RunConfig, names: tuple[str,
     limit = chaos_step(twin_q)
     figs = judge(qty.measure(prepared, runs["a"], runs["b"], specs), twin_q, limit)
     internals, found, t = check_internals(sides, specs, figs, n, trace_steps)
+    if prepared.lab.pretrain is not None:  # RBM pre-training comes first: a difference there is the answer
+        from harness.parity import pretrain
+
+        internals, found, t = pretrain.check(sides, specs[0], figs, internals, found, t, trace_steps)
     failure = first_failure(figs)
     ref = None
     if sides.referee is not None and found is not None and t is not None and "referee" in t:
