@@ -6,6 +6,7 @@ layers. Call inside ``train.x64`` for float64 runs."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -67,9 +68,12 @@ def initial(spec: RunSpec, dtype: jnp.dtype) -> dict[str, np.ndarray]:
     return out
 
 
-def _scan(k: int, lr: float, trace: bool) -> Callable:
+@functools.cache
+def _scan(k: int, lr: float, trace: bool, *functions: Callable) -> Callable:
     """One RBM's CD steps as one jitted ``lax.scan``: ``(params, data, batches, uniforms) -> (params, per-step
-    outputs)`` (the reconstruction error; with ``trace`` also the statistics and the parameters after each step)."""
+    outputs)`` (the reconstruction error; with ``trace`` also the statistics and the parameters after each step).
+    Kept, so later runs reuse its compilations; ``functions``, this module's step functions as they are at the
+    call, are in the key, so a patched one (the mutation suite) gets a program of its own."""
     def run(params: Arrays, data: jax.Array, batches: jax.Array, uniforms: jax.Array) -> tuple:
         def body(p: Arrays, xs: tuple) -> tuple:
             idx, u = xs
@@ -80,6 +84,10 @@ def _scan(k: int, lr: float, trace: bool) -> Callable:
         return jax.lax.scan(body, params, (batches, uniforms))
 
     return jax.jit(run)
+
+
+def _step_functions() -> tuple[Callable, ...]:
+    return cd_step, update, sample
 
 
 def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: jnp.dtype,
@@ -97,9 +105,10 @@ def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: jnp.dtype,
         uniforms = jnp.asarray(spec.pretrain_uniforms[i], dtype)
         if record is not None and record[0] == i:
             n = min(record[1], len(batches))
-            _, (errors, stats, after) = _scan(pre.k, pre.lr, True)(rbm, data, batches[:n], uniforms[:n])
+            scan = _scan(pre.k, pre.lr, True, *_step_functions())
+            _, (errors, stats, after) = scan(rbm, data, batches[:n], uniforms[:n])
             return out, recon, _records(i, rbm, errors, stats, after)
-        rbm, errors = _scan(pre.k, pre.lr, False)(rbm, data, batches, uniforms)
+        rbm, errors = _scan(pre.k, pre.lr, False, *_step_functions())(rbm, data, batches, uniforms)
         out.update({f"rbm{i}/{n}": np.asarray(v) for n, v in rbm.items()})
         recon.append(np.asarray(errors, np.float64))
         data = jax.nn.sigmoid(_mm(data, rbm["kernel"]) + rbm["hidden_bias"])  # the next RBM's data
