@@ -87,3 +87,13 @@ def record(recon: list[np.ndarray], seconds: float, pre: Pretrain, n: int) -> di
                      "recon_first": float(r[0]) if len(r) else None, "recon_last": float(r[-1]) if len(r) else None})
     return {"rbms": rows, "k": pre.k, "lr": pre.lr, "epochs": pre.epochs, "batch_size": pre.batch_size,
             "seconds": seconds}
+
+
+def lines(rec: dict) -> list[str]:
+    """The pre-training's printout: each RBM's reconstruction error per epoch."""
+    out = []
+    for i, row in enumerate(rec["rbms"]):
+        errors = ", ".join(f"{e:.5f}" for e in row["recon_epoch"])
+        out.append(f"[pre-training rbm{i}, CD-{rec['k']}, {row['steps']} steps] reconstruction error per epoch: "
+                   f"{errors}")
+    return out

@@ -265,8 +265,9 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
 
 def course_lines(record: dict) -> list[str]:
     """The lab's own printout, as the course prints it: per-epoch train and validation loss (accuracy) of the
-    model and its companion; correct answers among the first 1000 test images beside the course's."""
-    lines = []
+    model and its companion; correct answers among the first 1000 test images beside the course's; RBM
+    pre-training's reconstruction error per epoch."""
+    lines = pretrain.lines(record["pretrain"]) if record.get("pretrain") else []
     for row in record.get("epochs", []):
         for split, name in (("train", "TRAIN"), ("valid", "VALID")):
             cells = [f"{label} loss {m[f'{split}_loss']:.5f} (acc {m[f'{split}_acc']:.2f})"
