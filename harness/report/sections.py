@@ -312,6 +312,12 @@ def init_study(doc: Doc, study: dict, has: set[str]) -> None:
                      fmt_acc(course.metric(run, "test_accuracy")), run.get("status", "?")])
     doc.table(["init", "training loss, step 0", "training loss, last step", "test accuracy", "status"], rows,
               right=(1, 2, 3))
+    for scheme, run in study["runs"].items():
+        if run.get("pretrain"):
+            doc.para(f"`{scheme}`: the hidden layers start from RBMs trained greedily by "
+                     f"CD-{run['pretrain']['k']} before these steps; " + "; ".join(
+                         f"rbm{i} reconstruction error per epoch " + ", ".join(f"{e:.4f}" for e in r["recon_epoch"])
+                         for i, r in enumerate(run["pretrain"]["rbms"])) + ".")
     if "plots/init_study.png" in has:
         doc.image("plots/init_study.png", "training loss per initialisation, and the test accuracy reached")
 
