@@ -108,13 +108,17 @@ def pretrained(spec: RunSpec, dtype: torch.dtype, device: torch.device
     ``spec`` itself where the lab has no pre-training."""
     if spec.lab.pretrain is None:
         return spec, {}, [], 0.0
-    start = time.perf_counter()
-    params = initial(spec, dtype)
-    rbms, recon, _ = run_rbms(spec, params, dtype, device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    net = neutral.network_params(neutral.split(params)[0], rbms, len(recon))
-    return dataclasses.replace(spec, params=net), rbms, recon, time.perf_counter() - start
+    def compute() -> tuple:
+        start = time.perf_counter()
+        params = initial(spec, dtype)
+        rbms, recon, _ = run_rbms(spec, params, dtype, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        net = neutral.network_params(neutral.split(params)[0], rbms, len(recon))
+        return net, rbms, recon, time.perf_counter() - start
+
+    net, rbms, recon, seconds = neutral.memo(spec, (str(dtype), str(device), cd_step, update, sample), compute)
+    return dataclasses.replace(spec, params=net), rbms, recon, seconds
 
 
 def trace(spec: RunSpec, rbm: int, steps: int) -> list[dict]:
