@@ -78,11 +78,12 @@ def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: torch.dtype, d
     for i in range(len(neutral.rbm_sizes(spec.model))):
         rbm = {n: torch.as_tensor(params[f"rbm{i}/{n}"], dtype=dtype, device=device) for n in neutral.NAMES}
         uniforms = torch.as_tensor(spec.pretrain_uniforms[i], dtype=dtype, device=device)
-        errors = torch.empty(len(batches), dtype=dtype, device=device)
-        for s in range(len(batches)):
+        steps = len(batches) if record is None or record[0] != i else min(record[1], len(batches))
+        errors = torch.empty(steps, dtype=dtype, device=device)
+        for s in range(steps):
             stats, errors[s] = cd_step(rbm, data[batches[s]], uniforms[s], pre.k)
             new = update(rbm, stats, pre.lr)
-            if record is not None and record[0] == i and s < record[1]:
+            if record is not None and record[0] == i:
                 key = {n: f"rbm{i}/{n}" for n in rbm}
                 records.append({"loss": float(errors[s]),
                                 "grads": {key[n]: v for n, v in _f64(stats).items()},

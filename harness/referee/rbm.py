@@ -66,11 +66,12 @@ def run_rbms(spec: RunSpec, record: tuple[int, int] | None = None) -> tuple[Arra
     records: list[dict] = []
     for i in range(len(neutral.rbm_sizes(spec.model))):
         params = _rbm(spec.params, i)
-        errors = np.empty(len(spec.pretrain_batches))
-        for s, idx in enumerate(spec.pretrain_batches):
+        steps = len(spec.pretrain_batches) if record is None or record[0] != i else record[1]
+        errors = np.empty(min(steps, len(spec.pretrain_batches)))
+        for s, idx in enumerate(spec.pretrain_batches[:steps]):
             stats, errors[s] = cd_step(params, data[idx], np.asarray(spec.pretrain_uniforms[i][s], np.float64), pre.k)
             new = update(params, stats, pre.lr)
-            if record is not None and record[0] == i and s < record[1]:
+            if record is not None and record[0] == i:
                 key = {n: f"rbm{i}/{n}" for n in params}
                 records.append({"loss": errors[s], "grads": {key[n]: v for n, v in stats.items()},
                                 "updates": {key[n]: new[n] - params[n] for n in params},
