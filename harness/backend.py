@@ -53,6 +53,10 @@ class RunSpec:
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     execution: str | None = None  # None: the backend's default (the registry entry's first execution)
     progress: Callable[[int, int], None] | None = None  # called with (steps done, total)
+    # RBM pre-training (``lab.pretrain``; ``harness.pretrain``): the example indices of every CD step
+    # [steps, batch] and, per RBM, the uniforms of its hidden samples [steps, k, batch, hidden]
+    pretrain_batches: np.ndarray | None = None
+    pretrain_uniforms: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -66,6 +70,8 @@ class TrainResult:
     state: Params
     timing: dict[str, float]
     device: str
+    pretrain_recon: list[np.ndarray] = field(default_factory=list)  # per RBM, the reconstruction error per CD step
+    pretrain_params: Params = field(default_factory=dict)  # the RBMs' final weights (``rbm{l}/kernel``, ...)
 
 
 @dataclass

@@ -70,6 +70,23 @@ class Optimizer:
 
 
 @dataclass(frozen=True)
+class Pretrain:
+    """Greedy layer-wise pre-training of every hidden layer (lecture Lab-09-2's history): a binary RBM
+    (Bernoulli visible and hidden units) per hidden layer, trained by contrastive divergence CD-``k`` with plain
+    SGD on the CD statistics, each on the previous one's hidden probabilities (the first on the pixels); its
+    kernel and hidden bias then initialise that Linear layer. One CD step on a batch v0: p0 = sigmoid(v0 W + c),
+    h = (u < p0) with uniforms u from the harness; ``k`` times v = sigmoid(h W^T + b) (probabilities),
+    p = sigmoid(v W + c), h = (u' < p) between them; W += lr (v0^T p0 - v^T p) / n, b += lr mean(v0 - v),
+    c += lr mean(p0 - p). Reconstruction error: mean of (v0 - v1)^2 before the step's update."""
+
+    k: int = 1
+    lr: float = 0.1
+    epochs: int = 1  # over the training set, per RBM
+    batch_size: int = 100
+    init_std: float = 0.01  # kernels N(0, init_std); both biases start at zero
+
+
+@dataclass(frozen=True)
 class Lab:
     """One lab: what to build, how to train it and what the course printed."""
 
@@ -93,6 +110,7 @@ class Lab:
     reference: Reference = field(default_factory=Reference)  # what the course printed (typed records)
     reference_raw_pixels: bool = False  # the course computed its accuracy on raw 0..255 test pixels
     notes: str = ""
+    pretrain: Pretrain | None = None  # RBM pre-training of the hidden layers before training (mnist_rbm_pretrain)
 
     def total_steps(self, train_size: int | None = None) -> int:
         """Update steps of a full run (minibatch labs need the training-set size)."""
@@ -165,6 +183,21 @@ def validate(lab: Lab) -> None:
         value = getattr(lab, name)
         if value is not None and value < 1:
             raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+    if lab.pretrain is not None:
+        _check_pretrain(lab)
+
+
+def _check_pretrain(lab: Lab) -> None:
+    pre = lab.pretrain
+    if lab.task != "mnist" or lab.manual or lab.companion is not None or lab.model.batchnorm or lab.model.depth < 2:
+        raise LabError("RBM pre-training needs an MNIST network with hidden layers, without batch norm, companion or "
+                       "hand-written gradients")
+    for name in ("k", "epochs", "batch_size"):
+        if getattr(pre, name) < 1:
+            raise LabError(f"pre-training {name} must be at least 1, got {getattr(pre, name)}")
+    for name in ("lr", "init_std"):
+        if not 0 < getattr(pre, name) < math.inf:
+            raise LabError(f"pre-training {name} must be positive and finite, got {getattr(pre, name)}")
 
 
 _XOR_SGD = Optimizer("sgd", lr=1.0)
@@ -301,6 +334,20 @@ _register(
         model=Model((784, 512, 512, 512, 512, 10), "selu", "logits", init="xavier_uniform"),
         reference=_course(0.314744234, 0.054599971, 0.8196), **_MNIST,
         notes="The course's 0.8196 comes from evaluating on raw 0..255 pixels.",
+    ),
+)
+
+
+_register(
+    Lab(
+        name="mnist_rbm_pretrain", title="MNIST 784-256-256-10 ReLU network, hidden layers pre-trained by stacked RBMs",
+        notebook="lecture Lab-09-2", model=Model((784, 256, 256, 10), "relu", "logits", init="xavier_uniform"),
+        pretrain=Pretrain(k=1, lr=0.1, epochs=1, batch_size=100, init_std=0.01),
+        **{**_MNIST, "reference_raw_pixels": False},
+        notes="The lecture's history of initialisation: two binary RBMs trained greedily by CD-1 (784-256 on the "
+        "pixels, then 256-256 on the first one's hidden probabilities; one epoch each, lr 0.1), their kernels and "
+        "hidden biases initialising the two hidden layers, then fine-tuning as mnist_relu_xavier trains (the "
+        "output layer Xavier uniform). The course ran no such notebook, so there is no printed reference.",
     ),
 )
 

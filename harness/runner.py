@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from harness import data as data_mod
+from harness import pretrain
 from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, names, resolve_execution
 from harness.errors import RunDiverged
 from harness.init import Params, init_params, init_state
@@ -183,10 +184,17 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
     _check_float32_lr(lab, options.dtype)
     params, state = shared_weights(model, seed, options.dtype) if options.weights == "shared" else (None, None)
     masks = dropout_masks(model, batches, steps, seed) if options.mask_mode == "shared" else None
+    pre_batches = pre_uniforms = None
+    if lab.pretrain is not None:  # RBM pre-training: its batches and sampling uniforms, and shared RBM weights
+        pre_batches = pretrain.batch_order(lab.pretrain, len(x), seed, options.steps)
+        pre_uniforms = pretrain.uniforms(lab.pretrain, model, len(pre_batches), seed, options.dtype)
+        if params is not None:
+            params = {**params, **pretrain.initial_weights(lab.pretrain, model, seed, options.dtype)}
     spec = RunSpec(
         lab=lab, model=model, dtype=options.dtype, device=options.device, seed=seed, params=params, state=state,
         train_x=x, train_y=y, batches=batches, masks=masks, steps=steps,
         eval_steps=_eval_steps(lab, steps, steps_per_epoch), eval_sets=eval_sets, execution=options.execution,
+        pretrain_batches=pre_batches, pretrain_uniforms=pre_uniforms,
     )
     companion = None
     if lab.companion is not None and model is lab.model:
@@ -234,6 +242,9 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     }
     if prepared.steps_per_epoch:
         record["epoch_cost"] = epoch_means(losses[:end], prepared.steps_per_epoch)
+    if result.pretrain_recon:
+        record["pretrain"] = pretrain.record(result.pretrain_recon, result.timing.get("pretrain_s", float("nan")),
+                                             lab.pretrain, len(prepared.spec.train_x))
     if bad.size:
         record["status"] = "diverged"
         record["error"] = f"loss became {losses[end]} at step {end}"
@@ -254,8 +265,9 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
 
 def course_lines(record: dict) -> list[str]:
     """The lab's own printout, as the course prints it: per-epoch train and validation loss (accuracy) of the
-    model and its companion; correct answers among the first 1000 test images beside the course's."""
-    lines = []
+    model and its companion; correct answers among the first 1000 test images beside the course's; RBM
+    pre-training's reconstruction error per epoch."""
+    lines = pretrain.lines(record["pretrain"]) if record.get("pretrain") else []
     for row in record.get("epochs", []):
         for split, name in (("train", "TRAIN"), ("valid", "VALID")):
             cells = [f"{label} loss {m[f'{split}_loss']:.5f} (acc {m[f'{split}_acc']:.2f})"

@@ -17,7 +17,7 @@ import numpy as np
 from harness.backend import RunSpec
 from harness.init import Params
 from harness.parity.ensemble import window_spec
-from jax_impl import train
+from jax_impl import rbm, train
 
 
 def _inputs(spec: RunSpec, dtype: jnp.dtype, seeds: Sequence[int]) -> tuple[tuple, tuple, bool]:
@@ -44,7 +44,8 @@ def train_ensemble(spec: RunSpec, params_list: Sequence[Params], steps: int,
     dtype = train.DTYPES[spec.dtype]
     with train.x64(spec.dtype == "float64"), jax.default_device(jax.devices(spec.device)[0]):
         kind = train._ManualLearner if spec.lab.manual else train._ModuleLearner
-        learners = [kind(window_spec(spec, steps, params), dtype) for params in params_list]
+        # each member's network starts from its own RBM pre-training, where the lab declares one
+        learners = [kind(rbm.pretrained(window_spec(spec, steps, params), dtype)[0], dtype) for params in params_list]
         carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[lr.carry for lr in learners])
         body = train._step_fn(spec, learners[0], dtype)  # the step reads only the learners' shared structure
         data, xs, own = _inputs(spec, dtype, seeds)

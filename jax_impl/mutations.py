@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import optax
 
 from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
-from jax_impl import manual, models
+from jax_impl import manual, models, rbm
 
 RELU = "mnist_relu_xavier"
 BN = "mnist_batchnorm"
+RBM = "mnist_rbm_pretrain"
 
 
 def _optimizer(build: Callable) -> Callable:
@@ -75,6 +76,12 @@ def _truncated(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tu
     """He normal through Flax's own ``he_normal`` convention: truncated at two std, rescaled to the variance."""
     kind, scale = original(scheme, fan_in, fan_out)
     return ("truncated_normal", scale / 0.87962566103423978) if scheme == "he_normal" else (kind, scale)
+def _visible_bias_descends(mp: Patch) -> None:
+    original = rbm.update
+
+    def update(params: dict, stats: dict, lr: float) -> dict:
+        return {**original(params, stats, lr), "visible_bias": params["visible_bias"] - lr * stats["visible_bias"]}
+    mp.setattr(rbm, "update", update)
 
 
 MUTATIONS = (
@@ -107,4 +114,6 @@ MUTATIONS = (
              r"dense\d/kernel", {"init": "xavier_normal"}, tier="init"),
     Mutation("He normal as Flax's he_normal, truncated (native init)", "jax", RELU, _init_scheme(_truncated),
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
+    Mutation("RBM visible-bias update with the wrong sign", "jax", RBM, _visible_bias_descends,
+             r"^pretraining rbm0/visible_bias update at step 0$"),
 )

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from harness.backend import RunSpec
-from jax_impl import manual, models
+from jax_impl import manual, models, rbm
 from jax_impl.train import DTYPES, _ManualLearner, _ModuleLearner, set_precision, x64
 
 
@@ -73,6 +73,7 @@ def trace(spec: RunSpec, steps: int) -> list[dict]:
     dtype, np_dtype = DTYPES[spec.dtype], np.dtype(spec.dtype)
     set_precision()
     with x64(spec.dtype == "float64"), jax.default_device(jax.devices(spec.device)[0]):
+        spec = rbm.pretrained(spec, dtype)[0]  # the network's initial weights, where pre-training makes them
         learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype)
         step = _probe_step(learner)
         records = []

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from harness.backend import BackendError, RunSpec, TrainResult
-from jax_impl import manual, models
+from jax_impl import manual, models, rbm
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 EXECUTIONS = ("per_step", "fused")
@@ -173,6 +173,8 @@ def train(spec: RunSpec) -> TrainResult:
     device = jax.devices(spec.device)[0]
     dtype = DTYPES[spec.dtype]
     with x64(spec.dtype == "float64"), jax.default_device(device):
+        set_precision()
+        spec, rbms, recon, pre_s = rbm.pretrained(spec, dtype)  # RBM pre-training, where the lab declares it
         learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype)
         data = (jnp.asarray(spec.train_x, dtype),
                 jnp.asarray(spec.train_y, dtype if np.issubdtype(spec.train_y.dtype, np.floating) else jnp.int32))
@@ -192,7 +194,9 @@ def train(spec: RunSpec) -> TrainResult:
         run = _run_fused if execution == "fused" else _run_per_step
         carry, losses, outputs, timing = run(spec, body, learner.carry, data, xs, eval_sets, outputs_fn)
         params, state = learner.export(carry)
-    return TrainResult(np.asarray(losses, np.float64), outputs, params, state, timing, str(device))
+    if spec.lab.pretrain is not None:
+        timing["pretrain_s"] = pre_s
+    return TrainResult(np.asarray(losses, np.float64), outputs, params, state, timing, str(device), recon, rbms)
 
 
 def _slice(xs: Any, start: int, stop: int) -> Any:

@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
-from torch_impl import models
+from torch_impl import models, rbm
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 RELU = "mnist_relu_xavier"
 BN = "mnist_batchnorm"
+RBM = "mnist_rbm_pretrain"
 
 
 def _bn_momentum(module: models.MLP) -> None:
@@ -70,4 +71,7 @@ MUTATIONS = (
              r"dense0/kernel", tier="init"),
     Mutation("He normal through trunc_normal_ (native init)", "torch", RELU, _init_scheme(_truncated),
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
+    Mutation("RBM negative phase from hidden probabilities, not samples", "torch", RBM,
+             lambda mp: mp.setattr(rbm, "sample", lambda p, u: p),
+             r"^pretraining reconstruction error of rbm0 at step 0$"),
 )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from harness.backend import RunSpec
-from torch_impl import manual, models
+from torch_impl import manual, models, rbm
 from torch_impl.train import DTYPES, _ManualLearner, _ModuleLearner, _to, set_precision
 
 
@@ -49,6 +49,7 @@ def trace(spec: RunSpec, steps: int) -> list[dict]:
     dtype = DTYPES[spec.dtype]
     device = torch.device("cuda" if spec.device == "gpu" else "cpu")
     set_precision()
+    spec = rbm.pretrained(spec, dtype, device)[0]  # the network's initial weights, where pre-training makes them
     learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype, device)
     x, y = _to(spec.train_x, device, dtype), _to(spec.train_y, device, dtype)
     batches = _to(spec.batches, device)

@@ -17,7 +17,7 @@ import torch
 
 from harness.backend import BackendError, RunSpec, TrainResult
 from harness.labs import pick
-from torch_impl import manual, models
+from torch_impl import manual, models, rbm
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EXECUTIONS = ("eager", "compiled", "cuda_graph")  # "per_step" and "fused" run eager
@@ -277,6 +277,8 @@ def train(spec: RunSpec) -> TrainResult:
     """Train as ``spec`` says; see ``harness.backend.RunSpec``."""
     dtype = DTYPES[spec.dtype]
     device = torch.device("cuda" if spec.device == "gpu" else "cpu")
+    set_precision()
+    spec, rbms, recon, pre_s = rbm.pretrained(spec, dtype, device)  # RBM pre-training, where the lab declares it
     learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype, device)
     x, y = _to(spec.train_x, device, dtype), _to(spec.train_y, device, dtype)
     batches = _to(spec.batches, device)
@@ -299,7 +301,10 @@ def train(spec: RunSpec) -> TrainResult:
     losses, timing = _run_loop(spec, _diverging(_step_for(spec.execution, learner, device), learner, dtype), batch,
                                evaluate, lambda: sync(device), constant=batches is None and masks is None)
     params, state = learner.export()
-    return TrainResult(losses.cpu().numpy().astype(np.float64), outputs, params, state, timing, str(device))
+    if spec.lab.pretrain is not None:
+        timing["pretrain_s"] = pre_s
+    return TrainResult(losses.cpu().numpy().astype(np.float64), outputs, params, state, timing, str(device),
+                       recon, rbms)
 
 
 def _diverging(step: Callable, learner: _ModuleLearner | _ManualLearner, dtype: torch.dtype) -> Callable:

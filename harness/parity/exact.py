@@ -292,6 +292,10 @@ def exact_tier(prepared: Prepared, a: RunConfig, b: RunConfig, names: tuple[str,
     figs = judge(qty.measure(prepared, runs["a"], runs["b"], specs), twin_q, limit)
     with phase("traces"):
         internals, found, t = check_internals(sides, specs, figs, n, trace_steps)
+        if prepared.lab.pretrain is not None:  # RBM pre-training comes first: a difference there is the answer
+            from harness.parity import pretrain
+
+            internals, found, t = pretrain.check(sides, specs[0], figs, internals, found, t, trace_steps)
     failure = first_failure(figs)
     ref = None
     with phase("referee"):

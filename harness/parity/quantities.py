@@ -83,6 +83,21 @@ def measure_one(prepared: Prepared, a: TrainResult, b: TrainResult, spec: RunSpe
     out.update(_evaluations(prepared, a, b))
     out.update(_finals("params", a.params, b.params, n, spec.params if spec else None))
     out.update(_finals("state", a.state, b.state, n, spec.state if spec else None))
+    out.update(_pretraining(a, b, spec))
+    return out
+
+
+def _pretraining(a: TrainResult, b: TrainResult, spec: RunSpec | None) -> dict[str, Quantity]:
+    """RBM pre-training: each RBM's reconstruction error at every CD step (``pretrain/rbm0/recon``), and its
+    final weights (``pretrain/rbm0/kernel``, at its step count)."""
+    out = {}
+    for i, (ra, rb) in enumerate(zip(a.pretrain_recon, b.pretrain_recon)):
+        n = min(len(ra), len(rb))
+        abs_diff, rel = rel_series(ra[:n], rb[:n])
+        out[f"pretrain/rbm{i}/recon"] = Quantity(np.arange(n), abs_diff, rel)
+    if a.pretrain_recon and (a.pretrain_params or b.pretrain_params):
+        out.update(_finals("pretrain", a.pretrain_params, b.pretrain_params, len(a.pretrain_recon[0]),
+                           spec.params if spec else None))
     return out
 
 

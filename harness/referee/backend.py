@@ -11,10 +11,11 @@ from collections.abc import Callable
 import numpy as np
 
 from harness.backend import BackendError, RunSpec, Stepper
+from harness.referee.rbm import trace as pretrain_trace
 from harness.referee.train import EXECUTIONS, Learner, available_devices, batch, trace, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "thread_count", "trace", "train", "versions"]
+           "pretrain_trace", "thread_count", "trace", "train", "versions"]
 
 
 def _numpy_blas() -> list:

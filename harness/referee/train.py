@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from harness.backend import BackendError, RunSpec, TrainResult
-from harness.referee import losses, optim
+from harness.referee import losses, optim, rbm
 from harness.referee.model import Arrays, backward, forward, layout
 
 EXECUTIONS = ("loop",)  # one Python step per iteration
@@ -93,6 +93,7 @@ def batch(spec: RunSpec, s: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarra
 
 def train(spec: RunSpec) -> TrainResult:
     """Train as ``spec`` says (see ``harness.backend.RunSpec``), in float64."""
+    spec, rbms, recon, pre_s = rbm.pretrained(spec)
     learner = Learner(spec)
     losses_ = np.empty(spec.steps)
     outputs: dict[int, dict[str, np.ndarray]] = {}
@@ -115,7 +116,9 @@ def train(spec: RunSpec) -> TrainResult:
     run = total - warm
     timing = {"warmup_s": warm, "run_s": run, "total_s": total,
               "steps_per_s": (spec.steps - 1) / run if spec.steps > 1 and run > 0 else float("nan")}
-    return TrainResult(losses_, outputs, learner.params, learner.state, timing, "cpu")
+    if spec.lab.pretrain is not None:
+        timing["pretrain_s"] = pre_s
+    return TrainResult(losses_, outputs, learner.params, learner.state, timing, "cpu", recon, rbms)
 
 
 def trace(spec: RunSpec, steps: int) -> list[dict]:
@@ -123,7 +126,7 @@ def trace(spec: RunSpec, steps: int) -> list[dict]:
     (before the update), ``grads`` (for the hand-written labs, the update directions), ``updates`` (new - old
     parameters), ``params`` and ``state`` (batch-norm running statistics) after the step; each a flat mapping of
     float64 arrays in the shared layout."""
-    learner = Learner(spec)
+    learner = Learner(rbm.pretrained(spec)[0])
     records = []
     for s in range(min(steps, spec.steps)):
         before = learner.params

@@ -13,7 +13,7 @@ from typing import Any
 from harness import backend as backends
 from harness.costs import phase
 from harness.labs import Lab, get_lab
-from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, JobOptions
+from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_LABS, INIT_STUDY_SCHEMES, JobOptions
 from harness.report.plan import course_frameworks, flops_per_step, run_options, thread_counts
 from harness.results import to_jsonable
 
@@ -157,8 +157,9 @@ def compute_lab(lab: Lab, opts: JobOptions) -> dict:
 
 
 def compute_init_study(opts: JobOptions) -> dict:
-    """The same network trained briefly under each weight initialisation the lectures list, in
-    ``opts.study_framework()``; a scheme whose run fails is recorded with its error."""
+    """The same network trained briefly under each weight initialisation the lectures list (RBM pre-training:
+    its own lab, the same network and training), in ``opts.study_framework()``; a scheme whose run fails is
+    recorded with its error."""
     from harness.errors import RunDiverged
     from harness.runner import run
 
@@ -168,9 +169,11 @@ def compute_init_study(opts: JobOptions) -> dict:
     runs, errors = {}, {}
     with backend_threads({k: v for k, v in thread_counts(lab.task, opts).items() if k == fw}):
         for scheme in INIT_STUDY_SCHEMES:
-            options = dataclasses.replace(run_options(lab, opts), steps=steps, overrides={"init": scheme})
+            own = get_lab(INIT_STUDY_LABS[scheme]) if scheme in INIT_STUDY_LABS else None  # e.g. RBM pre-training
+            options = dataclasses.replace(run_options(own or lab, opts), steps=steps,
+                                          overrides={} if own else {"init": scheme})
             try:
-                runs[scheme] = run(lab, fw, options)
+                runs[scheme] = run(own or lab, fw, options)
             except RunDiverged as exc:
                 runs[scheme] = exc.result
             except Exception as exc:  # recorded (a rerun tries again); the job goes on

@@ -16,7 +16,10 @@ from harness.labs import LABS, Lab, get_lab
 
 FORMAT = 1
 INIT_STUDY_LAB = "mnist_relu_xavier"
-INIT_STUDY_SCHEMES = ("normal", "torch_default", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
+INIT_STUDY_SCHEMES = ("normal", "torch_default", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+                      "rbm_pretrained")
+# Schemes that are a lab of their own rather than an ``init`` override of INIT_STUDY_LAB (the same network)
+INIT_STUDY_LABS = {"rbm_pretrained": "mnist_rbm_pretrain"}
 OK_STATUSES = ("ok", "diverged")  # outcomes a rerun keeps; "error" is tried again
 # The harness's training path; every registered backend's package is added (see code_fingerprint).
 TRAINING_CODE = ("harness/labs.py", "harness/data.py", "harness/idx.py", "harness/init.py", "harness/runner.py",
@@ -106,6 +109,7 @@ class JobOptions:
     def study_key(self) -> dict:
         """The key of the initialisation study."""
         return {"lab_sha": lab_sha(get_lab(INIT_STUDY_LAB)), "code": code_fingerprint(),
+                "scheme_labs": {k: lab_sha(get_lab(v)) for k, v in INIT_STUDY_LABS.items()},
                 "framework": self.study_framework(), "device": self.device, "dtype": self.dtype,
                 "steps": self.study_steps(), "data": (self._data_record or {}).get("sha256")}
 

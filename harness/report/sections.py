@@ -323,6 +323,12 @@ def init_study(doc: Doc, study: dict, has: set[str]) -> None:
                  f"declared distribution: KS and moments, {native['tests']} tests, false-alarm rate "
                  f"{native.get('alpha', 1e-6):g} per scheme): "
                  + ("; ".join(bad) if bad else f"{who} draw every scheme above as declared."))
+    for scheme, run in study["runs"].items():
+        if run.get("pretrain"):
+            doc.para(f"`{scheme}`: the hidden layers start from RBMs trained greedily by "
+                     f"CD-{run['pretrain']['k']} before these steps; " + "; ".join(
+                         f"rbm{i} reconstruction error per epoch " + ", ".join(f"{e:.4f}" for e in r["recon_epoch"])
+                         for i, r in enumerate(run["pretrain"]["rbms"])) + ".")
     if "plots/init_study.png" in has:
         doc.image("plots/init_study.png", "training loss per initialisation, and the test accuracy reached")
 
