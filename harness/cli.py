@@ -372,6 +372,21 @@ def _add_report(sub: Any) -> None:
     g.add_argument("--quiet", action="store_true", help="print only the final summary (CI logs)")
 
 
+def _add_selfcheck(sub: Any) -> None:
+    from harness.selfcheck.run import cmd_selfcheck
+
+    p = _sub(sub, "selfcheck", cmd_selfcheck, "the parity checks' own test on this device and dtype: every planted "
+             "porting bug must be caught, correct code must pass", "Inject each planted porting bug of the chosen "
+             "backends (each backend's mutations.py) one at a time, judge it by the check it belongs to (exact, "
+             "statistical, native init) on --device in --dtype, and the same settings unmutated as false-alarm "
+             "controls. Exit 0 when every bug is caught and no control fails, 1 otherwise.")
+    _add_frameworks(p, "backends whose bugs are planted (the first two are compared)")
+    _add_device(p)
+    p.add_argument("--only", metavar="TEXT", help="only the mutations whose name contains TEXT")
+    _add_threads(p)
+    _add_output(p, "write the record as JSON", "only the closing line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from harness.commands import cmd_list
@@ -381,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _sub(sub, "list", cmd_list, "every lab, one line each")
-    for add in (_add_run, _add_compare, _add_reproduce, _add_bench, _add_report):
+    for add in (_add_run, _add_compare, _add_reproduce, _add_bench, _add_report, _add_selfcheck):
         add(sub)
     return parser
 

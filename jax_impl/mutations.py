@@ -84,6 +84,28 @@ def _visible_bias_descends(mp: Patch) -> None:
     mp.setattr(rbm, "update", update)
 
 
+def _logits_bfloat16(mp: Patch) -> None:
+    """The logits rounded through bfloat16 before the loss, in float32 runs (float64 runs untouched)."""
+    original = models.loss_fn
+
+    def loss_fn(name: str, out: jax.Array, y: jax.Array) -> jax.Array:
+        return original(name, out.astype(jnp.bfloat16).astype(out.dtype) if out.dtype == jnp.float32 else out, y)
+    mp.setattr(models, "loss_fn", loss_fn)
+
+
+def _fused_carry_half(mp: Patch) -> None:
+    """``fused`` execution alone (the ``lax.scan`` path) starts from its carry rounded through float16, in float32
+    runs: ``per_step`` and every float64 run are untouched."""
+    from jax_impl import train
+
+    original = train._run_fused
+
+    def run_fused(spec: object, body: Callable, carry: object, *a: object) -> tuple:
+        half = jax.tree.map(lambda v: v.astype(jnp.float16).astype(v.dtype) if v.dtype == jnp.float32 else v, carry)
+        return original(spec, body, half, *a)
+    mp.setattr(train, "_run_fused", run_fused)
+
+
 MUTATIONS = (
     Mutation("adam eps inside the square root", "jax", RELU, wrap_optimizer(models, _optimizer(
         lambda o: optax.adam(o.lr, b1=o.betas[0], b2=o.betas[1], eps=0.0, eps_root=o.epsilon))),
@@ -116,4 +138,12 @@ MUTATIONS = (
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
     Mutation("RBM visible-bias update with the wrong sign", "jax", RBM, _visible_bias_descends,
              r"^pretraining rbm0/visible_bias update at step 0$"),
+    # float32 only, or one execution mode only: the float64 exact tier passes them; the statistical tier must catch them
+    Mutation("logits rounded through bfloat16 (float32 runs)", "jax", RELU, _logits_bfloat16, r"^step \d+$",
+             tier="statistical"),
+    Mutation("lax.scan (fused) path starts from a float16-rounded carry", "jax", RELU, _fused_carry_half,
+             r"^step \d+$", tier="statistical", sides=("jax:per_step", "jax:fused")),
+    # gradient clipping at norm 1 fires in float64 as much as in float32: the exact tier's to catch
+    Mutation("gradient clipping at global norm 1", "jax", RELU, wrap_optimizer(models, lambda original, o: optax.chain(
+        optax.clip_by_global_norm(1.0), original(o))), r"update at step 0"),
 )

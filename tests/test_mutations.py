@@ -17,19 +17,15 @@ import re
 import pytest
 
 from harness import backend as registry
-from harness.labs import get_lab
-from harness.parity.configs import default_configs, run_keys
-from harness.parity.exact import exact_tier
-from harness.runner import RunOptions, prepare
 
 pytest.importorskip("torch")
 pytest.importorskip("jax")
 
-from harness.selfcheck import catalogue  # noqa: E402
+from harness.selfcheck import catalogue, tiers  # noqa: E402
 
 MUTATIONS = catalogue(("torch", "jax"))
 
-STEPS = 6
+STEPS = tiers.EXACT_STEPS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,25 +39,9 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _exact(lab: str, overrides: dict) -> dict:
-    options = RunOptions(data="mnist-5k", dtype="float32", weights="shared", mask_mode="shared", steps=STEPS,
-                         overrides=overrides)
-    prepared = prepare(get_lab(lab), options)
-    a, b = default_configs(options)
-    return exact_tier(prepared, a, b, run_keys(a, b))
-
-
 @functools.cache
-def _control(lab: str, overrides: tuple) -> dict:
-    return _exact(lab, dict(overrides))
-
-
-def _where(tier: dict) -> str:
-    """What the tier named: its localisation, else the first quantity over tolerance."""
-    if tier["localised"] is not None:
-        return tier["localised"]["what"]
-    failed = [(f["first_step_over"], name) for name, f in tier["quantities"].items() if not f["ok"]]
-    return min(failed)[1] if failed else ""
+def _control(lab: str, overrides: tuple, sides: tuple | None) -> tiers.Finding:
+    return tiers.exact(lab, dict(overrides), sides)
 
 
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.name)
@@ -69,12 +49,13 @@ def test_mutation_is_caught_and_localised(monkeypatch, mutation):
     if not {"torch", "jax"} <= set(registry.names()):
         pytest.skip("needs the torch and jax backends")
     if mutation.tier != "exact":
-        pytest.skip(f"caught by the {mutation.tier} check, not the exact tier (tests/test_initcheck.py for init)")
-    control = _control(mutation.lab, tuple(sorted(mutation.overrides.items())))
-    assert control["ok"], (mutation.name, "false alarm on correct code", control["text"])
+        pytest.skip(f"caught by the {mutation.tier} check, not the exact tier (tests/test_initcheck.py, "
+                    "tests/test_mutations_float32.py)")
+    control = _control(mutation.lab, tuple(sorted(mutation.overrides.items())), mutation.sides)
+    assert not control.found, (mutation.name, "false alarm on correct code", control.text)
     mutation.patch(monkeypatch)
-    tier = _exact(mutation.lab, mutation.overrides)
-    assert not tier["ok"] and tier["text"].startswith("differs: "), (mutation.name, tier["text"])
-    assert re.search(mutation.expect, _where(tier)), (mutation.name, tier["text"])
-    if tier["referee"] is not None:  # two against one: the referee names the mutated side
-        assert tier["referee"]["off"] == mutation.backend, (mutation.name, tier["referee"])
+    found = tiers.exact(mutation.lab, mutation.overrides, mutation.sides)
+    assert found.found and found.text.startswith("differs: "), (mutation.name, found.text)
+    assert re.search(mutation.expect, found.where), (mutation.name, found.text)
+    if found.off is not None:  # two against one: the referee names the mutated side
+        assert found.off == mutation.backend, (mutation.name, found.text)

@@ -57,6 +57,20 @@ def _truncated(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tu
     return ("truncated_normal", scale / 0.87962566103423978) if scheme == "he_normal" else (kind, scale)
 
 
+def _logits_bfloat16(mp: Patch) -> None:
+    """The logits rounded through bfloat16 before the loss, in float32 runs (float64 runs untouched)."""
+    original = dict(models.LOSSES)
+    for name, fn in original.items():
+        mp.setitem(models.LOSSES, name, lambda out, y, fn=fn: fn(
+            out.to(torch.bfloat16).to(out.dtype) if out.dtype == torch.float32 else out, y))
+
+
+def _naive_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy with an unshifted log-sum-exp: ``exp`` overflows past a logit of 88 in float32,
+    709 in float64."""
+    return (torch.log(torch.exp(out).sum(1)) - out.gather(1, y[:, None])[:, 0]).mean()
+
+
 MUTATIONS = (
     Mutation("lr x 0.99", "torch", "xor_mlp", wrap_optimizer(models, scaled_lr(0.99)), r"update at step 0"),
     Mutation("batch-norm momentum 0.11", "torch", BN, after_init(models.MLP, _bn_momentum),
@@ -74,4 +88,10 @@ MUTATIONS = (
     Mutation("RBM negative phase from hidden probabilities, not samples", "torch", RBM,
              lambda mp: mp.setattr(rbm, "sample", lambda p, u: p),
              r"^pretraining reconstruction error of rbm0 at step 0$"),
+    # float32 only: the float64 exact tier passes them; the statistical tier must catch them
+    Mutation("logits rounded through bfloat16 (float32 runs)", "torch", RELU, _logits_bfloat16, r"^step \d+$",
+             tier="statistical"),
+    Mutation("cross-entropy through an unshifted log-sum-exp (overflows in float32)", "torch", "mnist_softmax",
+             lambda mp: mp.setitem(models.LOSSES, "cross_entropy", _naive_cross_entropy), r"^step \d+$",
+             {"lr": 0.3}, tier="statistical"),
 )

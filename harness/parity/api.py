@@ -29,9 +29,11 @@ from harness.progress import Progress
 from harness.runner import Prepared, RunOptions, prepare, run_prepared
 
 
-def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig) -> dict:
-    """The statistical (ensemble) tier of :mod:`harness.parity.ensemble` on sides ``a`` and ``b``."""
-    return ensemble_tier(prepared, _plain(a, prepared), _plain(b, prepared))
+def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig,
+                     runs: tuple[Any, Any] | None = None) -> dict:
+    """The statistical (ensemble) tier of :mod:`harness.parity.ensemble` on sides ``a`` and ``b``; ``runs``: the
+    training losses of the sides' own runs (the cross difference is taken between them)."""
+    return ensemble_tier(prepared, _plain(a, prepared), _plain(b, prepared), runs=runs)
 
 
 def _plain(config: RunConfig, prepared: Prepared) -> SimpleNamespace:
@@ -130,7 +132,8 @@ def compare(lab: Lab, options: RunOptions, threshold: float = 1e-4, noise: bool 
     if noise and needs:
         progress.begin("statistical tier", sizes["statistical"])
         with phase("statistical tier"):
-            tiers["ensemble"] = statistical_tier(prepared, *configs)
+            tiers["ensemble"] = statistical_tier(prepared, *configs,
+                                                 runs=(results[names[0]][0].losses, results[names[1]][0].losses))
         progress.advance(sizes["statistical"])
     if "noise_floor" in out:
         out["per_step"]["noise_rel_diff"] = out["noise_floor"].pop("per_step")["rel_diff"]

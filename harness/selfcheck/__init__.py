@@ -67,8 +67,9 @@ def patched(mutation: Mutation) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Mutation:
-    """A porting bug: ``patch`` injects it into ``backend``; the exact tier must name something matching
-    ``expect`` (a regex on its localisation, e.g. "dense\\d/kernel update at step 0")."""
+    """A porting bug: ``patch`` injects it into ``backend``; the check ``tier`` must name something matching
+    ``expect`` (a regex on its localisation, e.g. "dense\\d/kernel update at step 0", or "step \\d+" for the
+    statistical tier), comparing ``sides``."""
 
     name: str
     backend: str
@@ -76,7 +77,8 @@ class Mutation:
     patch: Callable[[Patch], None]
     expect: str
     overrides: dict = field(default_factory=dict)
-    tier: str = "exact"
+    tier: str = "exact"  # the check that must catch it: "exact", "statistical" or "init" (harness.selfcheck.tiers)
+    sides: tuple[str, str] | None = None  # the two run configurations compared (default: the first two backends)
 
     def __repr__(self) -> str:
         return self.name
