@@ -162,3 +162,19 @@ def test_bad_pretraining_declarations_are_refused(change, fragment):
         lab.with_options(pretrain=dataclasses.replace(lab.pretrain, **change))
     with pytest.raises(LabError, match="needs an MNIST network"):
         get_lab("xor_mlp").with_options(pretrain=Pretrain())
+
+
+@pytest.mark.slow  # 11 s here: the vmap-ed ensemble's compilation and two float64 runs
+def test_jax_ensemble_members_pretrain_each_from_their_own_weights():
+    from harness.init import nudge
+    from harness.parity.ensemble import window_spec
+    from jax_impl import ensemble
+    from jax_impl import train as jax_train
+
+    spec = _prepared().spec
+    members = [spec.params, nudge(spec.params, 1000)]  # the second's RBMs start elsewhere too
+    losses = ensemble.train_ensemble(spec, members, STEPS)
+    for params, row in zip(members, losses):
+        alone = jax_train.train(window_spec(spec, STEPS, params)).losses
+        np.testing.assert_allclose(row, alone, rtol=TOL)
+    assert losses[0, 0] != losses[1, 0]
