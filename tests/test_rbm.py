@@ -146,6 +146,13 @@ def test_run_prints_the_reconstruction_error(capsys):
     assert "RBM pre-training before it" in out
 
 
+def test_data_parallel_refuses_pretraining_in_one_line(capsys):
+    assert main(["run", LAB, "--framework", "jax", "--devices", "2", "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: mnist_rbm_pretrain: data-parallel training does not run RBM pre-training (run it on one "
+                   "device)"]
+
+
 def test_referee_needs_shared_weights():
     with pytest.raises(backends.BackendError, match="shared weights"):
         execute(_prepared("native"), "numpy")
