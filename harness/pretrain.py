@@ -107,14 +107,15 @@ MEMO_SIZE = 4
 
 def memo(spec: object, extra: tuple, compute: Callable[[], tuple]) -> tuple:
     """``compute()``, or its result from the last ``MEMO_SIZE`` calls with the same inputs: the exact tier traces
-    again the runs it has just trained, each from the same pre-training. The key: the RBMs' initial weights (their
-    bytes; natively drawn: the seed), the lab's declaration, the network, the data, batches and uniforms (by
-    identity: the entry holds them, so no other array takes their id while it is kept) and ``extra`` (the
-    backend's dtype, device and step functions, so a patched step function never sees an unpatched result)."""
+    again the runs it has just trained, each from the same pre-training. The key: the initial weights (their bytes,
+    the network's too, since the result carries them; natively drawn: the seed), the lab's declaration, the
+    network, the data, batches and uniforms (by identity: the entry holds them, so no other array takes their id
+    while it is kept) and ``extra`` (the backend's dtype, device and step functions, so a patched step function
+    never sees an unpatched result)."""
     params = spec.params
     digest = None if params is None else hashlib.sha1(b"".join(
         k.encode() + str(params[k].dtype).encode() + np.ascontiguousarray(params[k]).tobytes()
-        for k in sorted(params) if k.startswith("rbm"))).hexdigest()
+        for k in sorted(params))).hexdigest()
     held = (spec.train_x, spec.pretrain_batches, *spec.pretrain_uniforms)
     key = (digest, spec.seed if params is None else None, spec.lab.pretrain, spec.model, extra,
            *(id(a) for a in held))

@@ -173,7 +173,6 @@ def train(spec: RunSpec) -> TrainResult:
     device = jax.devices(spec.device)[0]
     dtype = DTYPES[spec.dtype]
     with x64(spec.dtype == "float64"), jax.default_device(device):
-        set_precision()
         spec, rbms, recon, pre_s = rbm.pretrained(spec, dtype)  # RBM pre-training, where the lab declares it
         learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype)
         data = (jnp.asarray(spec.train_x, dtype),

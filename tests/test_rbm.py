@@ -146,6 +146,13 @@ def test_run_prints_the_reconstruction_error(capsys):
     assert "RBM pre-training before it" in out
 
 
+def test_data_parallel_refuses_pretraining_in_one_line(capsys):
+    assert main(["run", LAB, "--framework", "jax", "--devices", "2", "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: mnist_rbm_pretrain: data-parallel training does not run RBM pre-training (run it on one "
+                   "device)"]
+
+
 def test_referee_needs_shared_weights():
     with pytest.raises(backends.BackendError, match="shared weights"):
         execute(_prepared("native"), "numpy")
@@ -162,3 +169,19 @@ def test_bad_pretraining_declarations_are_refused(change, fragment):
         lab.with_options(pretrain=dataclasses.replace(lab.pretrain, **change))
     with pytest.raises(LabError, match="needs an MNIST network"):
         get_lab("xor_mlp").with_options(pretrain=Pretrain())
+
+
+@pytest.mark.slow  # 11 s here: the vmap-ed ensemble's compilation and two float64 runs
+def test_jax_ensemble_members_pretrain_each_from_their_own_weights():
+    from harness.init import nudge
+    from harness.parity.ensemble import window_spec
+    from jax_impl import ensemble
+    from jax_impl import train as jax_train
+
+    spec = _prepared().spec
+    members = [spec.params, nudge(spec.params, 1000)]  # the second's RBMs start elsewhere too
+    losses = ensemble.train_ensemble(spec, members, STEPS)
+    for params, row in zip(members, losses):
+        alone = jax_train.train(window_spec(spec, STEPS, params)).losses
+        np.testing.assert_allclose(row, alone, rtol=TOL)
+    assert losses[0, 0] != losses[1, 0]

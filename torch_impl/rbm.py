@@ -110,6 +110,9 @@ def pretrained(spec: RunSpec, dtype: torch.dtype, device: torch.device
     if spec.lab.pretrain is None:
         return spec, {}, [], 0.0
     def compute() -> tuple:
+        from torch_impl.train import set_precision
+
+        set_precision()  # full float32 matmuls, as in training
         start = time.perf_counter()
         params = initial(spec, dtype)
         rbms, recon, _ = run_rbms(spec, params, dtype, device)

@@ -277,7 +277,6 @@ def train(spec: RunSpec) -> TrainResult:
     """Train as ``spec`` says; see ``harness.backend.RunSpec``."""
     dtype = DTYPES[spec.dtype]
     device = torch.device("cuda" if spec.device == "gpu" else "cpu")
-    set_precision()
     spec, rbms, recon, pre_s = rbm.pretrained(spec, dtype, device)  # RBM pre-training, where the lab declares it
     learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype, device)
     x, y = _to(spec.train_x, device, dtype), _to(spec.train_y, device, dtype)

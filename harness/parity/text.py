@@ -25,6 +25,10 @@ def _exact_lines(tier: dict) -> list[str]:
         lines.append(f"    first {internals['steps']} steps' gradients, updates, weights and state: "
                      + (f"nearest its tolerance {near['what']} (rel {near['rel']:.1e}, {near['share']:.1e} of it)"
                         if near["what"] else "identical") + referee)
+    pre = internals.get("pretrain") or {}
+    if pre.get("steps"):
+        lines.append(f"    RBM pre-training, first {pre['steps']} CD steps of rbm{pre['rbm']} (statistics, updates, "
+                     f"weights): {'within tolerance' if pre['ok'] else 'parted'}")
     failed = [(f["first_step_over"], name, f) for name, f in tier["quantities"].items() if not f["ok"]]
     for step, name, f in sorted(failed)[:6]:
         lines.append(f"    {name}: rel {_num(f['rel_at_first'])} at step {step} (tolerance {f['tolerance']:.1e})")

@@ -24,7 +24,7 @@ OK_STATUSES = ("ok", "diverged")  # outcomes a rerun keeps; "error" is tried aga
 # The harness's training path; every registered backend's package is added (see code_fingerprint).
 TRAINING_CODE = ("harness/labs.py", "harness/data.py", "harness/idx.py", "harness/init.py", "harness/runner.py",
                  "harness/compare.py", "harness/parity", "harness/metrics.py", "harness/backend.py",
-                 "harness/errors.py")
+                 "harness/errors.py", "harness/pretrain.py")
 
 
 def _backend_packages() -> tuple[str, ...]:

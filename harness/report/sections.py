@@ -281,6 +281,16 @@ def _batchnorm(doc: Doc, rec: dict, has: set[str]) -> None:
         doc.image(f"plots/{rec['lab']}_epochs.png", "batch norm vs no batch norm, per epoch (eval mode)")
 
 
+def _pretraining(doc: Doc, rec: dict) -> None:
+    """Each run's RBM pre-training: reconstruction error per epoch of every RBM, and its time."""
+    runs = {fw: run["pretrain"] for fw, run in rec.get("runs", {}).items() if run.get("pretrain")}
+    for fw, pre in runs.items():
+        errors = "; ".join(f"rbm{i} " + ", ".join(f"{e:.4f}" for e in r["recon_epoch"])
+                           for i, r in enumerate(pre["rbms"]))
+        doc.para(f"{backend.label(fw)}: RBM pre-training (CD-{pre['k']}, {pre['rbms'][0]['steps']} steps an RBM, "
+                 f"{num(pre['seconds'], 2)} s before training), reconstruction error per epoch: {errors}.")
+
+
 def lab_section(doc: Doc, rec: dict, results: dict, has: set[str]) -> None:
     """A lab's section: its runs, parity, the course's numbers beside ours, plots."""
     doc.heading(2, f"{rec['lab']}: {rec.get('title', '')}", anchor=rec["lab"])
@@ -293,6 +303,7 @@ def lab_section(doc: Doc, rec: dict, results: dict, has: set[str]) -> None:
     if rec.get("status") == "diverged":
         doc.para(f"**diverged**: {rec.get('error')}")
     _run_table(doc, rec, results)
+    _pretraining(doc, rec)
     _parity(doc, rec)
     _reference(doc, rec)
     if f"plots/{rec['lab']}.png" in has:
