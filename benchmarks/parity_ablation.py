@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -158,7 +159,8 @@ def tables(data: dict) -> str:
               "| smallest statistical ratio |", "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(m["mutation"] for m in data["mutations"]):
         rows = [m for m in data["mutations"] if m["mutation"] == name]
-        ratios = [m["statistical"]["ratio"] for m in rows if m["statistical"]]
+        ratios = [math.inf if m["statistical"]["ratio"] is None else m["statistical"]["ratio"]  # JSON: inf -> None
+                  for m in rows if m["statistical"]]
         low = f"{min(ratios):.3g}" if ratios else "-"
         lines.append(f"| {name} ({rows[0]['backend']}) | {rows[0]['tier']} | {len(rows)} | "
                      f"{sum('exact' in m['caught_by'] for m in rows)} | "
