@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -32,11 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from harness.bench.peak import loadavg  # noqa: E402
+from harness.errors import RunDiverged  # noqa: E402
 from harness.labs import ACTIVATIONS, INITS, LABS, OPTIMIZERS, Model, get_lab  # noqa: E402
 from harness.parity import initcheck  # noqa: E402
-from harness.parity.api import compare  # noqa: E402
+from harness.parity.api import compare, statistical_tier  # noqa: E402
+from harness.parity.configs import default_configs, run_keys  # noqa: E402
+from harness.parity.exact import exact_tier  # noqa: E402
 from harness.results import write_json  # noqa: E402
-from harness.runner import RunOptions  # noqa: E402
+from harness.runner import RunOptions, prepare  # noqa: E402
 from harness.selfcheck import Mutation, catalogue, patched  # noqa: E402
 
 GRID_LAB = "mnist_relu_xavier"
@@ -73,10 +77,16 @@ def _closest(exact: dict) -> dict:
 def judge(lab: str, overrides: dict, seed: int | None, steps: int) -> dict:
     """One ``compare`` with both tiers: each tier's verdict and margin."""
     start, load = time.perf_counter(), loadavg()
-    result = compare(get_lab(lab), _options(lab, overrides, seed, steps))
-    exact, stats = result["tiers"]["exact"], result["tiers"].get("ensemble")
-    return {"lab": lab, "overrides": overrides, "seed": seed, "verdict": result["verdict"],
-            "verdict_kind": result["verdict_kind"],
+    options = _options(lab, overrides, seed, steps)
+    try:
+        result = compare(get_lab(lab), options)
+        exact, stats = result["tiers"]["exact"], result["tiers"].get("ensemble")
+        verdict, kind = result["verdict"], result["verdict_kind"]
+    except RunDiverged as exc:  # compare stops (exit 2) naming the step; the tiers' own view, run directly
+        prepared, (a, b) = prepare(get_lab(lab), options), default_configs(options)
+        exact, stats = exact_tier(prepared, a, b, run_keys(a, b)), statistical_tier(prepared, a, b)
+        verdict, kind = f"compare stops: {exc}; exact tier: {exact['text']}", "diverged"
+    return {"lab": lab, "overrides": overrides, "seed": seed, "verdict": verdict, "verdict_kind": kind,
             "exact": {"ok": exact["ok"], "window": exact["steps"], "judged": exact["judged_steps"],
                       "text": exact["text"], "closest": _closest(exact),
                       "where": (exact["localised"] or {}).get("what")},
@@ -149,7 +159,8 @@ def tables(data: dict) -> str:
               "| smallest statistical ratio |", "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(m["mutation"] for m in data["mutations"]):
         rows = [m for m in data["mutations"] if m["mutation"] == name]
-        ratios = [m["statistical"]["ratio"] for m in rows if m["statistical"]]
+        ratios = [math.inf if m["statistical"]["ratio"] is None else m["statistical"]["ratio"]  # JSON: inf -> None
+                  for m in rows if m["statistical"]]
         low = f"{min(ratios):.3g}" if ratios else "-"
         lines.append(f"| {name} ({rows[0]['backend']}) | {rows[0]['tier']} | {len(rows)} | "
                      f"{sum('exact' in m['caught_by'] for m in rows)} | "
@@ -163,6 +174,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=21, help="MNIST run length (the XOR labs run whole)")
     parser.add_argument("--groups", help="comma-separated groups of the grid to run (default: all)")
     parser.add_argument("--no-mutations", action="store_true", help="skip the mutation sample")
+    parser.add_argument("--mutations", metavar="TEXT", help="only the mutations whose name contains TEXT")
+    parser.add_argument("--merge", action="store_true", help="add the runs to those of an existing --out file")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--native-init", action="store_true", help="only the native-initialisation check "
                         "(correct code and the init mutations; no training)")
@@ -185,6 +198,9 @@ def main() -> None:
     wanted = set(args.groups.split(",")) if args.groups else None
     rows: list[dict] = []
     mutations: list[dict] = []
+    if args.merge and args.out and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        rows, mutations = old["runs"], old["mutations"]
 
     def save() -> None:
         alarms = [r for r in rows if r["verdict_kind"] not in ("same math", "within rounding noise")]
@@ -205,7 +221,8 @@ def main() -> None:
               f"{'-' if stat is None else format(stat['ratio'], '.3g')} [{r['wall_s']:.1f} s]", flush=True)
         save()
     for m in () if args.no_mutations else catalogue():
-        if getattr(m, "tier", "exact") not in ("exact", "statistical"):
+        if getattr(m, "tier", "exact") not in ("exact", "statistical") or (args.mutations and args.mutations
+                                                                             not in m.name):
             continue
         for overrides, seed in mutation_points(m):
             with patched(m):
