@@ -82,12 +82,15 @@ def summary(rec: dict) -> str:
 def cmd_selfcheck(args: argparse.Namespace) -> int:
     """Run the suite, print the table and the counts; exit 0 when every bug is caught and nothing else."""
     from harness.backend import check_device
+    from harness.errors import UsageError
     from harness.results import check_output_file, write_json
 
     for fw in args.frameworks:
         check_device(fw, args.device)
     if args.out:
         check_output_file(args.out)
+    if not [m for m in catalogue(tuple(args.frameworks)) if args.only is None or args.only.lower() in m.name.lower()]:
+        raise UsageError(f"no planted bug of {', '.join(args.frameworks)} matches --only {args.only!r}")
     from harness.machine import machine_busy, threads_for
     from harness.report.compute import backend_threads
 
