@@ -79,3 +79,19 @@ def test_selfcheck_bad_input_is_one_error_line(capsys):
     assert main(["selfcheck", "--only", "no such bug"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_the_report_says_whether_a_selfcheck_ran(tmp_path, monkeypatch):
+    from harness.report.sections import selfcheck_text
+    from harness.selfcheck.run import latest, record_path
+
+    monkeypatch.setenv("DLZTA_CACHE_DIR", str(tmp_path))
+    assert latest() is None and selfcheck_text(latest()).startswith("parity self-test: not run on this machine")
+    record_path().write_text(json.dumps({"device": "cpu", "dtype": "float32", "frameworks": ["torch", "jax"],
+                                         "caught": 27, "judged": 27, "false_alarms": 0, "controls": 18,
+                                         "when": "2026-12-02T13:00:00+00:00", "rows": []}))
+    assert selfcheck_text(latest()) == ("parity self-test (`dlzta selfcheck`, cpu, float32, "
+                                        "2026-12-02T13:00:00+00:00): 27 of 27 planted bugs caught, 0 false alarms "
+                                        "in 18 correct runs")
+    record_path().write_text("{broken")
+    assert latest() is None

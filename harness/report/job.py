@@ -31,6 +31,7 @@ from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
 from harness.results import clean_stale_temps, write_json
+from harness.selfcheck.run import latest as latest_selfcheck
 
 COMPLETE = ("complete", "errors")  # job statuses of a report that covers every lab it was asked for
 
@@ -113,6 +114,7 @@ class Job:
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
             "job": {"status": "running", "computed": [], "reused": [], "errors": []},
+            "selfcheck": latest_selfcheck(),  # the parity checks' own test on this machine, if it was run
         }
         self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
         self.costs = Costs()  # the job's own phases (start-up, peak, study, writes); each lab records its own

@@ -402,4 +402,15 @@ def machine(doc: Doc, results: dict) -> None:
     if threads:
         items.append("intra-op threads: " + "; ".join(threads) + " (each lab's section says which)")
     items.append(", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "–")
+    items.append(selfcheck_text(results.get("selfcheck")))
     doc.bullets(items)
+
+
+def selfcheck_text(rec: dict | None) -> str:
+    """Whether the parity checks' own test (``dlzta selfcheck``) was run on this machine, and what it found."""
+    if not rec:
+        return ("parity self-test: not run on this machine (`dlzta selfcheck` plants every known porting bug and "
+                "checks that the tiers catch it here)")
+    return (f"parity self-test (`dlzta selfcheck`, {rec['device']}, {rec['dtype']}, {rec['when']}): "
+            f"{rec['caught']} of {rec['judged']} planted bugs caught, {rec['false_alarms']} false alarms in "
+            f"{rec['controls']} correct runs")

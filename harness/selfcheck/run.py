@@ -27,6 +27,18 @@ def record_path() -> Path:
     return Path(cache_dir()) / "selfcheck.json"
 
 
+def latest() -> dict | None:
+    """The counts of the latest selfcheck run on this machine (None: none, or an unreadable record)."""
+    import json
+
+    try:
+        rec = json.loads(record_path().read_text())
+        keys = ("device", "dtype", "frameworks", "caught", "judged", "false_alarms", "controls", "when")
+        return {k: rec[k] for k in keys}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _kw(m: Mutation) -> dict[str, Any]:
     return {"backends": (m.backend,)} if m.tier == "init" else {}
 
