@@ -35,6 +35,7 @@ import numpy as np
 from harness import backend as backends
 from harness.backend import RunSpec, TrainResult
 from harness.errors import BackendError, LabError
+from harness.parity import verdict as words
 from harness.results import atomic_write
 
 # Batch norm under data parallelism: two different computations, both named.
@@ -295,7 +296,7 @@ def _max_scaled(a: dict, b: dict, keys: set[str] | list[str]) -> float:
     return out
 
 
-def parity(reference: TrainResult, other: TrainResult, rtol: float = PARITY_RTOL) -> dict:
+def parity(reference: TrainResult, other: TrainResult, rtol: float = PARITY_RTOL, dtype: str = "float64") -> dict:
     """How far ``other`` is from ``reference``: the loss of every step (relative), the final weights and batch-norm
     state and the evaluation outputs (each array's largest difference relative to its largest magnitude; the
     weights the loss does not depend on apart), and whether every step's loss is within ``rtol``."""
@@ -306,9 +307,18 @@ def parity(reference: TrainResult, other: TrainResult, rtol: float = PARITY_RTOL
     null = null_directions(reference.params)
     outputs = [(reference.outputs[s][k], other.outputs[s][k]) for s in reference.outputs if s in other.outputs
                for k in reference.outputs[s] if k in other.outputs[s]]
-    return {
+    agree = complete and not over.size
+    if dtype != "float64":  # rounding moves float32 runs apart: only an ensemble could judge them
+        text, kind = f"{dtype}: not judged (no statistical tier for data-parallel runs; figures only)", "not judged"
+    elif agree:
+        text, kind = words.same_math(n, float(rel.max()) if n else 0.0), "same math"
+    else:
+        at = int(over[0]) if over.size else n
+        text = words.differs(f"training loss at step {at}", float(rel[at]) if at < n else None)
+        kind = "differs"
+    return {"verdict": text, "verdict_kind": kind,
         "steps": n, "rtol": rtol, "loss_rel_per_step": rel.tolist(), "loss_max_rel": float(rel.max()) if n else 0.0,
-        "first_step_over": int(over[0]) if over.size else None, "agree": complete and not over.size,
+        "first_step_over": int(over[0]) if over.size else None, "agree": agree,
         "params_max_rel": _max_scaled(reference.params, other.params, set(reference.params) - null),
         "null_params_max_rel": _max_scaled(reference.params, other.params, null) if null else None,
         "state_max_rel": _max_scaled(reference.state, other.state, list(reference.state)) if reference.state else None,
@@ -318,8 +328,8 @@ def parity(reference: TrainResult, other: TrainResult, rtol: float = PARITY_RTOL
 
 
 def parity_line(name: str, p: dict) -> str:
-    """One line of a parity summary."""
-    verdict = "agree" if p["agree"] else f"differ (first over {p['rtol']:g} at step {p['first_step_over']})"
+    """One line of a parity summary, in the verdict vocabulary of ``harness.parity.verdict``."""
+    verdict = p.get("verdict") or ("agree" if p["agree"] else f"differs at step {p['first_step_over']}")
     return (f"{name}: {verdict}; loss max rel {p['loss_max_rel']:.2e} over {p['steps']} steps, weights "
             f"{p['params_max_rel']:.2e}" + (f", batch-norm state {p['state_max_rel']:.2e}"
                                              if p["state_max_rel"] is not None else ""))

@@ -55,9 +55,10 @@ def compare_record(lab: Lab, run_options: RunOptions, par: Parallel, frameworks:
     single = {fw: execute(prepared, fw) for fw in frameworks}
     out = {"lab": prepared.lab.name, "dtype": run_options.dtype, "device": run_options.device,
            "parallel": parallel.describe(prepared.spec, par), "rtol": parallel.PARITY_RTOL,
-           "vs_one_device": {fw: parallel.parity(single[fw], spread[fw]) for fw in frameworks},
-           "across": {f"{frameworks[0]}-{fw}": parallel.parity(spread[frameworks[0]], spread[fw])
-                      for fw in frameworks[1:]}}
+           "vs_one_device": {fw: parallel.parity(single[fw], spread[fw], dtype=run_options.dtype)
+                             for fw in frameworks},
+           "across": {f"{frameworks[0]}-{fw}": parallel.parity(spread[frameworks[0]], spread[fw],
+                                                                dtype=run_options.dtype) for fw in frameworks[1:]}}
     out["losses"] = {fw: {"one_device": single[fw].losses.tolist(), "parallel": spread[fw].losses.tolist()}
                      for fw in frameworks}
     return out

@@ -115,7 +115,8 @@ def test_per_device_batch_norm_differs_by_a_reported_amount(runs):
         p = parallel.parity(runs["single"][(fw, lab)], local[fw])
         assert not p["agree"] and p["first_step_over"] == 0  # shard statistics from the first forward on
         assert p["loss_max_rel"] > 1e-3, p["loss_max_rel"]
-        assert "differ (first over 1e-12 at step 0)" in parallel.parity_line("local", p)
+        assert "local: differs: training loss at step 0 (rel " in parallel.parity_line("local", p)
+        assert p["verdict_kind"] == "differs"
     # Both frameworks compute the same per-device statistics: they agree with each other.
     check_same(parallel.parity(local["torch"], local["jax"]), "local batch norm, torch vs jax")
 
@@ -171,6 +172,12 @@ def test_parity_summary_on_planted_differences():
     assert not p["agree"] and p["first_step_over"] == 3 and p["loss_max_rel"] == pytest.approx(1e-9, rel=1e-3)
     assert p["params_max_rel"] == 0 and p["null_params_max_rel"] > 0
     assert not parallel.parity(a, dataclasses.replace(a, losses=losses[:4]))["agree"]  # a run cut short
+    # the verdict vocabulary of every other comparison
+    assert same["verdict_kind"] == "same math" and same["verdict"].startswith("same math (float64, 6 steps, max ")
+    assert p["verdict_kind"] == "differs" and p["verdict"] == "differs: training loss at step 3 (rel 1e-09)"
+    f32 = parallel.parity(a, dataclasses.replace(a, losses=off), dtype="float32")
+    assert f32["verdict_kind"] == "not judged" and f32["verdict"].startswith("float32: not judged")
+    assert parallel.parity_line("x2 vs one device", p).startswith("x2 vs one device: differs: training loss at step 3")
 
 
 def test_compare_devices_says_how_much_per_device_batch_norm_differs(tmp_path, capsys):
@@ -181,11 +188,13 @@ def test_compare_devices_says_how_much_per_device_batch_norm_differs(tmp_path, c
                  "--steps", "3", "--data", "mnist-5k", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("mnist_batchnorm [float64, 2 x cpu, batch 32 = 2 x 16, batch norm local]")
-    assert all("differ (first over 1e-12 at step 0)" in line for line in lines[1:3]), lines
-    assert lines[3].startswith("PyTorch vs JAX/Flax, x2: agree"), lines
+    assert all("vs one device: differs: training loss at step 0 (rel " in line for line in lines[1:3]), lines
+    assert lines[3].startswith("PyTorch vs JAX/Flax, x2: same math (float64, 3 steps, max "), lines
     record = json.loads(out.read_text())
     assert set(record["vs_one_device"]) == set(FRAMEWORKS) and record["parallel"]["per_device_batch"] == 16
     assert min(p["loss_max_rel"] for p in record["vs_one_device"].values()) > 1e-3
+    assert {p["verdict_kind"] for p in record["vs_one_device"].values()} == {"differs"}
+    assert record["across"]["torch-jax"]["verdict_kind"] == "same math"
 
 
 def test_scaling_figures_per_device_count(runs, tmp_path):
