@@ -178,8 +178,12 @@ def compute_init_study(opts: JobOptions) -> dict:
                 runs[scheme] = exc.result
             except Exception as exc:  # recorded (a rerun tries again); the job goes on
                 errors[scheme] = f"{type(exc).__name__}: {exc}"
+    try:
+        native = native_init_study(lab, opts)
+    except Exception as exc:  # recorded, like a scheme's run; the job goes on
+        native, errors["native init check"] = None, f"{type(exc).__name__}: {exc}"
     rec = {"format": FORMAT, "lab": lab.name, "framework": fw, "steps": steps, "key": opts.study_key(),
-           "runs": runs, "status": "ok" if not errors else "error", "native_init": native_init_study(lab, opts),
+           "runs": runs, "status": "ok" if not errors else "error", "native_init": native,
            "wall_s": time.perf_counter() - start}
     if errors:
         rec["errors"] = errors
@@ -188,13 +192,15 @@ def compute_init_study(opts: JobOptions) -> dict:
 
 
 def native_init_study(lab: Lab, opts: JobOptions) -> dict:
-    """The native-initialisation check (``harness.parity.initcheck``) of every study scheme in the job's
-    frameworks that draw native weights: each scheme's one-line verdict, and ``ok`` for all."""
+    """The native-initialisation check (``harness.parity.initcheck``) of every study scheme that is an init scheme
+    (not a lab of its own, as RBM pre-training) in the job's frameworks that draw native weights: each scheme's
+    one-line verdict, and ``ok`` for all."""
     from harness.parity.initcheck import ALPHA, check
 
     start = time.perf_counter()
     fws = tuple(fw for fw in opts.frameworks if hasattr(backends.load(fw), "native_params"))
-    checks = {s: check(lab.with_options(init=s).model, fws, lab.seed) for s in INIT_STUDY_SCHEMES} if fws else {}
+    schemes = [s for s in INIT_STUDY_SCHEMES if s not in INIT_STUDY_LABS]
+    checks = {s: check(lab.with_options(init=s).model, fws, lab.seed) for s in schemes} if fws else {}
     return {"frameworks": list(fws), "ok": all(c["ok"] for c in checks.values()), "alpha": ALPHA,
             "tests": sum(c["tests"] for c in checks.values()), "text": {s: c["text"] for s, c in checks.items()},
             "wall_s": time.perf_counter() - start}

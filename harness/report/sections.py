@@ -333,7 +333,8 @@ def init_study(doc: Doc, study: dict, has: set[str]) -> None:
         doc.para(f"Native initialisation (each framework's own draw, `run --weights native`, tested against the "
                  f"declared distribution: KS and moments, {native['tests']} tests, false-alarm rate "
                  f"{native.get('alpha', 1e-6):g} per scheme): "
-                 + ("; ".join(bad) if bad else f"{who} draw every scheme above as declared."))
+                 + ("; ".join(bad) if bad else f"{who} draw {', '.join(f'`{s}`' for s in native['text'])} as "
+                    "declared."))
     for scheme, run in study["runs"].items():
         if run.get("pretrain"):
             doc.para(f"`{scheme}`: the hidden layers start from RBMs trained greedily by "
