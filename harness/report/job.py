@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TextIO
 
 from harness import backend as backends
@@ -118,6 +119,9 @@ class Job:
         }
         self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
         self.costs = Costs()  # the job's own phases (start-up, peak, study, writes); each lab records its own
+        # plots are drawn beside the next lab's training (one thread: matplotlib's figures are not shared)
+        self.drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
+        self.drawn: list[Future] = []
         self.left = set(plan.estimates)
 
     def say(self, line: str) -> None:
@@ -161,11 +165,15 @@ class Job:
             job["status"] = "interrupted"
         finally:
             self.progress.close()
+            failed_plot = self.wait_plots()
             job["wall_s"] = time.perf_counter() - started
             if job["status"] == "running":  # a crash outside the labs
                 job["status"] = "failed"
             job["costs"] = self.costs.table()
             self.finish()
+            self.drawing.shutdown()
+        if failed_plot is not None:
+            raise failed_plot
         return self.results
 
     def lab(self, i: int, lab: Lab) -> None:
@@ -226,15 +234,29 @@ class Job:
         self.done(STUDY, f"[init]  {STUDY:<28} {when:>8}  {what}" + (f"; {study['error']}" if "error" in study else ""))
 
     def write(self, plots: Callable[[Any], None]) -> None:
-        """Draw with ``plots(render)`` and rewrite the report; deferred while a complete report is kept."""
+        """Draw with ``plots(render)`` in the background (beside the next lab's training) and rewrite the report
+        now, with the plots drawn so far; deferred while a complete report is kept. The final write waits for
+        every plot (:meth:`wait_plots`)."""
         from harness.report import render
 
         if self.keep_previous:
             return
-        with phase("plots"):
-            plots(render)
+        self.drawn.append(self.drawing.submit(self._draw, plots))
         with phase("report files"):
             render.write_report(self.opts.out, self.results, html=self.opts.html)
+
+    def _draw(self, plots: Callable[[Any], None]) -> None:
+        from harness.report import render
+
+        wall, cpu = time.perf_counter(), time.thread_time()
+        plots(render)
+        self.costs.add("plots (drawn beside the next lab)", time.perf_counter() - wall, time.thread_time() - cpu)
+
+    def wait_plots(self) -> BaseException | None:
+        """Wait for every plot being drawn; the first error one raised (None: all drawn)."""
+        errors = [f.exception() for f in self.drawn]
+        self.drawn.clear()
+        return next((e for e in errors if e is not None), None)
 
     def finish(self) -> None:
         """The final write, held whole against a second signal: the report of this run, unless an earlier
