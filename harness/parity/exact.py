@@ -18,9 +18,12 @@ registered and usable, says which side is off.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,11 +32,15 @@ from harness.backend import RunSpec, TrainResult
 from harness.costs import phase
 from harness.errors import BackendError
 from harness.init import nudge
+from harness.machine import SMALL_TASKS
 from harness.parity import localise as loc
 from harness.parity import quantities as qty
 from harness.parity import verdict
 from harness.parity.configs import RunConfig, cast_arrays, retarget
 from harness.runner import Prepared, dropout_masks
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 MNIST_STEPS = 200
 WORK = 4e10  # float64 FLOPs (6 x batch x weights per step) one run of the window may take
@@ -77,6 +84,16 @@ def _train(config: RunConfig, specs: Sequence[RunSpec], nudged: bool = False) ->
         spec = retarget(spec, config)
         out.append(module.train(dataclasses.replace(spec, params=nudge(spec.params)) if nudged else spec))
     return out
+
+
+def side_by_side(first: Callable[[], T], second: Callable[[], U], together: bool) -> tuple[T, U]:
+    """``first()`` and ``second()``; with ``together``, ``second`` in a thread beside ``first`` (the tiny XOR
+    nets: each side trains on one core, so the machine's second core is free; no thread pool is shared)."""
+    if not together:
+        return first(), second()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(contextvars.copy_context().run, second)
+        return first(), later.result()
 
 
 def float64(config: RunConfig) -> RunConfig:
@@ -281,8 +298,8 @@ def exact_tier(prepared: Prepared, a: RunConfig, b: RunConfig, names: tuple[str,
     specs = _specs(prepared, n, prepared.spec.eval_steps if reuse else None)
     sides = make_sides(a, b, names, n, referee)
     with phase("float64 runs"):
-        runs = {"a": reuse[0] if reuse else _train(sides.a, specs),
-                "b": reuse[1] if reuse else _train(sides.b, specs)}
+        runs = dict(zip("ab", reuse or side_by_side(lambda: _train(sides.a, specs), lambda: _train(sides.b, specs),
+                                                    prepared.lab.task in SMALL_TASKS)))
     with phase("twin"):
         runs["twin"] = _train(sides.twin, specs, nudged=True)
     if raw is not None:
