@@ -26,6 +26,18 @@ def cached_compare(lab: str, dtype: str = "float64", noise: bool = False) -> dic
     return compare(get_lab(lab), RunOptions(dtype=dtype, log_every=1), noise=noise)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): float64
+    results do not depend on it, and a thread pool sharing two busy cores waits at every parallel region, up to
+    ten times slower. Restored afterwards."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def run_lab():
     return cached_run

@@ -12,7 +12,6 @@ import functools
 
 import numpy as np
 import pytest
-import torch
 
 from harness.backend import TrainResult
 from harness.labs import LABS, get_lab
@@ -24,14 +23,7 @@ SMALL = tuple(n for n in MNIST_LABS if n not in BIG)
 RTOL = 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: the float64 results do not depend on it, and a thread pool sharing two cores with other
-    work (a test run beside anything else) waits at every parallel region, up to ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @functools.cache

@@ -28,15 +28,7 @@ MUTATIONS = catalogue(("torch", "jax"))
 STEPS = tiers.EXACT_STEPS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: float64 results do not depend on it, and a pool sharing two busy cores crawls."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @functools.cache

@@ -20,14 +20,7 @@ from harness.selfcheck import catalogue, tiers  # noqa: E402
 FLOAT32 = tuple(m for m in catalogue(("torch", "jax")) if m.tier == "statistical")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @functools.cache

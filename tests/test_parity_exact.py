@@ -25,14 +25,7 @@ from harness.runner import RunOptions, prepare
 FAST_STEPS = {"xor": 100, "gates": 100, "mnist": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: float64 results do not depend on it, and a pool sharing two busy cores crawls."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------ planted differences

@@ -26,12 +26,7 @@ STEPS = 4  # CD steps of each RBM and training steps (a run cut short cuts its p
 TOL = 1e-12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _loops(w, b, c, v0, u, k):
