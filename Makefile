@@ -40,7 +40,7 @@ run: $(STAMP)
 	$(PY) -m harness report --out report
 
 test: $(STAMP) browser-if-possible
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -139,8 +139,8 @@ MUTATIONS = (
     Mutation("RBM visible-bias update with the wrong sign", "jax", RBM, _visible_bias_descends,
              r"^pretraining rbm0/visible_bias update at step 0$"),
     # float32 only, or one execution mode only: the float64 exact tier passes them; the statistical tier must catch them
-    Mutation("logits rounded through bfloat16 (float32 runs)", "jax", RELU, _logits_bfloat16, r"^step \d+$",
-             tier="statistical"),
+    Mutation("logits rounded through bfloat16 into the loss function (float32 runs)", "jax", RELU, _logits_bfloat16,
+             r"^step \d+$", tier="statistical"),
     Mutation("lax.scan (fused) path starts from a float16-rounded carry", "jax", RELU, _fused_carry_half,
              r"^step \d+$", tier="statistical", sides=("jax:per_step", "jax:fused")),
     # gradient clipping at norm 1 fires in float64 as much as in float32: the exact tier's to catch
