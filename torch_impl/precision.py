@@ -1,0 +1,196 @@
+"""Reduced precision in PyTorch: a lab network trained under a ``harness.precision`` policy with torch's idioms,
+``torch.autocast`` (mixed policies) and ``torch.amp.GradScaler`` (``mixed_float16``), or the module converted to
+bfloat16 (pure ``bfloat16``). Where the idiom's default differs from the declared policy, this module makes it
+match, explicitly (each place is named in ``docs/precision.md``):
+
+- the output and the loss: autocast keeps ``cross_entropy`` in float32 on the CPU but not ``sigmoid``, and on
+  CUDA refuses ``binary_cross_entropy``: the logits are widened here and the output and loss are computed
+  outside autocast, in float32, on every device;
+- batch norm: on the CPU autocast runs it in its input's dtype: here its input is widened and it runs in float32
+  (statistics, normalisation, running statistics), its output rounded to the compute dtype;
+- pure bfloat16's optimizer: torch's foreach kernels round after each of an update's ops; the policy computes an
+  update in float32 from the stored values and rounds once on store: the update runs on float32 copies.
+
+:func:`trace` records the first steps as ``harness.referee.precision.trace`` does (and ``harness.parity.localise``
+reads), with the loss scale in effect and whether each step's gradients were finite. ``mutation`` plants one of
+``MUTATIONS`` (the selfcheck's precision-placement bugs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.backend import BackendError, RunSpec
+from harness.precision import LossScale, Policy
+from torch_impl import models, rbm
+from torch_impl.train import _to, set_precision
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+                "float16": torch.float16}
+MUTATIONS = ("loss_low", "opt_state_low", "no_master", "bn_state_low", "no_unscale", "no_skip", "growth_schedule",
+             "input_bf16")
+
+
+class PrecisionLearner:
+    """A ``models.MLP`` trained under ``policy`` (module labs; the hand-written backprop labs are not covered)."""
+
+    def __init__(self, spec: RunSpec, policy: Policy, device: torch.device, loss_scale: LossScale | None = None,
+                 mutation: str | None = None) -> None:
+        if spec.lab.manual:
+            raise BackendError("reduced precision covers the module labs; the hand-written backprop labs run "
+                               "float32 or float64")
+        if mutation not in (None, *MUTATIONS):
+            raise BackendError(f"unknown precision mutation {mutation!r}; choose from {', '.join(MUTATIONS)}")
+        self.spec, self.policy, self.device, self.mutation = spec, policy, device, mutation
+        self.compute = TORCH_DTYPES[policy.compute]
+        stored = TORCH_DTYPES[policy.compute if mutation == "no_master" else policy.params]
+        self.module = models.build(spec.model, torch.float32, device, spec.seed, spec.params, spec.state)
+        self.module.to(stored)
+        for bn in self.module.bn:  # running statistics stay float32 under every policy
+            bn.running_mean.data = bn.running_mean.float()
+            bn.running_var.data = bn.running_var.float()
+        self.module.train()
+        self.params = list(self.module.parameters())
+        self.low_state = (policy.optimizer_state != "float32" or mutation == "opt_state_low")
+        self.shadow = [p.detach().float().clone().requires_grad_() for p in self.params] if (
+            self.low_state or stored != torch.float32) else self.params
+        self.opt = models.make_optimizer(spec.lab.optimizer, self.shadow)
+        scale = loss_scale or policy.loss_scale
+        self.scaler = None if scale is None else torch.amp.GradScaler(
+            device.type, init_scale=scale.initial, growth_factor=scale.growth_factor,
+            backoff_factor=scale.backoff_factor, growth_interval=scale.growth_interval)
+        if self.scaler is not None and mutation == "growth_schedule":  # grows one step late (Flax's count)
+            self.scaler._growth_interval += 1
+
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None, training: bool = True) -> torch.Tensor:
+        """Float32 outputs: the network under autocast (mixed) or in its own dtype (pure), cast as the policy
+        declares; the sigmoid output (where the lab has one) outside autocast, in float32."""
+        mixed = self.policy.mixed and self.mutation != "no_master"
+        with torch.autocast(self.device.type, dtype=self.compute, enabled=mixed):
+            z = self._layers(x, masks, training)
+        out = z.float()
+        if self.mutation == "loss_low":
+            out = out.to(self.compute)
+        return torch.sigmoid(out) if self.spec.model.output == "sigmoid" else out
+
+    def _layers(self, x: torch.Tensor, masks: list[torch.Tensor] | None, training: bool) -> torch.Tensor:
+        module, p, c = self.module, self.spec.model.dropout, self.compute
+        h = x.to(torch.bfloat16) if self.mutation == "input_bf16" else x
+        for i, layer in enumerate(module.dense):
+            h = F.linear(h.to(c), layer.weight.to(c), layer.bias.to(c))
+            if i == len(module.dense) - 1:
+                return h
+            if module.bn:
+                h = self._batchnorm(module.bn[i], h, training)
+            h = module.activation(h)
+            if p > 0 and training:
+                h = h * masks[i] / (1 - p)
+        raise AssertionError("unreachable")
+
+    def _batchnorm(self, bn: torch.nn.BatchNorm1d, h: torch.Tensor, training: bool) -> torch.Tensor:
+        with torch.autocast(self.device.type, enabled=False):
+            stats = bn.running_mean, bn.running_var
+            if self.mutation == "bn_state_low" and training:
+                stats = tuple(s.to(torch.bfloat16) for s in stats)
+            out = F.batch_norm(h.float(), *stats, bn.weight.float(), bn.bias.float(), training, bn.momentum, bn.eps)
+            if self.mutation == "bn_state_low" and training:
+                bn.running_mean.copy_(stats[0].float())
+                bn.running_var.copy_(stats[1].float())
+        return out.to(self.compute)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The declared loss in float32 (``loss_low``: in the compute dtype)."""
+        low = self.mutation == "loss_low"
+        return models.loss_fn(self.spec.lab.loss, out, y.to(out.dtype) if y.is_floating_point() else y).float() \
+            if low else models.loss_fn(self.spec.lab.loss, out, y)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> dict:
+        """One step; its loss, the gradients the optimizer saw (unscaled), the scale in effect and finiteness."""
+        for p in (*self.params, *self.shadow):
+            p.grad = None
+        loss = self.loss(self.forward(x, masks), y)
+        scale = 1.0 if self.scaler is None else self.scaler.get_scale()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if self.shadow is not self.params:
+            for s, p in zip(self.shadow, self.params):
+                s.grad = p.grad.float()
+        if self.scaler is not None and self.mutation != "no_unscale":
+            self.scaler.unscale_(self.opt)
+        grads = [s.grad.detach().clone() for s in self.shadow]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if self.scaler is None or self.mutation == "no_unscale":  # no_unscale: the scaled gradients step
+            self.opt.step()
+        else:
+            self.opt.step() if self.mutation == "no_skip" else self.scaler.step(self.opt)
+            self.scaler.update()
+        self._store()
+        return {"loss": float(loss.detach()), "grads": grads, "loss_scale": scale, "finite": finite}
+
+    @torch.no_grad()
+    def _store(self) -> None:
+        """Round what the policy stores below float32: the weights (from the float32 update) and the slots."""
+        if self.shadow is self.params:
+            return
+        for s, p in zip(self.shadow, self.params):
+            p.copy_(s)
+            s.copy_(p)
+        if self.low_state:
+            low = TORCH_DTYPES[self.policy.compute if self.mutation == "opt_state_low"
+                               else self.policy.optimizer_state]
+            for state in self.opt.state.values():
+                for key, value in state.items():
+                    if key != "step" and torch.is_tensor(value) and value.is_floating_point():
+                        value.copy_(value.to(low))
+
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Weights and running statistics in the shared layout, float64."""
+        params, state = {}, {}
+        for i, layer in enumerate(self.module.dense):
+            params[f"dense{i}/kernel"], params[f"dense{i}/bias"] = _np(layer.weight).T, _np(layer.bias)
+        for i, bn in enumerate(self.module.bn):
+            params[f"bn{i}/scale"], params[f"bn{i}/bias"] = _np(bn.weight), _np(bn.bias)
+            state[f"bn{i}/mean"], state[f"bn{i}/var"] = _np(bn.running_mean), _np(bn.running_var)
+        return params, state
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _layout_grads(module: models.MLP, grads: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    names = [n for n, _ in module.named_parameters()]
+    out = {}
+    for name, g in zip(names, grads):
+        kind, i, what = name.split(".")
+        key = {("dense", "weight"): "kernel", ("dense", "bias"): "bias", ("bn", "weight"): "scale",
+               ("bn", "bias"): "bias"}[kind, what]
+        g = _np(g)
+        out[f"{kind}{i}/{key}"] = g.T if (kind, what) == ("dense", "weight") else g
+    return out
+
+
+def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | None = None,
+          mutation: str | None = None) -> list[dict]:
+    """Per step of the first ``steps``: ``loss``, ``grads`` (unscaled, as the optimizer saw them), ``updates``,
+    ``params`` and ``state`` after the step (float64 arrays, shared layout), ``loss_scale``, ``finite``."""
+    device = torch.device("cuda" if spec.device == "gpu" else "cpu")
+    set_precision()  # every policy declares "highest"
+    spec = rbm.pretrained(spec, torch.float32, device)[0]
+    learner = PrecisionLearner(spec, policy, device, loss_scale, mutation)
+    x, y = _to(spec.train_x, device, torch.float32), _to(spec.train_y, device)
+    if y.is_floating_point():
+        y = y.float()
+    batches = _to(spec.batches, device)
+    masks = [_to(m, device, torch.float32) for m in spec.masks] if spec.masks is not None else None
+    records = []
+    for s in range(min(steps, spec.steps)):
+        xb, yb = (x, y) if batches is None else (x[batches[s]], y[batches[s]])
+        before = learner.export()[0]
+        record = learner.step(xb, yb, None if masks is None else [m[s] for m in masks])
+        params, state = learner.export()
+        record.update(grads=_layout_grads(learner.module, record["grads"]),
+                      updates={k: params[k] - before[k] for k in params}, params=params, state=state)
+        records.append(record)
+    return records
