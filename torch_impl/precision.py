@@ -8,6 +8,9 @@ match, explicitly (each place is named in ``docs/precision.md``):
   outside autocast, in float32, on every device;
 - batch norm: on the CPU autocast runs it in its input's dtype: here its input is widened and it runs in float32
   (statistics, normalisation, running statistics), its output rounded to the compute dtype;
+- the sigmoid's backward in float16: torch's CPU kernel rounds three times (``(g (1 - y)) y`` in half
+  arithmetic); the policy rounds ``g y (1 - y)`` once, computed in float32 (as torch's bfloat16 kernel does):
+  :class:`Float16Sigmoid`;
 - pure bfloat16's optimizer: torch's foreach kernels round after each of an update's ops; the policy computes an
   update in float32 from the stored values and rounds once on store: the update runs on float32 copies.
 
@@ -33,6 +36,23 @@ MUTATIONS = ("loss_low", "opt_state_low", "no_master", "bn_state_low", "no_unsca
              "input_bf16")
 
 
+class Float16Sigmoid(torch.autograd.Function):
+    """The sigmoid of a float16 tensor with the policy's backward: ``g y (1 - y)`` computed in float32 from the
+    float16 output and rounded once."""
+
+    @staticmethod
+    def forward(ctx: object, z: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(z)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        y32 = y.float()
+        return (grad.float() * y32 * (1 - y32)).to(grad.dtype)
+
+
 class PrecisionLearner:
     """A ``models.MLP`` trained under ``policy`` (module labs; the hand-written backprop labs are not covered)."""
 
@@ -45,6 +65,7 @@ class PrecisionLearner:
             raise BackendError(f"unknown precision mutation {mutation!r}; choose from {', '.join(MUTATIONS)}")
         self.spec, self.policy, self.device, self.mutation = spec, policy, device, mutation
         self.compute = TORCH_DTYPES[policy.compute]
+        self.sigmoid16 = self.compute == torch.float16 and spec.model.activation == "sigmoid"
         stored = TORCH_DTYPES[policy.compute if mutation == "no_master" else policy.params]
         self.module = models.build(spec.model, torch.float32, device, spec.seed, spec.params, spec.state)
         self.module.to(stored)
@@ -84,7 +105,7 @@ class PrecisionLearner:
                 return h
             if module.bn:
                 h = self._batchnorm(module.bn[i], h, training)
-            h = module.activation(h)
+            h = Float16Sigmoid.apply(h) if self.sigmoid16 else module.activation(h)
             if p > 0 and training:
                 h = h * masks[i] / (1 - p)
         raise AssertionError("unreachable")

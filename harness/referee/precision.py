@@ -44,11 +44,11 @@ class Emulator:
     ``loss_scale``: the scale rule under a float16 policy, the policy's own where None)."""
 
     def __init__(self, spec: RunSpec, policy: Policy, accumulate: str = "float64",
-                 loss_scale: LossScale | None = None, mutation: str | None = None) -> None:
+                 loss_scale: LossScale | None = None, mutation: str | None = None, split: int = 1) -> None:
         check(spec)
         if not policy.reduced:
             raise BackendError(f"the emulation is of reduced precisions; {policy.name} is the referee's own")
-        self.lab, self.model, self.policy, self.mutation = spec.lab, spec.model, policy, mutation
+        self.lab, self.model, self.policy, self.mutation, self.split = spec.lab, spec.model, policy, mutation, split
         self.acc = ACCUMULATE[accumulate]
         self.params = {k: self.store(v, policy.storage("params")) for k, v in spec.params.items()}
         names = layout(self.model)[1]
@@ -64,6 +64,17 @@ class Emulator:
         """``x`` as stored in ``dtype``, held in the accumulation dtype."""
         return round_to(x, dtype, self.acc)
 
+    def mm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a @ b`` accumulated in ``split`` partial products over the inner dimension (another summation order:
+        a float32 accumulation of the same products, differently rounded)."""
+        if self.split == 1 or a.shape[1] < self.split:
+            return a @ b
+        bounds = np.linspace(0, a.shape[1], self.split + 1).astype(int)
+        out = a[:, bounds[0]:bounds[1]] @ b[bounds[0]:bounds[1]]
+        for lo, hi in zip(bounds[1:-1], bounds[2:]):
+            out = out + a[:, lo:hi] @ b[lo:hi]
+        return out
+
     def c(self, x: np.ndarray) -> np.ndarray:
         """Rounded to the compute dtype."""
         return round_to(x, self.policy.compute, self.acc)
@@ -75,7 +86,7 @@ class Emulator:
         h = self.c(x)
         for i in range(model.depth):
             record = {"input": h}
-            z = self.c(h @ self.c(p[f"dense{i}/kernel"]) + self.c(p[f"dense{i}/bias"]))
+            z = self.c(self.mm(h, self.c(p[f"dense{i}/kernel"])) + self.c(p[f"dense{i}/bias"]))
             if i == model.depth - 1:
                 tape.append(record)
                 return (sigmoid(z) if model.output == "sigmoid" else z), tape, new_state
@@ -124,14 +135,18 @@ class Emulator:
                     d, grads[f"bn{i}/scale"], grads[f"bn{i}/bias"] = batchnorm_backward(
                         d, record["bn"], p[f"bn{i}/scale"])  # float32, like the parameters' gradients
                     d = self.c(d)
-            grads[f"dense{i}/kernel"] = self.c(record["input"].T @ d)
+            grads[f"dense{i}/kernel"] = self.c(self.mm(record["input"].T, d))
             grads[f"dense{i}/bias"] = self.c(d.sum(0))
             if i > 0:
-                d = self.c(d @ self.c(p[f"dense{i}/kernel"]).T)
+                d = self.c(self.mm(d, self.c(p[f"dense{i}/kernel"]).T))
         return grads
 
     def step(self, x: np.ndarray, y: np.ndarray, masks: list[np.ndarray] | None) -> dict:
         """One training step; its record (loss, unscaled gradients, updates, params, state, loss scale, finite)."""
+        with np.errstate(over="ignore", invalid="ignore"):  # float16 overflows are the loss scale's business
+            return self._step(x, y, masks)
+
+    def _step(self, x: np.ndarray, y: np.ndarray, masks: list[np.ndarray] | None) -> dict:
         out, tape, state = self.forward(x, masks, training=True)
         loss, d_out = losses.loss_and_direction(self.lab.loss, out.astype(np.float64), y, self.lab.grad_eps)
         d_out = np.asarray(d_out, self.acc) * self.acc(self.scale)
@@ -148,7 +163,7 @@ class Emulator:
             for slots in self.rule.slots.values():
                 for key, value in slots.items():
                     value[...] = self.store(value, self.policy.optimizer_state)
-            self.state = state
+        self.state = state  # the forward pass moved the running statistics, skipped step or not (as torch's)
         if self.scaler is not None:
             self.scale, self.tracker = self.scaler.update(self.scale, self.tracker, finite)
         return {"loss": float(loss), "grads": grads, "updates": {k: self.params[k] - before[k] for k in before},
@@ -156,11 +171,11 @@ class Emulator:
 
 
 def trace(spec: RunSpec, steps: int, policy: Policy, accumulate: str = "float64",
-          loss_scale: LossScale | None = None) -> list[dict]:
+          loss_scale: LossScale | None = None, split: int = 1, mutation: str | None = None) -> list[dict]:
     """The first ``steps`` steps of ``spec`` under ``policy``, as :meth:`Emulator.step` records them (tensors as
-    float64 arrays)."""
+    float64 arrays); ``split``: each matmul summed in that many partial products (see :meth:`Emulator.mm`)."""
     spec = rbm.pretrained(spec)[0]
-    emulator = Emulator(spec, policy, accumulate, loss_scale)
+    emulator = Emulator(spec, policy, accumulate, loss_scale, mutation, split)
     records = []
     for s in range(min(steps, spec.steps)):
         record = emulator.step(*batch(spec, s))
