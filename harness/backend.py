@@ -124,8 +124,9 @@ class Backend(Protocol):
     def modes(self, device: str) -> tuple[str, ...]:
         """The execution modes offered on ``device`` (a subset of the registry entry's ``executions``)."""
 
-    def matmul_timer(self, device: str, n: int) -> Callable[[], float]:
-        """A function timing one ``n`` x ``n`` float32 matmul, ended by a device sync, in seconds."""
+    def matmul_timer(self, device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
+        """A function timing one ``n`` x ``n`` matmul of ``dtype`` operands (float32 at full precision; bfloat16,
+        float16), ended by a device sync, in seconds."""
 
     def make_stepper(self, spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
         """Steady-state training of ``spec`` in ``mode`` for the timing protocol."""

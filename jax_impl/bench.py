@@ -45,12 +45,12 @@ def device_info(device: str) -> dict:
     return {"jax_device": str(dev), "device_kind": dev.device_kind}
 
 
-def matmul_timer(device: str, n: int) -> Callable[[], float]:
-    """A function timing one ``n`` x ``n`` float32 matmul (full precision, ended by ``block_until_ready``), in
-    seconds, on operands made once."""
+def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
+    """A function timing one ``n`` x ``n`` matmul of ``dtype`` operands (float32 at full precision; bfloat16 and
+    float16 in that dtype), ended by ``block_until_ready``, in seconds, on operands made once."""
     dev = jax.devices(device)[0]
     rng = np.random.default_rng(0)
-    a, b = (jax.device_put(rng.random((n, n), np.float32), dev) for _ in range(2))
+    a, b = (jax.device_put(jnp.asarray(rng.random((n, n), np.float32), dtype), dev) for _ in range(2))
     matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
     for _ in range(2):
         matmul(a, b).block_until_ready()

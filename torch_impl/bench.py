@@ -50,13 +50,14 @@ def _device(device: str) -> torch.device:
     return torch.device("cuda" if device == "gpu" else "cpu")
 
 
-def matmul_timer(device: str, n: int) -> Callable[[], float]:
-    """A function timing one ``n`` x ``n`` float32 matmul (full precision, ended by a device sync), in seconds, on
-    operands made once."""
+def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
+    """A function timing one ``n`` x ``n`` matmul of ``dtype`` operands (float32: full precision; bfloat16 and
+    float16: that dtype's own kernels), ended by a device sync, in seconds, on operands made once."""
     dev = _device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    a, b = (torch.rand(n, n, generator=gen).to(dev) for _ in range(2))
-    out = torch.empty(n, n, device=dev)
+    low = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    a, b = (torch.rand(n, n, generator=gen).to(dev, low[dtype]) for _ in range(2))
+    out = torch.empty(n, n, device=dev, dtype=low[dtype])
     for _ in range(2):
         torch.matmul(a, b, out=out)
     train.sync(dev)

@@ -26,14 +26,18 @@ import torch
 import torch.nn.functional as F
 
 from harness.backend import BackendError, RunSpec
-from harness.precision import LossScale, Policy
+from harness.precision import REDUCED, LossScale, Policy
 from torch_impl import models, rbm
 from torch_impl.train import _to, set_precision
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
                 "float16": torch.float16}
-MUTATIONS = ("loss_low", "opt_state_low", "no_master", "bn_state_low", "no_unscale", "no_skip", "growth_schedule",
-             "input_bf16")
+# the selfcheck's precision-placement bugs, and the policies where each is a bug (elsewhere it is the policy itself,
+# or nothing the policy rounds differently)
+MUTATIONS = {"loss_low": REDUCED, "opt_state_low": ("mixed_bfloat16", "mixed_float16"),
+             "no_master": ("mixed_bfloat16", "mixed_float16"), "bn_state_low": REDUCED,
+             "no_unscale": ("mixed_float16",), "no_skip": ("mixed_float16",), "growth_schedule": ("mixed_float16",),
+             "input_bf16": ("mixed_float16",)}
 
 
 class Float16Sigmoid(torch.autograd.Function):
@@ -112,13 +116,8 @@ class PrecisionLearner:
 
     def _batchnorm(self, bn: torch.nn.BatchNorm1d, h: torch.Tensor, training: bool) -> torch.Tensor:
         with torch.autocast(self.device.type, enabled=False):
-            stats = bn.running_mean, bn.running_var
-            if self.mutation == "bn_state_low" and training:
-                stats = tuple(s.to(torch.bfloat16) for s in stats)
-            out = F.batch_norm(h.float(), *stats, bn.weight.float(), bn.bias.float(), training, bn.momentum, bn.eps)
-            if self.mutation == "bn_state_low" and training:
-                bn.running_mean.copy_(stats[0].float())
-                bn.running_var.copy_(stats[1].float())
+            out = F.batch_norm(h.float(), bn.running_mean, bn.running_var, bn.weight.float(), bn.bias.float(),
+                               training, bn.momentum, bn.eps)
         return out.to(self.compute)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -147,6 +146,11 @@ class PrecisionLearner:
             self.opt.step() if self.mutation == "no_skip" else self.scaler.step(self.opt)
             self.scaler.update()
         self._store()
+        if self.mutation == "bn_state_low":  # the running statistics kept in bfloat16
+            with torch.no_grad():
+                for bn in self.module.bn:
+                    for stat in (bn.running_mean, bn.running_var):
+                        stat.copy_(stat.to(torch.bfloat16))
         return {"loss": float(loss.detach()), "grads": grads, "loss_scale": scale, "finite": finite}
 
     @torch.no_grad()
@@ -209,7 +213,10 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
     for s in range(min(steps, spec.steps)):
         xb, yb = (x, y) if batches is None else (x[batches[s]], y[batches[s]])
         before = learner.export()[0]
-        record = learner.step(xb, yb, None if masks is None else [m[s] for m in masks])
+        try:
+            record = learner.step(xb, yb, None if masks is None else [m[s] for m in masks])
+        except RuntimeError:  # e.g. a loss of non-finite outputs: the trace ends here (the tier names the step)
+            break
         params, state = learner.export()
         record.update(grads=_layout_grads(learner.module, record["grads"]),
                       updates={k: params[k] - before[k] for k in params}, params=params, state=state)

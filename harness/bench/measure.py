@@ -24,21 +24,37 @@ SCHEMA = "dlzta-bench/1"
 PEAK_N = {"cpu": 1024, "gpu": 8192, "tpu": 8192}
 
 
-def matmul_times(framework: str, device: str, n: int, repeats: int) -> list[float]:
-    """Seconds per ``n`` x ``n`` float32 matmul in ``framework`` on ``device``, ``repeats`` of them."""
-    timed = backends.load(framework).matmul_timer(device, n)
+def matmul_times(framework: str, device: str, n: int, repeats: int, dtype: str = "float32") -> list[float]:
+    """Seconds per ``n`` x ``n`` matmul of ``dtype`` in ``framework`` on ``device``, ``repeats`` of them."""
+    timed = backends.load(framework).matmul_timer(device, n, dtype=dtype)
     return [timed() for _ in range(repeats)]
 
 
-def measure_peak(framework: str, device: str, n: int, repeats: int, threads: int | None = None) -> dict:
-    """The framework's float32 matmul peak on ``device``, GFLOP/s: on ``threads`` intra-op threads (None: every
-    core, for a backend that sets them per task, on a CPU); the thread count in effect before is restored."""
+def measure_peak(framework: str, device: str, n: int, repeats: int, threads: int | None = None,
+                 dtype: str = "float32") -> dict:
+    """The framework's matmul peak in ``dtype`` (float32, bfloat16, float16) on ``device``, GFLOP/s: on ``threads``
+    intra-op threads (None: every core, for a backend that sets them per task, on a CPU); the thread count in
+    effect before is restored."""
     if threads is None and device == "cpu" and sets_threads(framework):
         threads = os.cpu_count()
     with threads_set(framework, threads):
         settings = backends.load(framework).configure_threads(None)
-        times = matmul_times(framework, device, n, repeats)
-    return {**peak_mod.peak_record(times, n), "threads": settings["threads"], "loadavg": peak_mod.loadavg()}
+        times = matmul_times(framework, device, n, repeats, dtype)
+    return {**peak_mod.peak_record(times, n), "dtype": dtype, "threads": settings["threads"],
+            "loadavg": peak_mod.loadavg()}
+
+
+def precision_peaks(framework: str, device: str, n: int, repeats: int, threads: int | None = None,
+                    dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")) -> dict[str, dict]:
+    """The framework's matmul peak in each of ``dtypes``, measured one after the other (the same moment of a
+    shared machine): each precision's own peak; a dtype the backend cannot time is left out with its reason."""
+    out: dict[str, dict] = {}
+    for dtype in dtypes:
+        try:
+            out[dtype] = measure_peak(framework, device, n, repeats, threads, dtype)
+        except BackendError as exc:
+            out[dtype] = {"status": "unavailable", "reason": str(exc)}
+    return out
 
 
 def _options(w: Workload, data: str, batch_size: int | None) -> RunOptions:

@@ -143,7 +143,8 @@ def verdict(result: dict, policy: Policy) -> tuple[str, str]:
     at step 0 (rel 3e-03, tolerance 1e-06) off the emulated policy" (every side that is off, named)."""
     offs = []
     for name, r in result["sides"].items():
-        first = min((o for o in (r["off"], r["scale_off"]) if o), key=lambda o: o["step"], default=None)
+        found = [(o["step"], i, o) for i, o in enumerate((r["scale_off"], r["off"])) if o]
+        first = min(found, key=lambda f: f[:2])[2] if found else None
         if first is not None:
             figures = f" (rel {first['rel']:.0e}, tolerance {first['tolerance']:.0e})" if "rel" in first else ""
             offs.append(f"{name}: {first['what']}{figures}")

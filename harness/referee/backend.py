@@ -58,11 +58,14 @@ def modes(device: str) -> tuple[str, ...]:
     return EXECUTIONS
 
 
-def matmul_timer(device: str, n: int) -> Callable[[], float]:
-    """A function timing one ``n`` x ``n`` float32 numpy matmul, in seconds, on operands made once."""
+def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
+    """A function timing one ``n`` x ``n`` numpy matmul of ``dtype`` (float32 or float64: numpy's BLAS has no
+    bfloat16 or float16 kernel; BackendError for those), in seconds, on operands made once."""
+    if dtype not in ("float32", "float64"):
+        raise BackendError(f"the referee has no {dtype} matmul")
     rng = np.random.default_rng(0)
-    a, b = (rng.random((n, n), dtype=np.float32) for _ in range(2))
-    out = np.empty((n, n), np.float32)
+    a, b = (rng.random((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype)
     np.matmul(a, b, out=out)
 
     def timed() -> float:

@@ -161,7 +161,7 @@ class Emulator:
             self.params = {k: self.store(v, self.policy.storage("params"))
                            for k, v in self.rule.step(self.params, grads).items()}
             for slots in self.rule.slots.values():
-                for key, value in slots.items():
+                for value in slots.values():
                     value[...] = self.store(value, self.policy.optimizer_state)
         self.state = state  # the forward pass moved the running statistics, skipped step or not (as torch's)
         if self.scaler is not None:
