@@ -10,12 +10,15 @@ import numpy as np
 from harness.labs import Model
 from jax_impl.bench import configure as configure_threads
 from jax_impl.bench import device_info, make_stepper, matmul_timer, modes
+from jax_impl.precision import MUTATIONS as PRECISION_MUTATIONS
+from jax_impl.precision import trace as precision_trace
 from jax_impl.probe import trace
 from jax_impl.rbm import trace as pretrain_trace
 from jax_impl.train import available_devices, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "native_params", "pretrain_trace", "thread_count", "trace", "train", "versions"]
+           "native_params", "PRECISION_MUTATIONS", "precision_trace", "pretrain_trace",
+           "thread_count", "trace", "train", "versions"]
 
 
 def thread_count() -> int | None:

@@ -7,12 +7,15 @@ import numpy as np
 from harness.labs import Model
 from torch_impl.bench import configure as configure_threads
 from torch_impl.bench import device_info, make_stepper, matmul_timer, modes
+from torch_impl.precision import MUTATIONS as PRECISION_MUTATIONS
+from torch_impl.precision import trace as precision_trace
 from torch_impl.probe import trace
 from torch_impl.rbm import trace as pretrain_trace
 from torch_impl.train import available_devices, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "native_params", "pretrain_trace", "thread_count", "trace", "train", "versions", "warm_up"]
+           "native_params", "PRECISION_MUTATIONS", "precision_trace", "pretrain_trace",
+           "thread_count", "trace", "train", "versions", "warm_up"]
 
 
 def warm_up() -> None:

@@ -5,9 +5,12 @@ in bfloat16, a missing unscale...): in float64 it vanishes. Here each side's fir
 (``<backend>.precision_trace``) are held, tensor by tensor, against the numpy referee's emulation of the policy
 (``harness.referee.precision``: bfloat16/float16 rounding exactly at the declared cast points, float64 between
 them). The tolerance is float32 accumulation noise, measured: ``TWINS`` float32 emulations of the same policy
-(plain, and with every matmul summed in other orders) differ from the float64 emulation by what float32
+(plain, and with every matmul's accumulation jittered) differ from the float64 emulation by what float32
 arithmetic alone moves each tensor by, a bf16/f16 rounding flipped here and there included; each quantity is held
-to ``max(FLOOR, FACTOR x`` the twins' largest difference on it so far ``)``. Correct code sits at the twins' own
+to ``max(FLOOR, FACTOR x`` the twins' largest difference on it so far ``)``; the jittered twins move every matmul
+entry by a random accumulation error of float32's typical size (2**-24 x the root sum of squares of its
+products), so that they flip about as many low-precision roundings as a framework's own summation order does,
+at random places. Correct code sits at the twins' own
 level (torch matches the float32 emulation bit for bit in pure bfloat16); a misplaced cast moves every entry by
 about a unit of the low precision (2**-8 in bfloat16), orders above.
 
@@ -19,6 +22,7 @@ is named at its first wrong step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -32,8 +36,10 @@ from harness.precision import PROBE_LOSS_SCALE, LossScale, Policy
 
 TRACE_STEPS = 3  # steps traced (bfloat16 policies)
 SCALE_STEPS = 6  # steps traced under a loss scale: overflow, skip, back off, grow, overflow again
-TWINS = (1, 2, 3)  # the float32 emulations: each matmul summed in 1, 2 and 3 partial products
-FACTOR = 100.0  # times the float32 twins' largest difference
+TWINS = (None, 0, 1, 2)  # the float32 emulations: plain, and each matmul's accumulation jittered (seeds 0, 1, 2)
+FACTOR = 300.0  # times the float32 twins' largest difference (an Adam update of a gradient near its eps
+# amplifies one summation-order flip: 88x the twins' on mnist_softmax under mixed_float16, correct code)
+Side = Callable[[RunSpec, int, Policy, LossScale | None], list[dict]]  # (spec, steps, policy, scale) -> trace
 FLOOR = 1e-6  # the least tolerance (float32 arithmetic alone moves a well-conditioned tensor by ~1e-7)
 
 
@@ -54,7 +60,7 @@ def references(spec: RunSpec, policy: Policy, steps: int | None = None) -> tuple
     steps = steps or steps_for(policy)
     scale = probe_scale(policy)
     ref = emulation.trace(spec, steps, policy, "float64", scale)
-    return ref, [emulation.trace(spec, steps, policy, "float32", scale, split) for split in TWINS]
+    return ref, [emulation.trace(spec, steps, policy, "float32", scale, jitter=seed) for seed in TWINS]
 
 
 def noise(ref: dict, twins: Sequence[dict], kind: str, key: str, scale: float) -> float:
@@ -118,12 +124,25 @@ def check_scale(side: Sequence[dict], rule: LossScale | None) -> dict | None:
     return None
 
 
-def tier(spec: RunSpec, policy: Policy, sides: dict[str, Callable[[RunSpec, int, Policy, LossScale | None],
-                                                                  list[dict]]]) -> dict:
+def network_spec(spec: RunSpec) -> RunSpec:
+    """``spec`` as the tier's sides and emulation all train it: a lab with RBM pre-training starts from the
+    referee's pre-trained network weights, held in float32 (each side pre-training in its own arithmetic would
+    start the policies from weights one float32 rounding apart)."""
+    if spec.lab.pretrain is None:
+        return spec
+    from harness.referee import rbm
+
+    net = rbm.pretrained(spec)[0]
+    params = {k: np.asarray(v, np.float32) for k, v in net.params.items()}
+    return dataclasses.replace(net, lab=dataclasses.replace(spec.lab, pretrain=None), params=params)
+
+
+def tier(spec: RunSpec, policy: Policy, sides: dict[str, Side]) -> dict:
     """The precision tier of ``spec`` under ``policy``: each side's trace (``sides[name](spec, steps, policy,
     loss_scale)``) against the emulation. Per side ``off`` (or None), ``scale_off`` (or None), ``closest``;
     ``verdict`` and ``verdict_kind`` (``follows policy`` / ``differs``) in the parity vocabulary."""
     steps = steps_for(policy)
+    spec = network_spec(spec)
     ref, twins = references(spec, policy, steps)
     out: dict = {"policy": policy.record(), "steps": steps, "loss_scale": None, "sides": {}}
     scale = probe_scale(policy)
@@ -136,6 +155,19 @@ def tier(spec: RunSpec, policy: Policy, sides: dict[str, Callable[[RunSpec, int,
         out["sides"][name] = result
     out["verdict"], out["verdict_kind"] = verdict(out, policy)
     return out
+
+
+def backend_sides(names: Sequence[str], mutation: str | None = None, mutated: str | None = None) -> dict[str, Side]:
+    """Each registered backend's ``precision_trace`` as a tier side; ``mutation`` planted in backend ``mutated``
+    (the selfcheck's precision-placement bugs, ``<backend>.PRECISION_MUTATIONS``)."""
+    from harness import backend as registry
+
+    def side(name: str) -> Side:
+        module = registry.load(name)
+        planted = mutation if name == mutated else None
+        return lambda spec, steps, policy, scale: module.precision_trace(spec, steps, policy, scale, planted)
+
+    return {name: side(name) for name in names}
 
 
 def verdict(result: dict, policy: Policy) -> tuple[str, str]:

@@ -44,11 +44,13 @@ class Emulator:
     ``loss_scale``: the scale rule under a float16 policy, the policy's own where None)."""
 
     def __init__(self, spec: RunSpec, policy: Policy, accumulate: str = "float64",
-                 loss_scale: LossScale | None = None, mutation: str | None = None, split: int = 1) -> None:
+                 loss_scale: LossScale | None = None, mutation: str | None = None, split: int = 1,
+                 jitter: int | None = None) -> None:
         check(spec)
         if not policy.reduced:
             raise BackendError(f"the emulation is of reduced precisions; {policy.name} is the referee's own")
         self.lab, self.model, self.policy, self.mutation, self.split = spec.lab, spec.model, policy, mutation, split
+        self.jitter = None if jitter is None else np.random.default_rng(jitter)
         self.acc = ACCUMULATE[accumulate]
         self.params = {k: self.store(v, policy.storage("params")) for k, v in spec.params.items()}
         names = layout(self.model)[1]
@@ -66,7 +68,12 @@ class Emulator:
 
     def mm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a @ b`` accumulated in ``split`` partial products over the inner dimension (another summation order:
-        a float32 accumulation of the same products, differently rounded)."""
+        a float32 accumulation of the same products, differently rounded), or with ``jitter``: each entry moved by
+        a random float32 accumulation error of the typical size."""
+        if self.jitter is not None:  # a float32 accumulation error of its typical size: 2**-24 x the root sum of
+            out = a @ b  # squares of the products (a random walk of roundings of the partial sums)
+            noise = self.jitter.standard_normal(out.shape) * 2.0**-24
+            return out + np.sqrt((a * a) @ (b * b)) * noise.astype(out.dtype)
         if self.split == 1 or a.shape[1] < self.split:
             return a @ b
         bounds = np.linspace(0, a.shape[1], self.split + 1).astype(int)
@@ -171,11 +178,12 @@ class Emulator:
 
 
 def trace(spec: RunSpec, steps: int, policy: Policy, accumulate: str = "float64",
-          loss_scale: LossScale | None = None, split: int = 1, mutation: str | None = None) -> list[dict]:
+          loss_scale: LossScale | None = None, split: int = 1, mutation: str | None = None,
+          jitter: int | None = None) -> list[dict]:
     """The first ``steps`` steps of ``spec`` under ``policy``, as :meth:`Emulator.step` records them (tensors as
-    float64 arrays); ``split``: each matmul summed in that many partial products (see :meth:`Emulator.mm`)."""
+    float64 arrays); ``split``, ``jitter``: each matmul's float32 accumulation varied (see :meth:`Emulator.mm`)."""
     spec = rbm.pretrained(spec)[0]
-    emulator = Emulator(spec, policy, accumulate, loss_scale, mutation, split)
+    emulator = Emulator(spec, policy, accumulate, loss_scale, mutation, split, jitter)
     records = []
     for s in range(min(steps, spec.steps)):
         record = emulator.step(*batch(spec, s))

@@ -1,0 +1,115 @@
+"""Calibrate and prove the precision tier (``harness.parity.precision``).
+
+Correct code: every lab with a module network (the hand-written backprop labs run float32/float64 only) x every
+reduced precision x ``--seeds`` seeds (each seed its own weights and batch order), torch and JAX against the
+referee's emulation of the policy; every false alarm counted and the closest share of a tolerance recorded.
+Planted bugs (``--mutations``): each precision-placement mutation of ``<backend>.PRECISION_MUTATIONS``, on each
+side in turn, under each policy where it is a bug, on ``--mutation-labs``; caught or missed, and whether the
+verdict names the planted side. One JSON line per tier run is appended to ``--out`` as it finishes.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/precision_calibration.py --seeds 5 --mutations \
+        --out benchmarks/precision-calibration.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import backend as registry  # noqa: E402
+from harness.labs import LABS, get_lab  # noqa: E402
+from harness.parity.precision import backend_sides, tier  # noqa: E402
+from harness.precision import REDUCED, get_policy  # noqa: E402
+from harness.runner import RunOptions, prepare  # noqa: E402
+
+MUTATION_LABS = ("mnist_batchnorm", "mnist_relu_xavier")  # Adam + batch norm; Adam on plain MNIST inputs
+
+
+def module_labs() -> list[str]:
+    """The labs the precision tier judges: every one but the hand-written backprop labs."""
+    return [name for name, lab in LABS.items() if not lab.manual]
+
+
+def prepared(lab: str, seed: int | None) -> object:
+    """The lab as the tier judges it: shared weights, batches and masks (the tier traces a few steps)."""
+    return prepare(get_lab(lab), RunOptions(weights="shared", mask_mode="shared", steps=8, data="mnist-5k",
+                                            seed=seed))
+
+
+def correct(labs: list[str], seeds: int, policies: tuple[str, ...], out: Path, sides: list[str]) -> list[dict]:
+    """Every lab x policy x seed on correct code."""
+    rows = []
+    for lab in labs:
+        base = get_lab(lab).seed
+        for k in range(seeds):
+            p = prepared(lab, base + k)
+            for name in policies:
+                start = time.perf_counter()
+                r = tier(p.spec, get_policy(name), backend_sides(sides))
+                row = {"kind": "correct", "lab": lab, "seed": base + k, "policy": name, "verdict": r["verdict"],
+                       "verdict_kind": r["verdict_kind"], "seconds": round(time.perf_counter() - start, 2),
+                       "closest": {s: {"what": v["closest"]["what"], "share": v["closest"]["share"]}
+                                   for s, v in r["sides"].items()}}
+                write(out, row)
+                rows.append(row)
+    return rows
+
+
+def planted(labs: list[str], out: Path, sides: list[str]) -> list[dict]:
+    """Every precision mutation, on each side, under each policy where it is a bug."""
+    rows = []
+    for lab in labs:
+        p = prepared(lab, None)
+        for side in sides:
+            for mutation, policies in registry.load(side).PRECISION_MUTATIONS.items():
+                for name in policies:
+                    r = tier(p.spec, get_policy(name), backend_sides(sides, mutation, side))
+                    caught = r["verdict_kind"] == "differs"
+                    named = caught and r["sides"][side]["off"] is not None or r["sides"][side]["scale_off"] is not None
+                    others = [s for s in sides if s != side and (r["sides"][s]["off"] or r["sides"][s]["scale_off"])]
+                    row = {"kind": "mutation", "lab": lab, "policy": name, "mutation": mutation, "side": side,
+                           "caught": caught, "side_named": bool(named) and not others, "verdict": r["verdict"]}
+                    write(out, row)
+                    rows.append(row)
+    return rows
+
+
+def write(out: Path, row: dict) -> None:
+    """Append one JSON line and echo it."""
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    """Run the calibration (and the planted bugs) and print the summary."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--labs", default=",".join(module_labs()))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--policies", default=",".join(REDUCED))
+    ap.add_argument("--sides", default="torch,jax")
+    ap.add_argument("--mutations", action="store_true", help="also plant every precision mutation")
+    ap.add_argument("--mutation-labs", default=",".join(MUTATION_LABS))
+    ap.add_argument("--no-correct", action="store_true", help="only the planted bugs")
+    ap.add_argument("--out", type=Path, default=Path("precision-calibration.jsonl"))
+    a = ap.parse_args()
+    sides = a.sides.split(",")
+    rows = [] if a.no_correct else correct(a.labs.split(","), a.seeds, tuple(a.policies.split(",")), a.out, sides)
+    if a.mutations:
+        rows += planted(a.mutation_labs.split(","), a.out, sides)
+    ok = [r for r in rows if r["kind"] == "correct"]
+    alarms = [r for r in ok if r["verdict_kind"] != "follows policy"]
+    print(f"correct code: {len(ok)} tiers, {len(alarms)} false alarms; closest share "
+          f"{max((s['share'] for r in ok for s in r['closest'].values()), default=0):.2g}")
+    bugs = [r for r in rows if r["kind"] == "mutation"]
+    print(f"planted: {sum(r['caught'] for r in bugs)}/{len(bugs)} caught, "
+          f"{sum(r['side_named'] for r in bugs)} with the side named")
+
+
+if __name__ == "__main__":
+    main()
