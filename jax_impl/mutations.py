@@ -52,7 +52,7 @@ def _bce_unclamped(mp: Patch) -> None:
     def bce(p: jax.Array, y: jax.Array) -> jax.Array:
         return -(y * jnp.log(p) + (1 - y) * jnp.log(1 - p))
 
-    bce.defvjp(lambda p, y: (bce(p, y), (p, y)), models._bce_bwd)
+    bce.defvjp(lambda p, y: (bce(p, y), (p, y)), models.bce_bwd)
     mp.setattr(models, "binary_cross_entropy", bce)
 
 
@@ -96,14 +96,14 @@ def _logits_bfloat16(mp: Patch) -> None:
 def _fused_carry_half(mp: Patch) -> None:
     """``fused`` execution alone (the ``lax.scan`` path) starts from its carry rounded through float16, in float32
     runs: ``per_step`` and every float64 run are untouched."""
-    from jax_impl import train
+    from jax_impl import learners
 
-    original = train._run_fused
+    original = learners.run_fused
 
     def run_fused(spec: object, body: Callable, carry: object, *a: object) -> tuple:
         half = jax.tree.map(lambda v: v.astype(jnp.float16).astype(v.dtype) if v.dtype == jnp.float32 else v, carry)
         return original(spec, body, half, *a)
-    mp.setattr(train, "_run_fused", run_fused)
+    mp.setattr(learners, "run_fused", run_fused)
 
 
 MUTATIONS = (

@@ -10,8 +10,6 @@ harness imports no framework: :func:`catalogue` collects those of the registered
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,12 +83,11 @@ class Mutation:
 
 
 def catalogue(backends: tuple[str, ...] | None = None) -> tuple[Mutation, ...]:
-    """Every mutation of the named (default: registered) backends whose package has a ``mutations`` module."""
+    """Every mutation of the named (default: registered) backends that offer the ``mutations`` capability."""
     out: list[Mutation] = []
     for name in backends or tuple(registry.names()):
-        package = registry.info(name).module.rsplit(".", 1)[0]
-        if importlib.util.find_spec(f"{package}.mutations") is not None:
-            out.extend(importlib.import_module(f"{package}.mutations").MUTATIONS)
+        if registry.offers(name, "mutations"):
+            out.extend(registry.capability(name, "mutations"))
     return tuple(out)
 
 
