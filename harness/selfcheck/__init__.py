@@ -121,3 +121,19 @@ def after_init(cls: type, change: Callable[[Any], None]) -> Callable[[Patch], No
 def activation(module: object, name: str, fn: Callable) -> Callable[[Patch], None]:
     """A patch of ``module.ACTIVATIONS[name]``."""
     return lambda mp: mp.setitem(module.ACTIVATIONS, name, fn)
+
+
+def init_scheme(module: object, change: Callable) -> Callable[[Patch], None]:
+    """A patch of the declared weight distribution as ``module`` (a backend's ``models``) reads it for its native
+    init: ``change(original, scheme, fan_in, fan_out)`` in place of ``harness.init.weight_distribution``."""
+    def patch(mp: Patch) -> None:
+        original = module.weight_distribution
+        mp.setattr(module, "weight_distribution", lambda *a: change(original, *a))
+    return patch
+
+
+def he_truncated(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tuple[str, float]:
+    """For :func:`init_scheme`: He normal drawn truncated at two std and rescaled to the declared variance (Flax's
+    ``he_normal``, torch's ``trunc_normal_``)."""
+    kind, scale = original(scheme, fan_in, fan_out)
+    return ("truncated_normal", scale / 0.87962566103423978) if scheme == "he_normal" else (kind, scale)
