@@ -46,7 +46,7 @@ for lab in ("xor_mlp", "mnist_batchnorm"):
     for ex in ("cuda_graph", "compiled"):
         diff = float(np.max(np.abs(runs[ex].losses - runs["eager"].losses)))
         print(f"{lab}: {ex} vs eager, max |loss diff| over 200 steps {diff:.3e}; "
-              f"{runs[ex].timing['steps_per_s']:.0f} vs {runs['eager'].timing['steps_per_s']:.0f} steps/s")
+              f"{runs[ex].timing.steps_per_s:.0f} vs {runs['eager'].timing.steps_per_s:.0f} steps/s")
 PY
 
 step "benchmark suite on the GPU"

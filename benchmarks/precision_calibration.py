@@ -3,7 +3,7 @@
 Correct code: every lab with a module network (the hand-written backprop labs run float32/float64 only) x every
 reduced precision x ``--seeds`` seeds (each seed its own weights and batch order), torch and JAX against the
 referee's emulation of the policy; every false alarm counted and the closest share of a tolerance recorded.
-Planted bugs (``--mutations``): each precision-placement mutation of ``<backend>.PRECISION_MUTATIONS``, on each
+Planted bugs (``--mutations``): each precision-placement mutation of each backend's ``precision_mutations``, on each
 side in turn, under each policy where it is a bug, on ``--mutation-labs``; caught or missed, and whether the
 verdict names the planted side. One JSON line per tier run is appended to ``--out`` as it finishes.
 
@@ -66,7 +66,7 @@ def planted(labs: list[str], out: Path, sides: list[str]) -> list[dict]:
     for lab in labs:
         p = prepared(lab, None)
         for side in sides:
-            for mutation, policies in registry.load(side).PRECISION_MUTATIONS.items():
+            for mutation, policies in registry.capability(side, "precision_mutations").items():
                 for name in policies:
                     r = tier(p.spec, get_policy(name), backend_sides(sides, mutation, side))
                     caught = r["verdict_kind"] == "differs"

@@ -65,7 +65,7 @@ def plain_loop(name: str, steps: int) -> float:
 
 def harness_loop(name: str) -> float:
     """Steps/s of the harness's torch eager run of lab ``name`` (its steady state: steps 1..)."""
-    return execute(prepare(get_lab(name), RunOptions(weights="shared")), "torch").timing["steps_per_s"]
+    return execute(prepare(get_lab(name), RunOptions(weights="shared")), "torch").timing.steps_per_s
 
 
 def spread(values: list[float]) -> dict[str, float]:

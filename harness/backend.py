@@ -1,18 +1,23 @@
-"""The backend contract, the registry of backends, and the framework-neutral run description they receive.
+"""The backend contract, the registry of backends, and the framework-neutral records they exchange.
 
-A backend is a module (``torch_impl.backend``, ``jax_impl.backend``, ...) that satisfies :class:`Backend`. The
-harness knows backends only through :data:`REGISTRY` (name, label, colour, execution modes, thread policy) and
-imports a backend's module only when a run asks for it, so one framework runs where another is absent and
-``harness`` itself imports no framework. Register another with :func:`register`.
+A backend is a module (``torch_impl.backend``, ``jax_impl.backend``, ...) that satisfies :class:`Backend` (the
+required capabilities). What else it offers (a trace, its native init, an ensemble, data parallelism, planted bugs,
+...) its registry entry declares in :class:`Capabilities`, and the harness asks for it by name
+(:func:`capability`, :func:`offers`), never by looking into a backend's modules. The harness knows backends only
+through :data:`REGISTRY` (name, label, colour, execution modes, thread policy, capabilities) and imports a
+backend's modules only when a run asks for them, so one framework runs where another is absent and ``harness``
+itself imports no framework. Execution modes are declared by the registry entry and resolved by
+:func:`resolve_execution` alone: a backend receives canonical names only. Register another with :func:`register`.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -21,10 +26,8 @@ from harness.labs import Lab, Model
 
 DEVICES = ("cpu", "gpu", "tpu")
 DTYPES = ("float32", "float64")
-# Every execution mode some backend offers (each registry entry lists its own): JAX "fused" (lax.scan over many
-# steps) and "per_step"; torch "eager", "compiled" (torch.compile) and "cuda_graph" (see torch_impl/train.py).
-EXECUTIONS = ("fused", "per_step", "eager", "compiled", "cuda_graph")
 Params = dict[str, np.ndarray]
+L = TypeVar("L")
 
 
 @dataclass
@@ -60,6 +63,65 @@ class RunSpec:
 
 
 @dataclass
+class Timing:
+    """How long a run took, measured the same way by every backend: ``warmup_s`` the first step or the compilation
+    ahead of the steps (compile time is in it either way), ``run_s`` the steady state after it (ended by a device
+    sync), ``total_s`` both, ``steps_per_s`` the steady state's rate, ``pretrain_s`` the RBM pre-training before
+    them (None: the lab has none). :meth:`as_dict` is what run records hold."""
+
+    warmup_s: float
+    run_s: float
+    total_s: float
+    steps_per_s: float
+    pretrain_s: float | None = None
+
+    @classmethod
+    def measured(cls, warmup_s: float, run_s: float, steady_steps: int, pretrain_s: float | None = None) -> Timing:
+        """The timing of ``steady_steps`` steps in ``run_s`` seconds after a warm-up of ``warmup_s``."""
+        rate = steady_steps / run_s if steady_steps > 0 and run_s > 0 else math.nan
+        return cls(warmup_s, run_s, warmup_s + run_s, rate, pretrain_s)
+
+    def as_dict(self) -> dict[str, float]:
+        """The record's ``timing``: every field, ``pretrain_s`` only where there was pre-training."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One step of a trace (``Capabilities.trace``/``pretrain_trace``), as ``harness.parity.localise`` reads it:
+    the loss before the update, the gradients (the hand-written labs: their update directions; an RBM: its CD
+    statistics), the update (new - old parameters), the parameters and running statistics after the step; float64
+    arrays in the shared layout. Build one with :func:`trace_step`."""
+
+    loss: float
+    grads: Params
+    updates: Params
+    params: Params
+    state: Params
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a mapping of its fields (no copies)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def trace_step(loss: object, grads: Mapping[str, Any], before: Mapping[str, Any], params: Mapping[str, Any],
+               state: Mapping[str, Any] | None = None) -> TraceStep:
+    """A :class:`TraceStep` from host arrays: every one as float64, the update ``params - before`` computed in
+    float64 (``before``: the parameters before the step)."""
+    def f64(arrays: Mapping[str, Any] | None) -> Params:
+        return {k: np.asarray(v, np.float64) for k, v in (arrays or {}).items()}
+
+    after, old = f64(params), f64(before)
+    return TraceStep(float(loss), f64(grads), {k: after[k] - old[k] for k in after}, after, f64(state))
+
+
+def choose_learner(spec: RunSpec, module: type[L], manual: type[L]) -> type[L]:
+    """The learner class a backend trains ``spec`` with: ``manual`` (hand-written backprop) for the manual labs,
+    ``module`` (autograd on the framework's own modules) otherwise."""
+    return manual if spec.lab.manual else module
+
+
+@dataclass
 class TrainResult:
     """What a framework hands back: the loss at every step (before that step's update), model outputs on the
     eval sets after each of ``spec.eval_steps`` updates, final weights and state, and timing."""
@@ -68,7 +130,7 @@ class TrainResult:
     outputs: dict[int, dict[str, np.ndarray]]
     params: Params
     state: Params
-    timing: dict[str, float]
+    timing: Timing
     device: str
     pretrain_recon: list[np.ndarray] = field(default_factory=list)  # per RBM, the reconstruction error per CD step
     pretrain_params: Params = field(default_factory=dict)  # the RBMs' final weights (``rbm{l}/kernel``, ...)
@@ -99,9 +161,8 @@ class Stepper:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a backend module provides. Every function may import its framework; none is called at import time
-    of ``harness``. Optional: ``native_params(model, seed, dtype) -> Params``, the untrained initial weights its
-    native init draws (what ``run --weights native`` trains from), tested by ``harness.parity.initcheck``."""
+    """What every backend module provides (the required capabilities; the optional ones: :class:`Capabilities`).
+    Every function may import its framework; none is called at import time of ``harness``."""
 
     def train(self, spec: RunSpec) -> TrainResult:
         """Train ``spec`` and hand back the run record's raw material."""
@@ -122,7 +183,7 @@ class Backend(Protocol):
         """What results should say about ``device`` beyond the CPU model."""
 
     def modes(self, device: str) -> tuple[str, ...]:
-        """The execution modes offered on ``device`` (a subset of the registry entry's ``executions``)."""
+        """The execution modes offered on ``device``: :func:`executions_on` of its registry entry."""
 
     def matmul_timer(self, device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
         """A function timing one ``n`` x ``n`` matmul of ``dtype`` operands (float32 at full precision; bfloat16,
@@ -133,14 +194,47 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """The optional capabilities of a backend, each where it lives (``"module:attribute"``, or ``"module"`` for a
+    module), None where the backend does not offer it; :func:`capability` imports and returns one.
+
+    ``trace(spec, steps) -> list[TraceStep]``: every tensor of the first steps (the exact tier localises with it);
+    ``pretrain_trace(spec, rbm, steps) -> list[TraceStep]``: the same of RBM pre-training's CD steps;
+    ``native_params(model, seed, dtype) -> Params``: the untrained weights its native init draws (what ``run
+    --weights native`` trains from; ``harness.parity.initcheck``); ``warm_up() -> None``: pay up front what the
+    framework defers to a process's first run; ``train_ensemble(spec, params_list, steps, seeds) -> losses
+    [members, steps]`` (without it the statistical tier loops over ``train``); ``mutations``: the planted bugs of
+    the mutation suite (a sequence of ``harness.selfcheck.Mutation``); ``parallel``: the module of its
+    data-parallel runs (``harness.parallel``); ``precision_trace(spec, steps, policy, loss_scale, mutation) ->
+    list[dict]``: the first steps under a reduced-precision policy (``harness.parity.precision``), and
+    ``precision_mutations``: its planted precision-placement bugs (name -> the policies where each is a bug)."""
+
+    trace: str | None = None
+    pretrain_trace: str | None = None
+    native_params: str | None = None
+    warm_up: str | None = None
+    train_ensemble: str | None = None
+    mutations: str | None = None
+    parallel: str | None = None
+    precision_trace: str | None = None
+    precision_mutations: str | None = None
+
+
+CAPABILITIES = tuple(f.name for f in fields(Capabilities))
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     """A registry entry. ``module`` is imported lazily and must satisfy :class:`Backend`.
 
-    ``executions``: the ``--execution`` values it accepts (the first is its default); ``execution_aliases``
-    maps other accepted spellings onto them. ``thread_policy``:
-    "per_task" (one intra-op thread for the tiny XOR nets, every core otherwise; settable at run time) or "fixed"
-    (sized at start-up, recorded only). ``cost``: rough seconds per run of ``(setup, per_step)`` on a CPU, for
-    ETAs. ``float64_only``: the backend computes in float64 whatever dtype is asked (a referee)."""
+    ``executions``: the ``--execution`` values it accepts (the first is its default), ``execution_devices`` those
+    limited to some devices, ``execution_text`` how the report names them (else :data:`EXECUTION_TEXT`),
+    ``parallel_executions`` those its data-parallel runs take. ``thread_policy``: "per_task" (one intra-op thread
+    for the tiny XOR nets, every core otherwise; settable at run time) or "fixed" (sized at start-up, recorded
+    only). ``cost``: rough seconds per run of ``(setup, per_step)`` on a CPU, for ETAs. ``float64_only``: it
+    computes in float64 whatever dtype is asked (a referee). ``course``: the labs' own framework (its native init
+    draws the course's weights; the report). ``bench_fuse_steps``: steps per fused program by task (absent: a
+    whole timed block); ``bench_block_factor``: by mode and task, how many times longer its timed blocks are."""
 
     name: str
     label: str
@@ -151,10 +245,17 @@ class BackendInfo:
     cost: tuple[float, float] = (1.0, 100e-6)
     companion_color: str | None = None
     float64_only: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
-    execution_aliases: dict[str, str] = field(default_factory=dict)  # old spellings -> an ``executions`` entry
+    capabilities: Capabilities = Capabilities()
+    execution_devices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    execution_text: Mapping[str, str] = field(default_factory=dict)
+    parallel_executions: tuple[str, ...] = ()
+    course: bool = False
+    bench_fuse_steps: Mapping[str, int] = field(default_factory=dict)
+    bench_block_factor: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
+EXECUTION_TEXT = {"fused": "fused (lax.scan)", "per_step": "one step per call", "eager": "eager",
+                  "compiled": "compiled", "cuda_graph": "CUDA graph", "loop": "one step per iteration"}
 REGISTRY: dict[str, BackendInfo] = {}
 
 
@@ -187,26 +288,77 @@ def label(name: str) -> str:
     return REGISTRY[name].label if name in REGISTRY else name
 
 
-def load(name: str) -> Backend:
-    """Import the backend module of ``name``; a BackendError naming the missing package otherwise."""
-    entry = info(name)
+def _import(name: str, module: str) -> Any:
     try:
-        return importlib.import_module(entry.module)  # type: ignore[return-value]
+        return importlib.import_module(module)
     except ImportError as exc:
         raise BackendError(f"framework {name!r} is not usable here: {exc}") from None
 
 
-def resolve_execution(name: str, execution: str | None) -> str:
-    """The execution mode backend ``name`` runs for ``execution`` (None: its default; an alias: what it means);
-    BackendError naming the choices for one it does not have."""
+def load(name: str) -> Backend:
+    """Import the backend module of ``name``; a BackendError naming the missing package otherwise."""
+    return _import(name, info(name).module)
+
+
+def offers(name: str, what: str) -> bool:
+    """Whether backend ``name`` declares the optional capability ``what`` (one of :data:`CAPABILITIES`); imports
+    nothing."""
+    if what not in CAPABILITIES:
+        raise BackendError(f"unknown capability {what!r}; choose from {', '.join(CAPABILITIES)}")
+    return getattr(info(name).capabilities, what) is not None
+
+
+def capability(name: str, what: str) -> Any:
+    """The optional capability ``what`` of backend ``name`` (a function, a module or a value, as
+    :class:`Capabilities` says), imported now; a one-line BackendError where it offers none."""
+    if not offers(name, what):
+        offered = [c for c in CAPABILITIES if offers(name, c)]
+        raise BackendError(f"backend {name!r} does not offer {what!r} (it offers: {', '.join(offered) or 'none'})")
+    module, _, attribute = getattr(info(name).capabilities, what).partition(":")
+    load(name)
+    found = _import(name, module)
+    if attribute and not hasattr(found, attribute):
+        raise BackendError(f"backend {name!r} declares {what!r} as {module}:{attribute}, which does not exist")
+    return getattr(found, attribute) if attribute else found
+
+
+def executions_on(name: str, device: str) -> tuple[str, ...]:
+    """The execution modes backend ``name`` offers on ``device``, its default first."""
     entry = info(name)
-    if execution is None:
+    return tuple(e for e in entry.executions if device in entry.execution_devices.get(e, DEVICES))
+
+
+def all_executions(include: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Every execution mode of the registered backends (or of those in ``include``), in registration order."""
+    found: dict[str, None] = {}
+    for name in include if include is not None else names():
+        found.update(dict.fromkeys(info(name).executions))
+    return tuple(found)
+
+
+def resolve_execution(name: str, execution: str | None, device: str | None = None, fallback: bool = False) -> str:
+    """The canonical execution mode backend ``name`` runs for ``execution`` (None: its default; ``fallback``: its
+    default for one it does not have, as a comparison side takes the command's ``--execution``); with ``device``,
+    one it offers there. A BackendError naming the choices otherwise. The one resolver of execution modes."""
+    entry = info(name)
+    if execution is None or (fallback and execution not in entry.executions):
         return entry.executions[0]
-    if execution in entry.executions:
-        return execution
-    if execution in entry.execution_aliases:
-        return entry.execution_aliases[execution]
-    raise BackendError(f"{name} has no execution {execution!r}; choose from {', '.join(entry.executions)}")
+    if execution not in entry.executions:
+        raise BackendError(f"{name} has no execution {execution!r}; choose from {', '.join(entry.executions)}")
+    needs = entry.execution_devices.get(execution, DEVICES)
+    if device is not None and device not in needs:
+        raise BackendError(f"execution {execution!r} needs a {'/'.join(d.upper() for d in needs)} "
+                           f"(--device {needs[0]})")
+    return execution
+
+
+def execution_text(name: str, execution: str | None) -> str:
+    """How backend ``name`` runs ``execution`` (None: its default), in words, for the report."""
+    if name not in REGISTRY:
+        return execution or "?"
+    entry = info(name)
+    mode = execution if execution in entry.executions else entry.executions[0]
+    return entry.execution_text.get(mode) or EXECUTION_TEXT.get(mode, mode)
 
 
 def is_loaded(name: str) -> bool:
@@ -223,16 +375,28 @@ def check_device(name: str, device: str) -> None:
         raise BackendError(f"device {device!r} is not present for {name} (found: {', '.join(found)})")
 
 
+def _capabilities(package: str, **more: str) -> Capabilities:
+    """The capabilities a framework package of this repository lays out alike (``torch_impl``, ``jax_impl``)."""
+    return Capabilities(trace=f"{package}.probe:trace", pretrain_trace=f"{package}.rbm:trace",
+                        native_params=f"{package}.backend:native_params",
+                        train_ensemble=f"{package}.ensemble:train_ensemble",
+                        mutations=f"{package}.mutations:MUTATIONS", parallel=f"{package}.parallel",
+                        precision_trace=f"{package}.precision:trace",
+                        precision_mutations=f"{package}.precision:MUTATIONS", **more)
+
+
 register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eager", "compiled", "cuda_graph"),
                      thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582",
-                     execution_aliases={"fused": "eager", "per_step": "eager"},  # old spellings, for a release
+                     capabilities=_capabilities("torch_impl", warm_up="torch_impl.backend:warm_up"),
+                     execution_devices={"cuda_graph": ("gpu",)}, parallel_executions=("eager",), course=True,
                      # bench: steps per torch.compile graph / CUDA graph, per task (harness.bench.workloads)
-                     # course: the labs' own framework (its native init draws the course's weights; report)
-                     extras={"bench_fuse_steps": {"xor": 10, "gates": 10, "mnist": 1}, "course": True}))
+                     bench_fuse_steps={"xor": 10, "gates": 10, "mnist": 1}))
 register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),
                      thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de",
+                     capabilities=_capabilities("jax_impl"), parallel_executions=("fused", "per_step"),
                      # bench: fused XOR steps take ~10 us, so their timed blocks are ten times longer
-                     extras={"bench_block_factor": {"fused": {"xor": 10, "gates": 10}}}))
+                     bench_block_factor={"fused": {"xor": 10, "gates": 10}}))
 register(BackendInfo("numpy", "NumPy referee", "#2ca02c", "harness.referee.backend", ("loop",),
-                     thread_policy="per_task", cost=(0.1, 100e-6), float64_only=True))
-
+                     thread_policy="per_task", cost=(0.1, 100e-6), float64_only=True,
+                     capabilities=Capabilities(trace="harness.referee.train:trace",
+                                               pretrain_trace="harness.referee.rbm:trace")))

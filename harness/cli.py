@@ -106,11 +106,7 @@ def _meta(choices: Sequence[str]) -> str:
 
 
 def _executions() -> tuple[str, ...]:
-    names: dict[str, None] = {}
-    for name in backends.names():
-        entry = backends.info(name)
-        names.update(dict.fromkeys((*entry.executions, *entry.execution_aliases)))
-    return tuple(names)
+    return backends.all_executions()
 
 
 # ----------------------------------------------------------------------------------------- option groups
@@ -186,9 +182,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=positive_int, help="log the loss every N steps (1: every step; default: "
                    "the lab's)")
     g.add_argument("--execution", type=_one_of(_executions(), "execution"), metavar=_meta(_executions()),
-                   help="how the backend runs its steps (default: the backend's first): JAX fused (lax.scan) or "
-                   "per_step; torch eager, compiled (torch.compile) or cuda_graph (GPU); torch's old fused and "
-                   "per_step spellings run eager")
+                   help="how the backend runs its steps (default: the backend's first): " + "; ".join(
+                       f"{n} {', '.join(backends.info(n).executions)}" for n in backends.names()))
     _add_length(p, "stop after this many steps", "epochs of a minibatch lab (default: the lab's)")
     g = p.add_argument_group("lab overrides (default: the lab's declaration)")
     g.add_argument("--lr", type=float, help="learning rate (positive, finite)")

@@ -2,11 +2,11 @@
 the two batch-norm behaviours, launching a backend's data-parallel run (in this process, in a worker process, or
 as several cooperating processes on this host), and the parity of a data-parallel run against another run.
 
-Each backend's twin is ``<package>.parallel`` (``torch_impl.parallel``, ``jax_impl.parallel``), found through the
-registry; it provides ``EXECUTIONS`` (the modes it runs data-parallel), ``train_many(jobs)``,
-``bench_many(jobs)``, ``prepare_devices(device, n)``, ``process_env(device, n)``, ``multiprocess_env(index, count,
-address)``, ``process_count(devices)`` and ``is_primary()``. The frameworks' own engines do the work
-(``jax.sharding``; ``torch.distributed`` with ``DistributedDataParallel``).
+Each backend's twin is its ``parallel`` capability (``torch_impl.parallel``, ``jax_impl.parallel``; the registry's
+``Capabilities.parallel``, the modes it runs data-parallel its entry's ``parallel_executions``): a module with
+``train_many(jobs)``, ``bench_many(jobs)``, ``prepare_devices(device, n)``, ``process_env(device, n)``,
+``multiprocess_env(index, count, address)``, ``process_count(devices)`` and ``is_primary()``. The frameworks' own
+engines do the work (``jax.sharding``; ``torch.distributed`` with ``DistributedDataParallel``).
 
 Semantics (every backend): the lab's global batch of B examples is split into N contiguous shards of B/N rows,
 shard ``k`` on device ``k``; the dropout masks are the harness's shared masks, each shard taking its rows; the
@@ -17,7 +17,6 @@ reported loss of a step is the global-batch mean loss.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import pickle
 import signal
@@ -25,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -129,22 +129,28 @@ def describe(spec: RunSpec, par: Parallel) -> dict:
 
 
 def backend_module(framework: str) -> ModuleType:
-    """The data-parallel twin of ``framework``'s package (``<package>.parallel``); BackendError if it has none."""
-    backends.load(framework)
-    package = backends.info(framework).module.rsplit(".", 1)[0]
-    try:
-        return importlib.import_module(f"{package}.parallel")
-    except ModuleNotFoundError as exc:
-        raise BackendError(f"framework {framework!r} has no data-parallel support ({exc})") from None
+    """The data-parallel twin of ``framework`` (its ``parallel`` capability); BackendError if it has none."""
+    if not backends.offers(framework, "parallel"):
+        raise BackendError(f"framework {framework!r} has no data-parallel support")
+    return backends.capability(framework, "parallel")
+
+
+def _call(module: ModuleType, call: str) -> Callable[[list], list]:
+    """``train_many`` or ``bench_many`` of a data-parallel module."""
+    calls = {"train_many": module.train_many, "bench_many": module.bench_many}
+    if call not in calls:
+        raise BackendError(f"no data-parallel call {call!r}; choose from {', '.join(calls)}")
+    return calls[call]
 
 
 def prepare_jobs(framework: str, jobs: list[tuple]) -> list[tuple]:
     """Jobs ``(spec, par, *rest)`` checked, each spec with shared masks, ``framework``'s execution mode resolved
     and no progress callback (specs travel to other processes)."""
-    out, offered = [], backend_module(framework).EXECUTIONS
+    backend_module(framework)
+    out, offered = [], backends.info(framework).parallel_executions
     for spec, par, *rest in jobs:
         check_spec(spec, par)
-        execution = backends.resolve_execution(framework, spec.execution)
+        execution = backends.resolve_execution(framework, spec.execution, spec.device)
         if execution not in offered:
             raise BackendError(f"{framework} runs data-parallel in {', '.join(offered)}, not {execution!r}")
         out.append((dataclasses.replace(with_shared_masks(spec), execution=execution, progress=None), par, *rest))
@@ -173,7 +179,7 @@ def _run(framework: str, call: str, jobs: list[tuple]) -> list:
     jobs = prepare_jobs(framework, jobs)
     module = backend_module(framework)
     if module.prepare_devices(jobs[0][0].device, max(j[1].devices for j in jobs)):
-        return getattr(module, call)(jobs)
+        return _call(module, call)(jobs)
     return launch(framework, call, jobs).result()
 
 
@@ -264,7 +270,7 @@ def worker(argv: list[str]) -> int:
     """``python -m harness.parallel IN OUT``: run the pickled call of IN, write its answer to OUT."""
     request = pickle.loads(Path(argv[0]).read_bytes())
     module = backend_module(request["framework"])
-    answer = getattr(module, request["call"])(request["jobs"])
+    answer = _call(module, request["call"])(request["jobs"])
     atomic_write(argv[1], pickle.dumps(answer))
     return 0
 

@@ -10,13 +10,16 @@ draws shared dropout masks) and, with shared weights, the RBMs' initial weights,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from harness import data as data_mod
+from harness.backend import RunSpec
 from harness.labs import Model, Pretrain
 
 Params = dict[str, np.ndarray]
@@ -124,3 +127,26 @@ def memo(spec: object, extra: tuple, compute: Callable[[], tuple]) -> tuple:
             _MEMO.pop(next(iter(_MEMO)))
         _MEMO[key] = (held, compute())
     return _MEMO[key][1]
+
+
+def pretrained(spec: RunSpec, extra: tuple, initial: Callable[[], Params],
+               run: Callable[[Params], tuple[Params, list[np.ndarray]]]) -> tuple[RunSpec, Params, list[np.ndarray],
+                                                                                 float]:
+    """A backend's RBM pre-training before its network trains, as every backend's ``rbm.pretrained`` calls it:
+    ``spec`` with its network's hidden layers initialised by the trained RBMs (shared params, no RBM weights left
+    in them), the RBMs' final weights, their reconstruction errors per step and the seconds ``initial()`` and
+    ``run`` took together (a repeat of one of the last few: those of the first, :func:`memo`, keyed with
+    ``extra``); ``spec`` itself where the lab has no pre-training. ``initial()``: the network's and RBMs' initial
+    weights; ``run(params)``: every RBM trained in turn from them, ``(their final weights, reconstruction errors)``."""
+    if spec.lab.pretrain is None:
+        return spec, {}, [], 0.0
+
+    def compute() -> tuple:
+        start = time.perf_counter()
+        params = initial()
+        rbms, recon = run(params)
+        net = network_params(split(params)[0], rbms, len(recon))
+        return net, rbms, recon, time.perf_counter() - start
+
+    net, rbms, recon, seconds = memo(spec, extra, compute)
+    return dataclasses.replace(spec, params=net), rbms, recon, seconds

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from harness import backend as registry
 from harness import data as data_mod
 from harness import pretrain
-from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, names, resolve_execution
+from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, resolve_execution
 from harness.errors import RunDiverged
 from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
@@ -63,7 +64,7 @@ class RunOptions:
 
     def check(self) -> None:
         """Raise LabError for a value outside its choices."""
-        executions = {e for n in names() for e in (*info(n).executions, *info(n).execution_aliases)}
+        executions = registry.all_executions()
         for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
                                      ("init", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
             if value not in allowed:
@@ -221,6 +222,10 @@ def execute(prepared: Prepared, framework: str, spec: RunSpec | None = None) -> 
     return load(framework).train(spec)
 
 
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     """The machine-readable record of one run; RunDiverged if the loss stopped being finite."""
     lab, options = prepared.lab, prepared.options
@@ -237,13 +242,13 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
         "init": options.weights, "weights": options.weights, "seed": prepared.seed,
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
-        "timing": result.timing, "versions": _versions(framework),
+        "timing": result.timing.as_dict(), "versions": _versions(framework),
         "machine": machine_record(framework, options.device),
     }
     if prepared.steps_per_epoch:
         record["epoch_cost"] = epoch_means(losses[:end], prepared.steps_per_epoch)
     if result.pretrain_recon:
-        record["pretrain"] = pretrain.record(result.pretrain_recon, result.timing.get("pretrain_s", float("nan")),
+        record["pretrain"] = pretrain.record(result.pretrain_recon, _or_nan(result.timing.pretrain_s),
                                              lab.pretrain, len(prepared.spec.train_x))
     if bad.size:
         record["status"] = "diverged"

@@ -1,4 +1,5 @@
-"""The jax backend: this package seen through ``harness.backend.Backend`` (mirrors ``torch_impl/backend.py``)."""
+"""The jax backend: this package seen through ``harness.backend.Backend`` (mirrors ``torch_impl/backend.py``); its
+optional capabilities are declared by its registry entry (``harness.backend``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,11 @@ import numpy as np
 from harness.labs import Model
 from jax_impl.bench import configure as configure_threads
 from jax_impl.bench import device_info, make_stepper, matmul_timer, modes
-from jax_impl.precision import MUTATIONS as PRECISION_MUTATIONS
-from jax_impl.precision import trace as precision_trace
-from jax_impl.probe import trace
-from jax_impl.rbm import trace as pretrain_trace
-from jax_impl.train import available_devices, train, versions
+from jax_impl.runtime import available_devices, versions
+from jax_impl.train import train
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "native_params", "PRECISION_MUTATIONS", "precision_trace", "pretrain_trace",
-           "thread_count", "trace", "train", "versions"]
+           "native_params", "thread_count", "train", "versions"]
 
 
 def thread_count() -> int | None:
@@ -31,8 +28,7 @@ def thread_count() -> int | None:
 def native_params(model: Model, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
     """The initial weights ``run --weights native`` trains from (``models.build`` from ``seed``, untrained), in
     the shared layout: what ``harness.parity.initcheck`` tests."""
-    from jax_impl import models
-    from jax_impl.train import DTYPES, x64
+    from jax_impl import models, runtime
 
-    with x64(dtype == "float64"):
-        return models.get_params(models.build(model, DTYPES[dtype], seed))[0]
+    with runtime.x64(dtype == "float64"):
+        return models.get_params(models.build(model, runtime.dtype(dtype), seed))[0]

@@ -1,8 +1,8 @@
 """The JAX side of ``harness.bench`` (mirrors ``torch_impl/bench.py``): settings, the matmul peak, and steppers
-that run the trainer's own step (``train.py``) on batches gathered onto the device before timing.
+that run the trainer's own step (``learners.py``) on batches gathered onto the device before timing.
 
-Modes: ``per_step`` (one jitted step per dispatch, its carry flattened and donated, as ``train`` runs it) and
-``fused`` (``fuse_steps`` consecutive steps as one ``lax.scan`` program).
+Modes (the registry's executions): ``per_step`` (one jitted step per dispatch, its carry flattened and donated,
+as ``train`` runs it) and ``fused`` (``fuse_steps`` consecutive steps as one ``lax.scan`` program).
 """
 
 from __future__ import annotations
@@ -21,22 +21,20 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness.backend import BackendError, RunSpec, Stepper
-from jax_impl import train
-
-MODES = ("per_step", "fused")
+from harness.backend import BackendError, RunSpec, Stepper, executions_on, resolve_execution
+from jax_impl import learners, runtime
 
 
 def modes(device: str) -> tuple[str, ...]:
-    """The modes this framework offers on ``device``."""
-    return MODES
+    """The modes this framework offers on ``device`` (its registry entry's)."""
+    return executions_on("jax", device)
 
 
 def configure(threads: int | None) -> dict:
     """Full float32 matmuls; return every setting in effect. XLA sizes its CPU thread pool when the backend starts
     (every core unless ``XLA_FLAGS`` say otherwise), so ``threads`` cannot be applied here: it is recorded."""
     return {"threads": os.cpu_count(), "threads_requested": threads, "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
-            **train.set_precision()}
+            **runtime.set_precision()}
 
 
 def device_info(device: str) -> dict:
@@ -50,8 +48,9 @@ def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], fl
     float16 in that dtype), ended by ``block_until_ready``, in seconds, on operands made once."""
     dev = jax.devices(device)[0]
     rng = np.random.default_rng(0)
-    a, b = (jax.device_put(jnp.asarray(rng.random((n, n), np.float32), dtype), dev) for _ in range(2))
-    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+    a, b = (jax.device_put(jnp.asarray(rng.random((n, n), np.float32), runtime.storage_dtype(dtype)), dev)
+            for _ in range(2))
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=runtime.PRECISION))
     for _ in range(2):
         matmul(a, b).block_until_ready()
 
@@ -66,7 +65,7 @@ def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], fl
 def _pool(spec: RunSpec, dtype: jnp.dtype) -> tuple:
     """Every step's batch, shared masks and dropout key gathered once onto the device: a leading axis of ``P``
     steps. The full-batch labs keep the whole training set as ``data`` and pool only masks and keys."""
-    y_dtype = dtype if np.issubdtype(spec.train_y.dtype, np.floating) else jnp.int32
+    y_dtype = runtime.label_dtype(spec.train_y, dtype)
     steps = len(spec.batches) if spec.batches is not None else 1
     if spec.batches is None:
         data, xb, yb = (jnp.asarray(spec.train_x, dtype), jnp.asarray(spec.train_y, y_dtype)), None, None
@@ -81,7 +80,7 @@ def _pool(spec: RunSpec, dtype: jnp.dtype) -> tuple:
 
 
 def _step_args(data: tuple | None, t: tuple) -> tuple:
-    """``train._step_fn``'s ``(data, xs)`` for one pooled step ``t = (x, y, masks, key)``."""
+    """``learners.step_fn``'s ``(data, xs)`` for one pooled step ``t = (x, y, masks, key)``."""
     x, y, masks, key = t
     return (data if x is None else (x, y)), (None, masks, key)
 
@@ -127,7 +126,7 @@ def _fused_stepper(body: Callable, carry: Any, data: tuple | None, pool: tuple, 
     def block(c: Any, data: tuple | None, chunk: tuple) -> tuple:
         return jax.lax.scan(lambda c, t: body(c, *_step_args(data, t)), c, chunk, length=k)
 
-    scan, leaves, _ = train.flat_step(block, carry)
+    scan, leaves, _ = learners.flat_step(block, carry)
     return _cycling_stepper("fused", scan, leaves, [(data, c) for c in chunks], k,
                             {"pool_steps": steps, "fuse_steps": k})
 
@@ -135,18 +134,16 @@ def _fused_stepper(body: Callable, carry: Any, data: tuple | None, pool: tuple, 
 def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
     """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
     cycling through ``spec.batches``. ``fuse_steps`` (fused: the scan length) must divide their number."""
-    if mode not in MODES:
-        raise BackendError(f"jax has no mode {mode!r}; choose from {', '.join(MODES)}")
+    mode = resolve_execution("jax", mode, spec.device)
     if spec.dtype != "float32":
         raise BackendError("bench runs float32 only")
-    device = jax.devices(spec.device)[0]
-    dtype = train.DTYPES[spec.dtype]
-    with jax.default_device(device):
-        learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype)
-        body = train._step_fn(spec, learner, dtype)
+    dtype = runtime.dtype(spec.dtype)
+    with jax.default_device(runtime.device(spec.device)):
+        learner = learners.make_learner(spec, dtype)
+        body = learners.step_fn(spec, learner, dtype)
         data, pool, steps = _pool(spec, dtype)
         if mode == "fused":
             return _fused_stepper(body, learner.carry, data, pool, steps, fuse_steps)
-        step, leaves, _ = train.flat_step(body, learner.carry)
+        step, leaves, _ = learners.flat_step(body, learner.carry)
         args = [_step_args(data, jax.tree.map(lambda a, j=j: a[j], pool)) for j in range(steps)]
         return _cycling_stepper(mode, step, leaves, args, 1, {"pool_steps": steps})

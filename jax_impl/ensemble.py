@@ -17,18 +17,17 @@ import numpy as np
 from harness.backend import RunSpec
 from harness.init import Params
 from harness.parity.ensemble import window_spec
-from jax_impl import rbm, train
+from jax_impl import learners, rbm, runtime
 
 
 def _inputs(spec: RunSpec, dtype: jnp.dtype, seeds: Sequence[int]) -> tuple[tuple, tuple, bool]:
     """Training data, the per-step inputs (batch indices, shared masks, dropout keys ``[steps, members]``) and
     whether the keys differ per member (each member's keys as ``train.train`` draws them from its seed)."""
-    data = (jnp.asarray(spec.train_x, dtype),
-            jnp.asarray(spec.train_y, dtype if np.issubdtype(spec.train_y.dtype, np.floating) else jnp.int32))
+    data = (jnp.asarray(spec.train_x, dtype), runtime.to_array(spec.train_y, dtype))
     own = spec.masks is None and spec.model.dropout > 0
     keys = (jnp.stack([jax.random.split(jax.random.key(s), spec.steps) for s in seeds], axis=1)
             if own else None)
-    xs = (None if spec.batches is None else jnp.asarray(spec.batches, jnp.int32),
+    xs = (runtime.to_array(spec.batches, dtype),
           None if spec.masks is None else [jnp.asarray(m, dtype) for m in spec.masks], keys)
     return data, xs, own
 
@@ -41,13 +40,13 @@ def train_ensemble(spec: RunSpec, params_list: Sequence[Params], steps: int,
     ``window_spec(spec, steps, params_list[i], seeds[i])`` up to rounding."""
     seeds = list(seeds) if seeds is not None else [spec.seed] * len(params_list)
     spec = window_spec(spec, steps)
-    dtype = train.DTYPES[spec.dtype]
-    with train.x64(spec.dtype == "float64"), jax.default_device(jax.devices(spec.device)[0]):
-        kind = train._ManualLearner if spec.lab.manual else train._ModuleLearner
+    dtype = runtime.dtype(spec.dtype)
+    with runtime.x64(spec.dtype == "float64"), jax.default_device(runtime.device(spec.device)):
         # each member's network starts from its own RBM pre-training, where the lab declares one
-        learners = [kind(rbm.pretrained(window_spec(spec, steps, params), dtype)[0], dtype) for params in params_list]
-        carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[lr.carry for lr in learners])
-        body = train._step_fn(spec, learners[0], dtype)  # the step reads only the learners' shared structure
+        members = [learners.make_learner(rbm.pretrained(window_spec(spec, steps, params), dtype)[0], dtype)
+                   for params in params_list]
+        carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[lr.carry for lr in members])
+        body = learners.step_fn(spec, members[0], dtype)  # the step reads only the learners' shared structure
         data, xs, own = _inputs(spec, dtype, seeds)
 
         def run(carry: tuple, data: tuple, xs: tuple) -> jax.Array:
@@ -58,5 +57,5 @@ def train_ensemble(spec: RunSpec, params_list: Sequence[Params], steps: int,
 
             return jax.lax.scan(step, carry, xs, length=steps)[1]
 
-        train.set_precision()
+        runtime.set_precision()
         return np.asarray(jax.jit(run)(carry, data, xs), np.float64).T

@@ -13,12 +13,12 @@ from flax import nnx
 
 from harness.init import bias_distribution, weight_distribution
 from harness.labs import Model, Optimizer, pick
+from jax_impl.runtime import PRECISION
 
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "leaky_relu": jax.nn.leaky_relu,
     "selu": jax.nn.selu,
 }
-PRECISION = jax.lax.Precision.HIGHEST  # no silent TF32/bf16 passes on accelerators
 
 
 class BatchNorm(nnx.Module):
@@ -151,12 +151,13 @@ def _bce_fwd(p: jax.Array, y: jax.Array) -> tuple[jax.Array, tuple]:
     return binary_cross_entropy(p, y), (p, y)
 
 
-def _bce_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
+def bce_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
+    """The backward pass of :func:`binary_cross_entropy` (the mutation suite plants a variant of it)."""
     p, y = res
     return g * (p - y) / jnp.maximum(p * (1 - p), BCE_EPS), None
 
 
-binary_cross_entropy.defvjp(_bce_fwd, _bce_bwd)
+binary_cross_entropy.defvjp(_bce_fwd, bce_bwd)
 
 
 LOSSES = {  # the module losses (labs.MODULE_LOSSES); the manual ones are in manual.py

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from harness import selfcheck
 from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
 from jax_impl import manual, models, rbm
 
@@ -52,17 +53,8 @@ def _bce_unclamped(mp: Patch) -> None:
     def bce(p: jax.Array, y: jax.Array) -> jax.Array:
         return -(y * jnp.log(p) + (1 - y) * jnp.log(1 - p))
 
-    bce.defvjp(lambda p, y: (bce(p, y), (p, y)), models._bce_bwd)
+    bce.defvjp(lambda p, y: (bce(p, y), (p, y)), models.bce_bwd)
     mp.setattr(models, "binary_cross_entropy", bce)
-
-
-def _init_scheme(change: Callable) -> Callable[[Patch], None]:
-    """A patch of the declared weight distribution as this package's native init reads it: ``change(original,
-    scheme, fan_in, fan_out)`` in place of ``harness.init.weight_distribution``."""
-    def patch(mp: Patch) -> None:
-        original = models.weight_distribution
-        mp.setattr(models, "weight_distribution", lambda *a: change(original, *a))
-    return patch
 
 
 def _std_as_variance(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tuple[str, float]:
@@ -72,10 +64,6 @@ def _std_as_variance(original: Callable, scheme: str, fan_in: int, fan_out: int)
     return (kind, math.sqrt(scale)) if scheme == "xavier_normal" else (kind, scale)
 
 
-def _truncated(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tuple[str, float]:
-    """He normal through Flax's own ``he_normal`` convention: truncated at two std, rescaled to the variance."""
-    kind, scale = original(scheme, fan_in, fan_out)
-    return ("truncated_normal", scale / 0.87962566103423978) if scheme == "he_normal" else (kind, scale)
 def _visible_bias_descends(mp: Patch) -> None:
     original = rbm.update
 
@@ -96,14 +84,14 @@ def _logits_bfloat16(mp: Patch) -> None:
 def _fused_carry_half(mp: Patch) -> None:
     """``fused`` execution alone (the ``lax.scan`` path) starts from its carry rounded through float16, in float32
     runs: ``per_step`` and every float64 run are untouched."""
-    from jax_impl import train
+    from jax_impl import learners
 
-    original = train._run_fused
+    original = learners.run_fused
 
     def run_fused(spec: object, body: Callable, carry: object, *a: object) -> tuple:
         half = jax.tree.map(lambda v: v.astype(jnp.float16).astype(v.dtype) if v.dtype == jnp.float32 else v, carry)
         return original(spec, body, half, *a)
-    mp.setattr(train, "_run_fused", run_fused)
+    mp.setattr(learners, "run_fused", run_fused)
 
 
 MUTATIONS = (
@@ -132,9 +120,11 @@ MUTATIONS = (
              r"dense\d/bias gradient at step 0"),
     Mutation("BCE without the -100 clamp", "jax", "xor_perceptron", _bce_unclamped, r"training loss at step 1",
              {"lr": 300.0}),
-    Mutation("Xavier normal std read as a variance (native init)", "jax", RELU, _init_scheme(_std_as_variance),
+    Mutation("Xavier normal std read as a variance (native init)", "jax", RELU,
+             selfcheck.init_scheme(models, _std_as_variance),
              r"dense\d/kernel", {"init": "xavier_normal"}, tier="init"),
-    Mutation("He normal as Flax's he_normal, truncated (native init)", "jax", RELU, _init_scheme(_truncated),
+    Mutation("He normal as Flax's he_normal, truncated (native init)", "jax", RELU,
+             selfcheck.init_scheme(models, selfcheck.he_truncated),
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
     Mutation("RBM visible-bias update with the wrong sign", "jax", RBM, _visible_bias_descends,
              r"^pretraining rbm0/visible_bias update at step 0$"),

@@ -2,7 +2,7 @@
 
 ``jax.sharding``: a ``Mesh`` over N devices (axis ``data``), every step's batch and shared masks placed with a
 ``NamedSharding`` that splits their rows over it, the weights and optimizer state replicated, and the trainer's
-own step (``train._step_fn`` over ``train._ModuleLearner``) jitted by ``train``'s own loops. The loss is the
+own step (``learners.step_fn`` over ``learners.ModuleLearner``) jitted by the learners' own loops. The loss is the
 global-batch mean, so the gradient XLA's partitioner computes (partial sums per device, then its all-reduce) is
 the average over devices. Several processes (``jax.distributed.initialize``; coordinator, process count and index
 from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) form one mesh over all their devices.
@@ -28,11 +28,9 @@ from jax.sharding import PartitionSpec as P
 
 from harness.backend import BackendError, RunSpec, Stepper, TrainResult
 from harness.parallel import Parallel
-from jax_impl import models
-from jax_impl import train as jax_train
+from jax_impl import learners, models, runtime
 
 AXIS = "data"
-EXECUTIONS = jax_train.EXECUTIONS  # both of train's loops run sharded
 
 
 def process_env(device: str, n: int) -> dict[str, str]:
@@ -61,7 +59,7 @@ def prepare_devices(device: str, n: int) -> bool:
 
     if device == "cpu" and not xla_bridge.backends_are_initialized() and not jax.distributed.is_initialized():
         jax.config.update("jax_num_cpu_devices", max(n, jax.config.jax_num_cpu_devices))
-    found = len(jax.devices(device)) if device in jax_train.available_devices() else 0
+    found = len(jax.devices(device)) if device in runtime.available_devices() else 0
     if found >= n:
         return True
     if device != "cpu" or jax.process_count() > 1:
@@ -121,10 +119,10 @@ def local(a: jax.Array) -> np.ndarray:
     return np.asarray(a.addressable_shards[0].data) if isinstance(a, jax.Array) else np.asarray(a)
 
 
-def _learner(spec: RunSpec, par: Parallel, m: Mesh, dtype: jnp.dtype) -> jax_train._ModuleLearner:
+def _learner(spec: RunSpec, par: Parallel, m: Mesh, dtype: jnp.dtype) -> learners.ModuleLearner:
     """The lab's learner, its batch norm per shard (``local``), its gradient summed (the planted bug), its step
     told that the batch rows lie over the mesh, and its carry replicated."""
-    learner = jax_train._ModuleLearner(spec, dtype)
+    learner = learners.ModuleLearner(spec, dtype)
     params, _, stats = learner.carry
     if par.bn == "local" and spec.model.batchnorm:
         module = nnx.merge(learner.graphdef, params, stats)
@@ -149,19 +147,19 @@ def _learner(spec: RunSpec, par: Parallel, m: Mesh, dtype: jnp.dtype) -> jax_tra
 
 def train(spec: RunSpec, par: Parallel) -> TrainResult:
     """Train ``spec`` over ``par.devices`` devices; see the module docstring."""
-    m, dtype = mesh(spec.device, par.devices), jax_train.DTYPES[spec.dtype]
+    m, dtype = mesh(spec.device, par.devices), runtime.dtype(spec.dtype)
     replicated, steps_rows = NamedSharding(m, P()), NamedSharding(m, P(None, AXIS))
-    with jax_train.x64(spec.dtype == "float64"):
+    with runtime.x64(spec.dtype == "float64"):
         learner = _learner(spec, par, m, dtype)
-        y_dtype = dtype if np.issubdtype(spec.train_y.dtype, np.floating) else np.int32
+        y_dtype = runtime.label_dtype(spec.train_y, dtype)
         data = (_put(spec.train_x, replicated, dtype), _put(spec.train_y, replicated, y_dtype))
         xs = (_put(spec.batches, steps_rows, np.int32),
               None if spec.masks is None else [_put(a, steps_rows, dtype) for a in spec.masks], None)
         eval_sets = {k: _put(a, replicated, dtype) for k, (a, _) in spec.eval_sets.items()}
         jitted = jax.jit(lambda carry, x: learner.outputs(carry, x), out_shardings=replicated)
-        body = jax_train._step_fn(spec, learner, dtype)
-        jax_train.set_precision()
-        run = jax_train._run_fused if spec.execution == "fused" else jax_train._run_per_step
+        body = learners.step_fn(spec, learner, dtype)
+        runtime.set_precision()
+        run = learners.run_fused if spec.execution == "fused" else learners.run_per_step
         carry, losses, outputs, timing = run(spec, body, learner.carry, data, xs, eval_sets,
                                              lambda c, a: local(jitted(c, a)))
         params, state = learner.export(jax.tree.map(local, carry))
@@ -172,21 +170,21 @@ def train(spec: RunSpec, par: Parallel) -> TrainResult:
 def make_stepper(spec: RunSpec, par: Parallel, fuse_steps: int = 1) -> Stepper:
     """A :class:`harness.backend.Stepper` of the sharded step: ``fuse_steps`` steps per dispatch (a ``lax.scan``,
     as the fused execution runs) on pooled batches gathered onto the mesh before timing, cycled."""
-    m, dtype = mesh(spec.device, par.devices), jax_train.DTYPES[spec.dtype]
+    m, dtype = mesh(spec.device, par.devices), runtime.dtype(spec.dtype)
     pool, k = len(spec.batches), fuse_steps
     if pool % k:
         raise BackendError(f"fuse steps {k} must divide the {pool} pooled batches")
     learner = _learner(spec, par, m, dtype)
-    body = jax_train._step_fn(spec, learner, dtype)
+    body = learners.step_fn(spec, learner, dtype)
     rows = NamedSharding(m, P(None, AXIS))
-    y_dtype = dtype if np.issubdtype(spec.train_y.dtype, np.floating) else np.int32
+    y_dtype = runtime.label_dtype(spec.train_y, dtype)
     xb, yb = _put(spec.train_x[spec.batches], rows, dtype), _put(spec.train_y[spec.batches], rows, y_dtype)
     masks = None if spec.masks is None else [_put(a, rows, dtype) for a in spec.masks]
 
     def block(c: Any, chunk: tuple) -> tuple:
         return jax.lax.scan(lambda c, t: body(c, (t[0], t[1]), (None, t[2], None)), c, chunk, length=k)
 
-    step, leaves, _ = jax_train.flat_step(block, learner.carry)
+    step, leaves, _ = learners.flat_step(block, learner.carry)
     chunks = [jax.tree.map(lambda a, i=i: a[i:i + k], (xb, yb, masks)) for i in range(0, pool, k)]
     state: dict[str, Any] = {"leaves": leaves, "loss": None, "i": 0}
 

@@ -30,10 +30,9 @@ from harness.backend import BackendError, RunSpec
 from harness.labs import Model
 from harness.precision import REDUCED, LossScale, Policy
 from harness.referee.model import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
-from jax_impl import models, rbm
-from jax_impl.train import set_precision
+from jax_impl import models, rbm, runtime
 
-JAX_DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+JAX_DTYPES = runtime.STORAGE_DTYPES
 MUTATIONS = {"loss_low": REDUCED, "opt_state_low": ("mixed_bfloat16", "mixed_float16"),
              "no_master": ("mixed_bfloat16", "mixed_float16"), "bn_state_low": REDUCED,
              "no_unscale": ("mixed_float16",), "no_skip": ("mixed_float16",), "growth_schedule": ("mixed_float16",),
@@ -72,7 +71,7 @@ class PolicyMLP(nnx.Module):
 
     def __init__(self, model: Model, compute: jnp.dtype, stored: jnp.dtype, rngs: nnx.Rngs) -> None:
         self.spec, self.compute = model, compute
-        self.dense = nnx.List([nnx.Linear(a, b, dtype=compute, param_dtype=stored, precision=models.PRECISION,
+        self.dense = nnx.List([nnx.Linear(a, b, dtype=compute, param_dtype=stored, precision=runtime.PRECISION,
                                           preferred_element_type=jnp.float32, rngs=rngs)
                                for a, b in zip(model.sizes[:-1], model.sizes[1:])])
         widths = model.sizes[1:-1] if model.batchnorm else ()
@@ -190,7 +189,7 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
           mutation: str | None = None) -> list[dict]:
     """Per step of the first ``steps``: ``loss``, ``grads`` (unscaled, float32), ``updates``, ``params`` and
     ``state`` after the step (float64 arrays, shared layout), ``loss_scale``, ``finite``."""
-    set_precision()
+    runtime.set_precision()
     with jax.default_device(jax.devices(spec.device)[0]):
         spec = rbm.pretrained(spec, jnp.float32)[0]
         learner = PrecisionLearner(spec, policy, loss_scale, mutation)

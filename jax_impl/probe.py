@@ -3,7 +3,7 @@
 :func:`trace` trains through the same learner as ``train.train`` (one jitted step at a time: the algorithm, not
 the execution mode, is what it looks at) and records, per step, the loss before the update, the
 gradients, the update (new - old parameters), the parameters and the batch-norm running statistics after the
-step: flat mappings of float64 numpy arrays in the shared layout (``dense{i}/kernel`` [in, out],
+step: a ``harness.backend.TraceStep`` per step, in the shared layout (``dense{i}/kernel`` [in, out],
 ``bn{i}/scale``; state as ``models.get_params`` names it), as the numpy referee's ``trace`` records them.
 """
 
@@ -16,20 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from harness.backend import RunSpec
-from jax_impl import manual, models, rbm
-from jax_impl.train import DTYPES, _ManualLearner, _ModuleLearner, set_precision, x64
+from harness.backend import RunSpec, TraceStep, trace_step
+from jax_impl import learners, manual, models, rbm, runtime
+from jax_impl.learners import ManualLearner, ModuleLearner
 
 
-def _numpy(arrays: dict[str, jax.Array]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, np.float64) for k, v in arrays.items()}
-
-
-def _probe_step(learner: _ModuleLearner | _ManualLearner) -> Callable:
+def _probe_step(learner: ModuleLearner | ManualLearner) -> Callable:
     """``(carry, x, y, masks) -> (carry, loss, grads)``: the learner's own step, and the gradients it takes
-    (recomputed as ``_ModuleLearner.step`` takes them; for the hand-written labs ``manual.backward``'s update
+    (recomputed as ``ModuleLearner.step`` takes them; for the hand-written labs ``manual.backward``'s update
     directions), jitted as one program."""
-    if isinstance(learner, _ManualLearner):
+    if isinstance(learner, ManualLearner):
         def manual_step(carry: dict, x: jax.Array, y: jax.Array, masks: list | None) -> tuple:
             target = manual.targets(learner.loss, y, learner.width, learner.dtype)
             grads = manual.backward(carry, x, target, learner.loss, learner.eps)[0]
@@ -49,11 +45,11 @@ def _probe_step(learner: _ModuleLearner | _ManualLearner) -> Callable:
     return jax.jit(module_step)
 
 
-def _layout(learner: _ModuleLearner | _ManualLearner, grads: object, carry: object) -> dict[str, np.ndarray]:
+def _layout(learner: ModuleLearner | ManualLearner, grads: object, carry: object) -> dict[str, np.ndarray]:
     """Gradients in the shared layout (a module's: merged into its graph as parameters and read back by name)."""
-    if isinstance(learner, _ManualLearner):
-        return _numpy(grads)
-    return _numpy(models.get_params(nnx.merge(learner.graphdef, grads, carry[2], copy=True))[0])
+    if isinstance(learner, ManualLearner):
+        return runtime.to_numpy(grads, np.float64)
+    return runtime.to_numpy(models.get_params(nnx.merge(learner.graphdef, grads, carry[2], copy=True))[0], np.float64)
 
 
 def _masks(spec: RunSpec, s: int, batch: int, np_dtype: np.dtype, dtype: jnp.dtype) -> list[jax.Array] | None:
@@ -66,15 +62,15 @@ def _masks(spec: RunSpec, s: int, batch: int, np_dtype: np.dtype, dtype: jnp.dty
     return models.dropout_masks(key, spec.model.dropout, batch, spec.model.sizes[1:-1], dtype)
 
 
-def trace(spec: RunSpec, steps: int) -> list[dict]:
+def trace(spec: RunSpec, steps: int) -> list[TraceStep]:
     """Per step of the first ``steps`` (at most ``spec.steps``): ``loss`` (before the update), ``grads`` (for
     the hand-written labs, the lectures' update directions), ``updates`` (new - old parameters), ``params`` and
     ``state`` after the step."""
-    dtype, np_dtype = DTYPES[spec.dtype], np.dtype(spec.dtype)
-    set_precision()
-    with x64(spec.dtype == "float64"), jax.default_device(jax.devices(spec.device)[0]):
+    dtype, np_dtype = runtime.dtype(spec.dtype), np.dtype(spec.dtype)
+    runtime.set_precision()
+    with runtime.x64(spec.dtype == "float64"), jax.default_device(runtime.device(spec.device)):
         spec = rbm.pretrained(spec, dtype)[0]  # the network's initial weights, where pre-training makes them
-        learner = (_ManualLearner if spec.lab.manual else _ModuleLearner)(spec, dtype)
+        learner = learners.make_learner(spec, dtype)
         step = _probe_step(learner)
         records = []
         for s in range(min(steps, spec.steps)):
@@ -86,8 +82,5 @@ def trace(spec: RunSpec, steps: int) -> list[dict]:
             carry, loss, grads = step(learner.carry, xb, yb, _masks(spec, s, xb.shape[0], np_dtype, dtype))
             grads = _layout(learner, grads, learner.carry)
             learner.carry = carry
-            params, state = (_numpy(d) for d in learner.export(carry))
-            records.append({"loss": float(loss), "grads": grads,
-                            "updates": {k: params[k] - np.asarray(before[k], np.float64) for k in params},
-                            "params": params, "state": state})
+            records.append(trace_step(loss, grads, before, *learner.export(carry)))
     return records

@@ -1,13 +1,11 @@
 """RBM pre-training in JAX (mirrors ``torch_impl/rbm.py``; the formulas: ``harness.labs.Pretrain``): binary RBMs
 trained by CD-k on plain arrays, the CD update written by hand (it is not the gradient of a loss), each RBM's
 steps one jitted ``lax.scan``, stacked greedily; their kernels and hidden biases initialise the network's hidden
-layers. Call inside ``train.x64`` for float64 runs."""
+layers. Call inside ``runtime.x64`` for float64 runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import time
 from collections.abc import Callable
 
 import jax
@@ -15,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from harness import pretrain as neutral
-from harness.backend import RunSpec
-from jax_impl import models
+from harness.backend import RunSpec, TraceStep, trace_step
+from jax_impl import models, runtime
+from jax_impl.runtime import PRECISION
 
 Arrays = dict[str, jax.Array]
-PRECISION = models.PRECISION
 
 
 def sample(p: jax.Array, u: jax.Array) -> jax.Array:
@@ -91,7 +89,7 @@ def _step_functions() -> tuple[Callable, ...]:
 
 
 def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: jnp.dtype,
-             record: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[dict]]:
+             record: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[TraceStep]]:
     """Every RBM trained in turn from ``params``: their final weights (``rbm{l}/...``), the reconstruction errors
     per step, and (``record`` = (rbm, steps)) the per-step records of that RBM's first steps; the RBMs after it
     do not run."""
@@ -115,45 +113,33 @@ def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: jnp.dtype,
     return out, recon, []
 
 
-def _records(i: int, first: Arrays, errors: jax.Array, stats: Arrays, after: Arrays) -> list[dict]:
-    """Per-step records (float64 numpy, shared names) from a traced scan."""
-    f64 = {n: np.asarray(v, np.float64) for n, v in after.items()}
-    grads = {n: np.asarray(v, np.float64) for n, v in stats.items()}
+def _records(i: int, first: Arrays, errors: jax.Array, stats: Arrays, after: Arrays) -> list[TraceStep]:
+    """Per-step records (shared names) from a traced scan."""
+    f64, grads = runtime.to_numpy(after, np.float64), runtime.to_numpy(stats, np.float64)
+    before = runtime.to_numpy(first, np.float64)
     out = []
     for s in range(len(errors)):
-        before = {n: np.asarray(first[n], np.float64) if s == 0 else f64[n][s - 1] for n in f64}
-        out.append({"loss": float(errors[s]), "grads": {f"rbm{i}/{n}": v[s] for n, v in grads.items()},
-                    "updates": {f"rbm{i}/{n}": f64[n][s] - before[n] for n in f64},
-                    "params": {f"rbm{i}/{n}": f64[n][s] for n in f64}, "state": {}})
+        named = [{f"rbm{i}/{n}": v for n, v in d.items()} for d in (
+            {n: v[s] for n, v in grads.items()}, before if s == 0 else {n: v[s - 1] for n, v in f64.items()},
+            {n: v[s] for n, v in f64.items()})]
+        out.append(trace_step(errors[s], *named))
     return out
 
 
 def pretrained(spec: RunSpec, dtype: jnp.dtype) -> tuple[RunSpec, dict[str, np.ndarray], list[np.ndarray], float]:
-    """``spec`` with its network's hidden layers initialised by the trained RBMs (shared params, no RBM weights
-    left in them), the RBMs' final weights, their reconstruction errors per step and the seconds it took (compile
-    included; a repeat of one of the last few: those of the first, ``harness.pretrain.memo``); ``spec`` itself
-    where the lab has no pre-training."""
-    if spec.lab.pretrain is None:
-        return spec, {}, [], 0.0
-    def compute() -> tuple:
-        start = time.perf_counter()
-        params = initial(spec, dtype)
-        rbms, recon, _ = run_rbms(spec, params, dtype)
-        net = neutral.network_params(neutral.split(params)[0], rbms, len(recon))
-        return net, rbms, recon, time.perf_counter() - start
+    """``spec`` with its network initialised by the trained RBMs, their weights, reconstruction errors and seconds
+    (compile included; ``harness.pretrain.pretrained``); ``spec`` itself where the lab has no pre-training."""
+    def run(params: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        return run_rbms(spec, params, dtype)[:2]
 
     extra = ("jax", str(jnp.dtype(dtype)), spec.device, *_step_functions())
-    net, rbms, recon, seconds = neutral.memo(spec, extra, compute)
-    return dataclasses.replace(spec, params=net), rbms, recon, seconds
+    return neutral.pretrained(spec, extra, lambda: initial(spec, dtype), run)
 
 
-def trace(spec: RunSpec, rbm: int, steps: int) -> list[dict]:
-    """The first ``steps`` CD steps of RBM ``rbm`` (the ones before it trained in full): per step ``loss`` (the
-    reconstruction error), ``grads`` (the CD statistics), ``updates``, ``params`` after the step, ``state``
-    (none), float64 numpy in the shared names, as ``harness.parity.localise`` reads them."""
-    from jax_impl.train import DTYPES, set_precision, x64
-
-    set_precision()
-    with x64(spec.dtype == "float64"), jax.default_device(jax.devices(spec.device)[0]):
-        dtype = DTYPES[spec.dtype]
+def trace(spec: RunSpec, rbm: int, steps: int) -> list[TraceStep]:
+    """The first ``steps`` CD steps of RBM ``rbm`` (the ones before it trained in full), as
+    ``harness.backend.TraceStep`` records (``grads``: the CD statistics; no ``state``)."""
+    runtime.set_precision()
+    with runtime.x64(spec.dtype == "float64"), jax.default_device(runtime.device(spec.device)):
+        dtype = runtime.dtype(spec.dtype)
         return run_rbms(spec, initial(spec, dtype), dtype, (rbm, steps))[2]

@@ -36,11 +36,12 @@ def test_no_harness_module_imports_a_framework():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_execution_defaults_and_old_spellings():
+def test_execution_defaults_and_no_old_spellings():
     for name in backends.names():
         assert backends.resolve_execution(name, None) == backends.info(name).executions[0]
-    assert backends.resolve_execution("torch", "fused") == "eager"  # the old spelling, kept for a release
-    assert backends.resolve_execution("torch", "per_step") == "eager"
+    for old in ("fused", "per_step"):  # torch's old spellings of eager: refused, nothing was released with them
+        with pytest.raises(backends.BackendError, match=f"torch has no execution '{old}'"):
+            backends.resolve_execution("torch", old)
     assert backends.resolve_execution("jax", "per_step") == "per_step"
     with pytest.raises(backends.BackendError, match="jax has no execution 'compiled'"):
         backends.resolve_execution("jax", "compiled")

@@ -101,7 +101,7 @@ def test_unusable_learning_rates(capsys, lr, fragment, framework):
 
 
 def test_torch_step_that_raises_on_non_finite_weights_is_a_divergence():
-    from torch_impl import train
+    from torch_impl import learners, runtime, train
 
     lab = get_lab("xor_mlp")
     spec = prepare(lab, RunOptions(weights="shared", steps=5)).spec
@@ -110,9 +110,9 @@ def test_torch_step_that_raises_on_non_finite_weights_is_a_divergence():
     assert np.isnan(result.losses).all()
     # a raise with finite weights is a real error, not a divergence
     with pytest.raises(RuntimeError, match="planted"):
-        train._diverging(lambda *a: (_ for _ in ()).throw(RuntimeError("planted")),
-                         train._ManualLearner(spec, train.DTYPES["float32"], train.torch.device("cpu")),
-                         train.DTYPES["float32"])()
+        learners.diverging(lambda *a: (_ for _ in ()).throw(RuntimeError("planted")),
+                           learners.ManualLearner(spec, runtime.DTYPES["float32"], runtime.device("cpu")),
+                           runtime.DTYPES["float32"])()
 
 
 # ------------------------------------------------------------------------------ 4. seeds

@@ -24,10 +24,10 @@ from harness.init import init_params
 from harness.labs import ACTIVATIONS, INITS, MANUAL_LOSSES, MODULE_LOSSES, OPTIMIZERS, LabError, Model, Optimizer
 from jax_impl import manual as jmanual
 from jax_impl import models as jm
-from jax_impl.train import x64
+from jax_impl.runtime import x64
+from torch_impl import learners as tlearners
 from torch_impl import manual as tmanual
 from torch_impl import models as tm
-from torch_impl import train as ttrain
 
 FAN_IN, FAN_OUT = 784, 512  # 401,408 draws per kernel
 TAIL = math.erfc(2 / math.sqrt(2))  # P(|z| > 2) of a standard normal, 0.0455
@@ -165,7 +165,7 @@ def test_optimizer_is_the_same_algorithm_in_both(name, scale):
 def test_dispatch_tables_cover_the_declared_names_and_refuse_others():
     """Every backend dispatch table is keyed on exactly the names labs.py declares; an unknown name raises (it
     used to fall through to Adadelta)."""
-    for table, names in ((tm.OPTIMIZERS, OPTIMIZERS), (jm.OPTIMIZERS, OPTIMIZERS), (ttrain._FUNCTIONAL, OPTIMIZERS),
+    for table, names in ((tm.OPTIMIZERS, OPTIMIZERS), (jm.OPTIMIZERS, OPTIMIZERS), (tlearners.FUNCTIONAL, OPTIMIZERS),
                          (tm.ACTIVATIONS, ACTIVATIONS), (jm.ACTIVATIONS, ACTIVATIONS), (tm.LOSSES, MODULE_LOSSES),
                          (jm.LOSSES, MODULE_LOSSES), (tmanual.LOSSES, MANUAL_LOSSES), (jmanual.LOSSES, MANUAL_LOSSES)):
         assert set(table) == set(names)
@@ -187,7 +187,7 @@ def test_torch_functional_update_is_the_optimizers_own(name):
     grads = _grads(30, w0.shape, 1.0)
     for opt in SETTINGS[name]:
         p = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
-        update, _ = ttrain._functional_update(tm.make_optimizer(opt, [p]), [p.data])
+        update, _ = tlearners.functional_update(tm.make_optimizer(opt, [p]), [p.data])
         out = []
         for g in grads:
             update([torch.tensor(g, dtype=torch.float64)])

@@ -112,9 +112,8 @@ def test_run_configuration_syntax():
     options = RunOptions(dtype="float32")
     assert parse_config("torch:compiled", options) == RunConfig("torch", "cpu", "compiled", "float32")
     assert parse_config("jax:float64:gpu", options) == RunConfig("jax", "gpu", "fused", "float64")
-    assert parse_config("torch:per_step", options).execution == "eager"  # the old spelling
     for bad, says in (("nope", "unknown backend"), ("jax:compiled", "unknown field 'compiled'"),
-                      ("jax:cpu:gpu", "two devices")):
+                      ("jax:cpu:gpu", "two devices"), ("torch:per_step", "unknown field 'per_step'")):  # no old names
         with pytest.raises(UsageError, match=says):
             parse_config(bad, options)
     a, b = default_configs(options)

@@ -50,7 +50,7 @@ def _loops(w, b, c, v0, u, k):
 def _cd_steps(params, v0, u, k):
     """Each implementation's cd_step on the same float64 inputs."""
     from jax_impl import rbm as jax_rbm
-    from jax_impl.train import x64
+    from jax_impl.runtime import x64
     from torch_impl import rbm as torch_rbm
 
     out = {"numpy": referee_rbm.cd_step(params, v0, u, k)}
@@ -101,7 +101,7 @@ def test_pretraining_is_the_same_math_in_float64(framework):
     for key, value in ref.pretrain_params.items():
         assert _rel(got.pretrain_params[key], value) < TOL, key
     assert _rel(got.losses, ref.losses) < TOL
-    assert got.timing["pretrain_s"] > 0
+    assert got.timing.pretrain_s > 0
 
 
 def test_pretrained_rbms_initialise_the_hidden_layers():

@@ -146,7 +146,7 @@ def test_figure_is_shown_at_its_physical_size():
 @pytest.fixture
 def third_backend():
     backend.register(backend.BackendInfo("numpy3", "NumPy referee", "#2a9d4b", "nowhere.backend", ("fused",),
-                                         extras={"execution_text": {"fused": "one fused loop"}}))
+                                         execution_text={"fused": "one fused loop"}))
     yield "numpy3"
     backend.unregister("numpy3")
 

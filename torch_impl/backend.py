@@ -1,4 +1,5 @@
-"""The torch backend: this package seen through ``harness.backend.Backend`` (mirrors ``jax_impl/backend.py``)."""
+"""The torch backend: this package seen through ``harness.backend.Backend`` (mirrors ``jax_impl/backend.py``); its
+optional capabilities are declared by its registry entry (``harness.backend``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ import numpy as np
 from harness.labs import Model
 from torch_impl.bench import configure as configure_threads
 from torch_impl.bench import device_info, make_stepper, matmul_timer, modes
-from torch_impl.precision import MUTATIONS as PRECISION_MUTATIONS
-from torch_impl.precision import trace as precision_trace
-from torch_impl.probe import trace
-from torch_impl.rbm import trace as pretrain_trace
-from torch_impl.train import available_devices, train, versions
+from torch_impl.runtime import available_devices, versions
+from torch_impl.train import train
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "native_params", "PRECISION_MUTATIONS", "precision_trace", "pretrain_trace",
-           "thread_count", "trace", "train", "versions", "warm_up"]
+           "native_params", "thread_count", "train", "versions", "warm_up"]
 
 
 def warm_up() -> None:
@@ -39,8 +36,6 @@ def thread_count() -> int | None:
 def native_params(model: Model, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
     """The initial weights ``run --weights native`` trains from (``models.build`` from ``seed``, untrained), in
     the shared layout: what ``harness.parity.initcheck`` tests."""
-    import torch
+    from torch_impl import models, runtime
 
-    from torch_impl import models
-
-    return models.get_params(models.build(model, getattr(torch, dtype), torch.device("cpu"), seed))[0]
+    return models.get_params(models.build(model, runtime.dtype(dtype), runtime.device("cpu"), seed))[0]

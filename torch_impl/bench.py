@@ -1,9 +1,9 @@
 """The PyTorch side of ``harness.bench`` (mirrors ``jax_impl/bench.py``): settings, the matmul peak, and steppers
-that run the trainer's own step (``train.py``) on batches gathered onto the device before timing.
+that run the trainer's own step (``learners.py``) on batches gathered onto the device before timing.
 
-Modes: ``eager`` (one eager step per dispatch, what ``train`` runs by default), ``compiled`` (``fuse_steps``
-consecutive steps as one ``torch.compile`` graph) and ``cuda_graph`` (``fuse_steps`` steps captured once as a CUDA
-graph and replayed; GPU only).
+Modes (the registry's executions): ``eager`` (one eager step per dispatch, what ``train`` runs by default),
+``compiled`` (``fuse_steps`` consecutive steps as one ``torch.compile`` graph) and ``cuda_graph`` (``fuse_steps``
+steps captured once as a CUDA graph and replayed; GPU only).
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from harness.backend import BackendError, RunSpec, Stepper
-from torch_impl import train
-
-MODES = ("eager", "compiled", "cuda_graph")
+from harness.backend import BackendError, RunSpec, Stepper, executions_on, resolve_execution
+from torch_impl import learners, runtime
 
 
 def modes(device: str) -> tuple[str, ...]:
-    """The modes this framework offers on ``device``."""
-    return ("eager", "compiled", "cuda_graph") if device == "gpu" else ("eager", "compiled")
+    """The modes this framework offers on ``device`` (its registry entry's)."""
+    return executions_on("torch", device)
 
 
 def configure(threads: int | None) -> dict:
@@ -33,7 +31,7 @@ def configure(threads: int | None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     return {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), **train.set_precision()}
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), **runtime.set_precision()}
 
 
 def device_info(device: str) -> dict:
@@ -46,26 +44,22 @@ def device_info(device: str) -> dict:
             "cuda": torch.version.cuda}
 
 
-def _device(device: str) -> torch.device:
-    return torch.device("cuda" if device == "gpu" else "cpu")
-
-
 def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
     """A function timing one ``n`` x ``n`` matmul of ``dtype`` operands (float32: full precision; bfloat16 and
     float16: that dtype's own kernels), ended by a device sync, in seconds, on operands made once."""
-    dev = _device(device)
+    dev = runtime.device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    low = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    a, b = (torch.rand(n, n, generator=gen).to(dev, low[dtype]) for _ in range(2))
-    out = torch.empty(n, n, device=dev, dtype=low[dtype])
+    dt = runtime.storage_dtype(dtype)
+    a, b = (torch.rand(n, n, generator=gen).to(dev, dt) for _ in range(2))
+    out = torch.empty(n, n, device=dev, dtype=dt)
     for _ in range(2):
         torch.matmul(a, b, out=out)
-    train.sync(dev)
+    runtime.sync(dev)
 
     def timed() -> float:
         start = time.perf_counter()
         torch.matmul(a, b, out=out)
-        train.sync(dev)
+        runtime.sync(dev)
         return time.perf_counter() - start
 
     return timed
@@ -78,8 +72,9 @@ def _pool(spec: RunSpec, device: torch.device, dtype: torch.dtype) -> tuple:
         x, y = spec.train_x[None], spec.train_y[None]
     else:
         x, y = spec.train_x[spec.batches], spec.train_y[spec.batches]
-    masks = None if spec.masks is None else [train._to(m, device, dtype) for m in spec.masks]
-    return train._to(np.ascontiguousarray(x), device, dtype), train._to(np.ascontiguousarray(y), device, dtype), masks
+    to = runtime.to_tensor
+    masks = None if spec.masks is None else [to(m, device, dtype) for m in spec.masks]
+    return to(np.ascontiguousarray(x), device, dtype), to(np.ascontiguousarray(y), device, dtype), masks
 
 
 def _eager_stepper(learner: object, pooled: tuple, sync: Callable[[], None]) -> Stepper:
@@ -119,11 +114,11 @@ def _fused_stepper(learner: object, pooled: tuple, mode: str, k: int, device: to
                    sync: Callable[[], None]) -> Stepper:
     """``k`` steps per dispatch as one torch.compile graph (``compiled``) or one replayed CUDA graph."""
     chunks = _chunks(pooled, k)
-    step, state = train.functional_step(learner)
+    step, state = learners.functional_step(learner)
     if mode == "compiled":
-        block = train.compiled_or_error(train.compile_step(step, k, device))
+        block = learners.compiled_or_error(learners.compile_step(step, k, device))
     else:
-        block = train.graph_step(step, state, k)
+        block = learners.graph_step(step, state, k)
     cycle = itertools.cycle(chunks)
     last: list[torch.Tensor] = []
 
@@ -142,15 +137,14 @@ def _fused_stepper(learner: object, pooled: tuple, mode: str, k: int, device: to
 def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
     """A :class:`Stepper` running ``spec``'s lab in ``mode``; each step takes the next pre-gathered batch,
     cycling through ``spec.batches``. ``fuse_steps`` (compiled, cuda_graph) must divide their number."""
-    if mode not in modes(spec.device):
-        raise BackendError(f"torch has no mode {mode!r} on {spec.device}; choose from {', '.join(modes(spec.device))}")
-    dtype, device = train.DTYPES[spec.dtype], _device(spec.device)
+    mode = resolve_execution("torch", mode, spec.device)
+    dtype, device = runtime.dtype(spec.dtype), runtime.device(spec.device)
     spec = dataclasses.replace(spec, execution=mode)  # the learner's optimizer kernel follows the mode
-    learner = (train._ManualLearner if spec.lab.manual else train._ModuleLearner)(spec, dtype, device)
+    learner = learners.make_learner(spec, dtype, device)
     pooled = _pool(spec, device, dtype)
 
     def sync() -> None:
-        train.sync(device)
+        runtime.sync(device)
 
     if mode == "eager":
         return _eager_stepper(learner, pooled, sync)

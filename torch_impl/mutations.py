@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from harness import selfcheck
 from harness.selfcheck import Mutation, Patch, activation, after_init, scaled_lr, wrap_optimizer
 from torch_impl import models, rbm
 
@@ -37,24 +38,9 @@ def _kernel_untransposed(mp: Patch) -> None:
     mp.setattr(models, "set_params", set_params)
 
 
-def _init_scheme(change: Callable) -> Callable[[Patch], None]:
-    """A patch of the declared weight distribution as this package's native init reads it: ``change(original,
-    scheme, fan_in, fan_out)`` in place of ``harness.init.weight_distribution``."""
-    def patch(mp: Patch) -> None:
-        original = models.weight_distribution
-        mp.setattr(models, "weight_distribution", lambda *a: change(original, *a))
-    return patch
-
-
 def _fan_in_only(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tuple[str, float]:
     """Xavier's fan_in + fan_out read as fan_in alone."""
     return original(scheme, fan_in, 0) if scheme.startswith("xavier") else original(scheme, fan_in, fan_out)
-
-
-def _truncated(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tuple[str, float]:
-    """He normal drawn as JAX's ``he_normal`` does: truncated at two std, rescaled to the declared variance."""
-    kind, scale = original(scheme, fan_in, fan_out)
-    return ("truncated_normal", scale / 0.87962566103423978) if scheme == "he_normal" else (kind, scale)
 
 
 def _logits_bfloat16(mp: Patch) -> None:
@@ -81,9 +67,11 @@ MUTATIONS = (
         models, "selu", lambda x: 1.0507 * F.elu(x, SELU_ALPHA)), r"training loss at step 0",
         {"activation": "selu"}),
     Mutation("kernel not transposed on import", "torch", RELU, _kernel_untransposed, r"training loss at step 0"),
-    Mutation("Xavier uniform bound from fan_in only (native init)", "torch", RELU, _init_scheme(_fan_in_only),
+    Mutation("Xavier uniform bound from fan_in only (native init)", "torch", RELU,
+             selfcheck.init_scheme(models, _fan_in_only),
              r"dense0/kernel", tier="init"),
-    Mutation("He normal through trunc_normal_ (native init)", "torch", RELU, _init_scheme(_truncated),
+    Mutation("He normal through trunc_normal_ (native init)", "torch", RELU,
+             selfcheck.init_scheme(models, selfcheck.he_truncated),
              r"dense\d/kernel", {"init": "he_normal"}, tier="init"),
     Mutation("RBM negative phase from hidden probabilities, not samples", "torch", RBM,
              lambda mp: mp.setattr(rbm, "sample", lambda p, u: p),

@@ -1,7 +1,7 @@
 """Data-parallel training in PyTorch (mirrors ``jax_impl/parallel.py``; semantics in ``harness.parallel``).
 
 ``torch.distributed`` with ``DistributedDataParallel``: one process per device (gloo on a CPU, NCCL on GPUs), each
-training the lab's own learner (``train._ModuleLearner``) on its shard of every global batch; DDP averages the
+training the lab's own learner (``learners.ModuleLearner``) on its shard of every global batch; DDP averages the
 gradients. Ranks are started here with ``torch.multiprocessing.spawn`` (a file rendezvous in a private folder,
 bounded by a timeout), or are already running under ``torchrun`` (or :func:`harness.parallel.launch` with several
 processes): then this process is one rank and ``init_method="env://"``.
@@ -36,9 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from harness.backend import BackendError, RunSpec, Stepper, TrainResult
 from harness.parallel import Parallel, shard_spec
-from torch_impl import train as torch_train
+from torch_impl import learners, models, runtime
 
-EXECUTIONS = ("eager",)  # data-parallel runs: DDP's eager step
 # Imported once by the server the ranks fork from: torch.optim imports torch._dynamo when the first optimizer is
 # made (several seconds), which every rank would pay.
 PRELOAD = ("torch._dynamo",)
@@ -134,8 +133,8 @@ class _Rank:
 
     def __init__(self, spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.device) -> None:
         self.spec, self.par, self.device = shard_spec(spec, world, rank), par, device
-        self.dtype = torch_train.DTYPES[spec.dtype]
-        self.learner = torch_train._ModuleLearner(self.spec, self.dtype, device)
+        self.dtype = runtime.dtype(spec.dtype)
+        self.learner = learners.ModuleLearner(self.spec, self.dtype, device)
         self.inner = self.learner.module
         if par.bn == "sync":
             for i, bn in enumerate(self.inner.bn):
@@ -147,7 +146,7 @@ class _Rank:
         self.learner.module = self.ddp  # the learner's step now runs DDP's forward and backward
 
     def data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
-        s, to = self.spec, torch_train._to
+        s, to = self.spec, runtime.to_tensor
         masks = None if s.masks is None else [to(m, self.device, self.dtype) for m in s.masks]
         return to(s.train_x, self.device, self.dtype), to(s.train_y, self.device), to(s.batches, self.device), masks
 
@@ -167,7 +166,7 @@ def train(spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.dev
     """Train this rank's part of ``spec``; every rank returns the global loss per step and the (common) result."""
     r = _Rank(spec, par, rank, world, device)
     x, y, batches, masks = r.data()
-    eval_sets = {k: torch_train._to(a, device, r.dtype) for k, (a, _) in spec.eval_sets.items()}
+    eval_sets = {k: runtime.to_tensor(a, device, r.dtype) for k, (a, _) in spec.eval_sets.items()}
     outputs: dict[int, dict[str, np.ndarray]] = {}
 
     def batch(s: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
@@ -179,12 +178,12 @@ def train(spec: RunSpec, par: Parallel, rank: int, world: int, device: torch.dev
             r.sync_state()
             outputs[done] = {k: r.outputs(a) for k, a in eval_sets.items()}
 
-    torch_train.set_precision()
-    losses, timing = torch_train._run_loop(r.spec, r.learner.step, batch, evaluate, lambda: torch_train.sync(device))
+    runtime.set_precision()
+    losses, timing = learners.run_loop(r.spec, r.learner.step, batch, evaluate, lambda: runtime.sync(device))
     dist.all_reduce(losses)  # each rank's shard mean; equal shards: the global mean is their average
     losses /= world
     r.sync_state()
-    params, state = torch_train.models.get_params(r.inner)
+    params, state = models.get_params(r.inner)
     return TrainResult(losses.cpu().numpy().astype(np.float64), outputs, params, state, timing,
                        f"{world}x {device.type}")
 
@@ -206,7 +205,7 @@ def make_stepper(spec: RunSpec, par: Parallel, rank: int, world: int, device: to
         for _ in range(units):
             unit()
 
-    return Stepper("eager", unit, 1, lambda: torch_train.sync(device), lambda: float(last[0]), bare,
+    return Stepper("eager", unit, 1, lambda: runtime.sync(device), lambda: float(last[0]), bare,
                    {"pool_steps": len(views), "ranks": world, "backend": dist.get_backend()})
 
 

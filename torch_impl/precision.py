@@ -27,11 +27,9 @@ import torch.nn.functional as F
 
 from harness.backend import BackendError, RunSpec
 from harness.precision import REDUCED, LossScale, Policy
-from torch_impl import models, rbm
-from torch_impl.train import _to, set_precision
+from torch_impl import models, rbm, runtime
 
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-                "float16": torch.float16}
+TORCH_DTYPES = runtime.STORAGE_DTYPES
 # the selfcheck's precision-placement bugs, and the policies where each is a bug (elsewhere it is the policy itself,
 # or nothing the policy rounds differently)
 MUTATIONS = {"loss_low": REDUCED, "opt_state_low": ("mixed_bfloat16", "mixed_float16"),
@@ -201,14 +199,14 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
     """Per step of the first ``steps``: ``loss``, ``grads`` (unscaled, as the optimizer saw them), ``updates``,
     ``params`` and ``state`` after the step (float64 arrays, shared layout), ``loss_scale``, ``finite``."""
     device = torch.device("cuda" if spec.device == "gpu" else "cpu")
-    set_precision()  # every policy declares "highest"
+    runtime.set_precision()  # every policy declares "highest"
     spec = rbm.pretrained(spec, torch.float32, device)[0]
     learner = PrecisionLearner(spec, policy, device, loss_scale, mutation)
-    x, y = _to(spec.train_x, device, torch.float32), _to(spec.train_y, device)
+    x, y = runtime.to_tensor(spec.train_x, device, torch.float32), runtime.to_tensor(spec.train_y, device)
     if y.is_floating_point():
         y = y.float()
-    batches = _to(spec.batches, device)
-    masks = [_to(m, device, torch.float32) for m in spec.masks] if spec.masks is not None else None
+    batches = runtime.to_tensor(spec.batches, device)
+    masks = [runtime.to_tensor(m, device, torch.float32) for m in spec.masks] if spec.masks is not None else None
     records = []
     for s in range(min(steps, spec.steps)):
         xb, yb = (x, y) if batches is None else (x[batches[s]], y[batches[s]])

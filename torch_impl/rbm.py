@@ -4,15 +4,12 @@ greedily; their kernels and hidden biases initialise the network's hidden layers
 
 from __future__ import annotations
 
-import dataclasses
-import time
-
 import numpy as np
 import torch
 
 from harness import pretrain as neutral
-from harness.backend import RunSpec
-from torch_impl import models
+from harness.backend import RunSpec, TraceStep, trace_step
+from torch_impl import models, runtime
 
 Tensors = dict[str, torch.Tensor]
 
@@ -45,10 +42,6 @@ def update(params: Tensors, stats: Tensors, lr: float) -> Tensors:
     return {key: params[key] + lr * stats[key] for key in params}
 
 
-def _numpy(tensors: Tensors) -> dict[str, np.ndarray]:
-    return {k: v.cpu().numpy().copy() for k, v in tensors.items()}
-
-
 def initial(spec: RunSpec, dtype: torch.dtype) -> dict[str, np.ndarray]:
     """The network's and RBMs' initial weights: the shared ones, or drawn natively (the network as
     ``models.build`` draws it; the RBM kernels N(0, init_std) from a generator seeded with the run's seed)."""
@@ -65,7 +58,7 @@ def initial(spec: RunSpec, dtype: torch.dtype) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: torch.dtype, device: torch.device,
-             record: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[dict]]:
+             record: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[TraceStep]]:
     """Every RBM trained in turn from ``params``: their final weights (``rbm{l}/...``), the reconstruction errors
     per step, and (``record`` = (rbm, steps)) the per-step records of that RBM's first steps; the RBMs after it
     do not run."""
@@ -74,7 +67,7 @@ def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: torch.dtype, d
     batches = torch.as_tensor(spec.pretrain_batches, dtype=torch.int64, device=device)
     out: dict[str, np.ndarray] = {}
     recon: list[np.ndarray] = []
-    records: list[dict] = []
+    records: list[TraceStep] = []
     for i in range(len(neutral.rbm_sizes(spec.model))):
         rbm = {n: torch.as_tensor(params[f"rbm{i}/{n}"], dtype=dtype, device=device) for n in neutral.NAMES}
         uniforms = torch.as_tensor(spec.pretrain_uniforms[i], dtype=dtype, device=device)
@@ -84,53 +77,35 @@ def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: torch.dtype, d
             stats, errors[s] = cd_step(rbm, data[batches[s]], uniforms[s], pre.k)
             new = update(rbm, stats, pre.lr)
             if record is not None and record[0] == i:
-                key = {n: f"rbm{i}/{n}" for n in rbm}
-                records.append({"loss": float(errors[s]),
-                                "grads": {key[n]: v for n, v in _f64(stats).items()},
-                                "updates": {key[n]: v for n, v in _f64({n: new[n] - rbm[n] for n in rbm}).items()},
-                                "params": {key[n]: v for n, v in _f64(new).items()}, "state": {}})
+                named = [{f"rbm{i}/{n}": v for n, v in runtime.to_numpy(d).items()} for d in (stats, rbm, new)]
+                records.append(trace_step(errors[s], *named))
             rbm = new
         if record is not None and record[0] == i:
             return out, recon, records
-        out.update({f"rbm{i}/{n}": v for n, v in _numpy(rbm).items()})
+        out.update({f"rbm{i}/{n}": v for n, v in runtime.to_numpy(rbm).items()})
         recon.append(errors.cpu().numpy().astype(np.float64))
         data = torch.sigmoid(data @ rbm["kernel"] + rbm["hidden_bias"])  # the next RBM's data
     return out, recon, records
 
 
-def _f64(tensors: Tensors) -> dict[str, np.ndarray]:
-    return {k: v.cpu().numpy().astype(np.float64) for k, v in tensors.items()}
-
-
 def pretrained(spec: RunSpec, dtype: torch.dtype, device: torch.device
                ) -> tuple[RunSpec, dict[str, np.ndarray], list[np.ndarray], float]:
-    """``spec`` with its network's hidden layers initialised by the trained RBMs (shared params, no RBM weights
-    left in them), the RBMs' final weights, their reconstruction errors per step and the seconds it took;
-    ``spec`` itself where the lab has no pre-training."""
-    if spec.lab.pretrain is None:
-        return spec, {}, [], 0.0
-    def compute() -> tuple:
-        from torch_impl.train import set_precision
+    """``spec`` with its network initialised by the trained RBMs, their weights, reconstruction errors and seconds
+    (``harness.pretrain.pretrained``); ``spec`` itself where the lab has no pre-training."""
+    runtime.set_precision()  # full float32 matmuls, as in training
 
-        set_precision()  # full float32 matmuls, as in training
-        start = time.perf_counter()
-        params = initial(spec, dtype)
+    def run(params: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         rbms, recon, _ = run_rbms(spec, params, dtype, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        net = neutral.network_params(neutral.split(params)[0], rbms, len(recon))
-        return net, rbms, recon, time.perf_counter() - start
+        runtime.sync(device)
+        return rbms, recon
 
-    net, rbms, recon, seconds = neutral.memo(spec, (str(dtype), str(device), cd_step, update, sample), compute)
-    return dataclasses.replace(spec, params=net), rbms, recon, seconds
+    return neutral.pretrained(spec, (str(dtype), str(device), cd_step, update, sample),
+                              lambda: initial(spec, dtype), run)
 
 
-def trace(spec: RunSpec, rbm: int, steps: int) -> list[dict]:
-    """The first ``steps`` CD steps of RBM ``rbm`` (the ones before it trained in full): per step ``loss`` (the
-    reconstruction error), ``grads`` (the CD statistics), ``updates``, ``params`` after the step, ``state``
-    (none), float64 numpy in the shared names, as ``harness.parity.localise`` reads them."""
-    from torch_impl.train import DTYPES, set_precision
-
-    set_precision()
-    dtype, device = DTYPES[spec.dtype], torch.device("cuda" if spec.device == "gpu" else "cpu")
+def trace(spec: RunSpec, rbm: int, steps: int) -> list[TraceStep]:
+    """The first ``steps`` CD steps of RBM ``rbm`` (the ones before it trained in full), as
+    ``harness.backend.TraceStep`` records (``grads``: the CD statistics; no ``state``)."""
+    runtime.set_precision()
+    dtype, device = runtime.dtype(spec.dtype), runtime.device(spec.device)
     return run_rbms(spec, initial(spec, dtype), dtype, device, (rbm, steps))[2]

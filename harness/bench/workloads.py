@@ -1,8 +1,8 @@
 """What ``bench`` times: the suites, one :class:`Workload` per lab x backend x device x mode, and their defaults.
 
 Per-backend figures come from the registry (:mod:`harness.backend`): ``thread_policy`` says whether intra-op
-threads are set per task, ``extras["bench_fuse_steps"]`` the steps per fused program by task (absent: a whole
-block) and ``extras["bench_block_factor"]`` longer blocks for a mode whose steps are very short. No backend is
+threads are set per task, ``bench_fuse_steps`` the steps per fused program by task (absent: a whole
+block) and ``bench_block_factor`` longer blocks for a mode whose steps are very short. No backend is
 named here.
 """
 
@@ -80,14 +80,14 @@ def all_modes() -> tuple[str, ...]:
 
 
 def default_block_steps(framework: str, mode: str, task: str) -> int:
-    """Steps per timed block: the task's, times the backend's factor for ``mode`` (registry extras)."""
-    factor = backends.info(framework).extras.get("bench_block_factor", {}).get(mode, {}).get(task, 1)
+    """Steps per timed block: the task's, times the backend's factor for ``mode`` (registry entry)."""
+    factor = backends.info(framework).bench_block_factor.get(mode, {}).get(task, 1)
     return BLOCK_STEPS[task] * factor
 
 
 def default_fuse_steps(framework: str, task: str, block_steps: int) -> int:
-    """Steps per fused program: the backend's per-task figure (registry extras), else a whole block."""
-    return backends.info(framework).extras.get("bench_fuse_steps", {}).get(task, block_steps)
+    """Steps per fused program: the backend's per-task figure (registry entry), else a whole block."""
+    return backends.info(framework).bench_fuse_steps.get(task, block_steps)
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _execution(backend: str, wanted: str | None) -> str:
-    """``wanted`` as ``backend`` runs it; its default where it has no such mode."""
-    entry = registry.info(backend)
-    if wanted in entry.executions or wanted in entry.execution_aliases:
-        return registry.resolve_execution(backend, wanted)
-    return entry.executions[0]
-
-
 def parse_config(text: str, options: RunOptions) -> RunConfig:
     """A RunConfig from ``BACKEND[:FIELD]...``; UsageError naming the choices for a field it does not know."""
     backend, *fields = [t.strip() for t in text.split(":")]
@@ -55,15 +47,15 @@ def parse_config(text: str, options: RunOptions) -> RunConfig:
     chosen: dict[str, str] = {}
     for value in fields:
         kind = ("device" if value in DEVICES else "dtype" if value in DTYPES
-                else "execution" if value in entry.executions or value in entry.execution_aliases else None)
+                else "execution" if value in entry.executions else None)
         if kind is None:
             allowed = ", ".join((*DEVICES, *entry.executions, *DTYPES))
             raise UsageError(f"unknown field {value!r} in {text!r} ({SYNTAX}); choose from {allowed}")
         if kind in chosen:
             raise UsageError(f"two {kind}s in {text!r} ({SYNTAX})")
         chosen[kind] = value
-    execution = (registry.resolve_execution(backend, chosen["execution"]) if "execution" in chosen
-                 else _execution(backend, options.execution))
+    execution = registry.resolve_execution(backend, chosen.get("execution", options.execution),
+                                           fallback="execution" not in chosen)
     return RunConfig(backend, chosen.get("device", options.device), execution, chosen.get("dtype", options.dtype))
 
 
@@ -72,7 +64,8 @@ def default_configs(options: RunOptions) -> tuple[RunConfig, RunConfig]:
     found = registry.names(include_referees=False)
     if len(found) < 2:
         raise UsageError(f"compare needs two backends; registered: {', '.join(registry.names()) or 'none'}")
-    return tuple(RunConfig(n, options.device, _execution(n, options.execution), options.dtype)  # type: ignore
+    return tuple(RunConfig(n, options.device, registry.resolve_execution(n, options.execution, fallback=True),
+                           options.dtype)  # type: ignore
                  for n in found[:2])
 
 

@@ -23,7 +23,6 @@ spread, not judged.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,18 +110,11 @@ def side_spec(spec: RunSpec, side: Side) -> RunSpec:
 
 
 def ensemble_fn(backend: str) -> Callable[..., np.ndarray]:
-    """``train_ensemble`` of ``backend`` (on its module, or in the ``ensemble`` module beside it), or a loop
-    over its ``train``."""
+    """The ``train_ensemble`` capability of ``backend`` (``harness.backend.Capabilities``), or a loop over its
+    ``train`` where it offers none."""
+    if registry.offers(backend, "train_ensemble"):
+        return registry.capability(backend, "train_ensemble")
     module = registry.load(backend)
-    fn = getattr(module, "train_ensemble", None)
-    package = registry.info(backend).module.rpartition(".")[0]
-    if fn is None and package:
-        try:
-            fn = getattr(importlib.import_module(f"{package}.ensemble"), "train_ensemble", None)
-        except ImportError:
-            fn = None
-    if fn is not None:
-        return fn
 
     def loop(spec: RunSpec, params_list: Sequence[Params], steps: int, seeds: Sequence[int]) -> np.ndarray:
         return np.stack([module.train(window_spec(spec, steps, p, s)).losses for p, s in zip(params_list, seeds)])

@@ -174,11 +174,10 @@ class _Sides:
 
 
 def _trace(config: RunConfig, spec: RunSpec, steps: int, nudged: bool = False) -> list[dict] | None:
-    fn = getattr(registry.load(config.backend), "trace", None)
-    if fn is None:
+    if not registry.offers(config.backend, "trace"):
         return None
-    spec = retarget(spec, config)
-    return fn(dataclasses.replace(spec, params=nudge(spec.params)) if nudged else spec, steps)
+    fn, spec = registry.capability(config.backend, "trace"), retarget(spec, config)
+    return [r.as_dict() for r in fn(dataclasses.replace(spec, params=nudge(spec.params)) if nudged else spec, steps)]
 
 
 def traces(sides: _Sides, spec: RunSpec, steps: int) -> dict[str, list[dict]] | None:

@@ -128,9 +128,9 @@ def native_draws(backend: str, model: Model, seed: int, dtype: str = "float32",
     """Each tensor's native draws from consecutive seeds from ``seed`` (at most ``seeds``, default
     :func:`seeds_needed`; a tensor stops at the first seed that brings it to ``MIN_DRAWS``), flattened and
     concatenated; BackendError if ``backend`` draws no native weights."""
-    native = getattr(registry.load(backend), "native_params", None)
-    if native is None:
+    if not registry.offers(backend, "native_params"):
         raise registry.BackendError(f"{backend} draws no native initial weights")
+    native = registry.capability(backend, "native_params")
     pooled: dict[str, list[np.ndarray]] = {}
     for s in range(seeds or seeds_needed(model)):
         for name, value in native(model, (seed + s) % 2**32, dtype).items():
@@ -191,7 +191,7 @@ def check_lab(lab: Lab, options: Any, backends: tuple[str, ...]) -> dict[str, An
     unless both sides run float64) in those of ``backends`` that draw native weights; ``skipped`` names the
     others (a float64 referee draws none)."""
     lab = lab.with_options(**options.overrides) if options.overrides else lab
-    drawing = tuple(fw for fw in dict.fromkeys(backends) if hasattr(registry.load(fw), "native_params"))
+    drawing = tuple(fw for fw in dict.fromkeys(backends) if registry.offers(fw, "native_params"))
     seed = lab.seed if options.seed is None else options.seed
     out = check(lab.model, drawing, seed, options.dtype)
     out["skipped"] = [fw for fw in dict.fromkeys(backends) if fw not in drawing]

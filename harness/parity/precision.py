@@ -159,13 +159,13 @@ def tier(spec: RunSpec, policy: Policy, sides: dict[str, Side]) -> dict:
 
 def backend_sides(names: Sequence[str], mutation: str | None = None, mutated: str | None = None) -> dict[str, Side]:
     """Each registered backend's ``precision_trace`` as a tier side; ``mutation`` planted in backend ``mutated``
-    (the selfcheck's precision-placement bugs, ``<backend>.PRECISION_MUTATIONS``)."""
+    (the selfcheck's precision-placement bugs, each backend's ``precision_mutations`` capability)."""
     from harness import backend as registry
 
     def side(name: str) -> Side:
-        module = registry.load(name)
+        run = registry.capability(name, "precision_trace")
         planted = mutation if name == mutated else None
-        return lambda spec, steps, policy, scale: module.precision_trace(spec, steps, policy, scale, planted)
+        return lambda spec, steps, policy, scale: run(spec, steps, policy, scale, planted)
 
     return {name: side(name) for name in names}
 

@@ -21,11 +21,11 @@ TRACE_BYTES = 6e8  # memory a pre-training trace may take (as the training steps
 
 
 def _trace(config: RunConfig, spec: RunSpec, rbm: int, steps: int, nudged: bool = False) -> list[dict] | None:
-    fn = getattr(registry.load(config.backend), "pretrain_trace", None)
-    if fn is None:
+    if not registry.offers(config.backend, "pretrain_trace"):
         return None
-    spec = retarget(spec, config)
-    return fn(dataclasses.replace(spec, params=nudge(spec.params)) if nudged else spec, rbm, steps)
+    fn, spec = registry.capability(config.backend, "pretrain_trace"), retarget(spec, config)
+    return [r.as_dict() for r in fn(dataclasses.replace(spec, params=nudge(spec.params)) if nudged else spec, rbm,
+                                    steps)]
 
 
 def traces(sides: object, spec: RunSpec, rbm: int, steps: int) -> dict[str, list[dict]] | None:

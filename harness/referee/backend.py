@@ -10,12 +10,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.backend import BackendError, RunSpec, Stepper
-from harness.referee.rbm import trace as pretrain_trace
-from harness.referee.train import EXECUTIONS, Learner, available_devices, batch, trace, train, versions
+from harness.backend import BackendError, RunSpec, Stepper, executions_on, resolve_execution
+from harness.referee.train import Learner, available_devices, batch, train, versions
 
 __all__ = ["available_devices", "configure_threads", "device_info", "make_stepper", "matmul_timer", "modes",
-           "pretrain_trace", "thread_count", "trace", "train", "versions"]
+           "thread_count", "train", "versions"]
 
 
 def _numpy_blas() -> list:
@@ -54,8 +53,8 @@ def device_info(device: str) -> dict:
 
 
 def modes(device: str) -> tuple[str, ...]:
-    """One Python step per iteration."""
-    return EXECUTIONS
+    """One Python step per iteration (its registry entry's ``loop``)."""
+    return executions_on("numpy", device)
 
 
 def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
@@ -79,8 +78,7 @@ def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], fl
 def make_stepper(spec: RunSpec, mode: str, fuse_steps: int = 10) -> Stepper:
     """Steady-state training of ``spec`` for the timing protocol, cycling through its steps' batches (each gathered
     when its step runs: numpy has no device to stage them on)."""
-    if mode not in modes(spec.device):
-        raise BackendError(f"the referee has no mode {mode!r}; choose from {', '.join(modes(spec.device))}")
+    mode = resolve_execution("numpy", mode, spec.device)
     learner = Learner(spec)
     pool = max(spec.steps, 1)
     cycle = itertools.cycle(range(pool))

@@ -4,13 +4,10 @@ and ``trace`` and its :func:`trace` of the pre-training steps."""
 
 from __future__ import annotations
 
-import dataclasses
-import time
-
 import numpy as np
 
 from harness import pretrain as neutral
-from harness.backend import BackendError, RunSpec
+from harness.backend import BackendError, RunSpec, TraceStep, trace_step
 from harness.labs import Pretrain
 from harness.referee.model import sigmoid
 
@@ -63,7 +60,7 @@ def run_rbms(spec: RunSpec, record: tuple[int, int] | None = None) -> tuple[Arra
     data = np.asarray(spec.train_x, np.float64)
     out: Arrays = {}
     recon: list[np.ndarray] = []
-    records: list[dict] = []
+    records: list[TraceStep] = []
     for i in range(len(neutral.rbm_sizes(spec.model))):
         params = _rbm(spec.params, i)
         steps = len(spec.pretrain_batches) if record is None or record[0] != i else record[1]
@@ -72,10 +69,8 @@ def run_rbms(spec: RunSpec, record: tuple[int, int] | None = None) -> tuple[Arra
             stats, errors[s] = cd_step(params, data[idx], np.asarray(spec.pretrain_uniforms[i][s], np.float64), pre.k)
             new = update(params, stats, pre.lr)
             if record is not None and record[0] == i:
-                key = {n: f"rbm{i}/{n}" for n in params}
-                records.append({"loss": errors[s], "grads": {key[n]: v for n, v in stats.items()},
-                                "updates": {key[n]: new[n] - params[n] for n in params},
-                                "params": {key[n]: v for n, v in new.items()}, "state": {}})
+                records.append(trace_step(errors[s], *({f"rbm{i}/{n}": v for n, v in d.items()}
+                                                       for d in (stats, params, new))))
             params = new
         if record is not None and record[0] == i:
             return out, recon, records
@@ -86,23 +81,13 @@ def run_rbms(spec: RunSpec, record: tuple[int, int] | None = None) -> tuple[Arra
 
 
 def pretrained(spec: RunSpec) -> tuple[RunSpec, Arrays, list[np.ndarray], float]:
-    """``spec`` with its network's hidden layers initialised by the trained RBMs (and no RBM weights left in its
-    params), the RBMs' final weights, their reconstruction errors per step and the seconds it took (a repeat of
-    one of the last few: those of the first, ``harness.pretrain.memo``); ``spec`` itself where the lab has none."""
-    if spec.lab.pretrain is None:
-        return spec, {}, [], 0.0
-    def compute() -> tuple:
-        start = time.perf_counter()
-        rbms, recon, _ = run_rbms(spec)
-        net = neutral.network_params(neutral.split(spec.params)[0], rbms, len(recon))
-        return net, rbms, recon, time.perf_counter() - start
-
-    net, rbms, recon, seconds = neutral.memo(spec, ("numpy", cd_step, update, sample), compute)
-    return dataclasses.replace(spec, params=net), rbms, recon, seconds
+    """``spec`` with its network initialised by the trained RBMs (from the shared weights), their weights,
+    reconstruction errors and seconds (``harness.pretrain.pretrained``); ``spec`` itself where the lab has none."""
+    return neutral.pretrained(spec, ("numpy", cd_step, update, sample), lambda: spec.params,
+                              lambda params: run_rbms(spec)[:2])
 
 
-def trace(spec: RunSpec, rbm: int, steps: int) -> list[dict]:
-    """The first ``steps`` CD steps of RBM ``rbm`` (the ones before it trained in full): per step ``loss`` (the
-    reconstruction error), ``grads`` (the CD statistics), ``updates``, ``params`` after the step, ``state``
-    (none), as ``harness.parity.localise`` reads them."""
+def trace(spec: RunSpec, rbm: int, steps: int) -> list[TraceStep]:
+    """The first ``steps`` CD steps of RBM ``rbm`` (the ones before it trained in full), as
+    ``harness.backend.TraceStep`` records (``grads``: the CD statistics; no ``state``)."""
     return run_rbms(spec, (rbm, steps))[2]

@@ -8,12 +8,9 @@ import time
 
 import numpy as np
 
-from harness.backend import BackendError, RunSpec, TrainResult
+from harness.backend import BackendError, RunSpec, Timing, TraceStep, TrainResult, resolve_execution, trace_step
 from harness.referee import losses, optim, rbm
 from harness.referee.model import Arrays, backward, forward, layout
-
-EXECUTIONS = ("loop",)  # one Python step per iteration
-ACCEPTED = (None, *EXECUTIONS, "per_step", "fused")  # None: the default; the others' names for a plain loop
 
 
 def available_devices() -> list[str]:
@@ -31,8 +28,7 @@ def check(spec: RunSpec) -> None:
     model, lab = spec.model, spec.lab
     if spec.device != "cpu":
         raise BackendError(f"the referee runs on the cpu only, not {spec.device!r}")
-    if spec.execution not in ACCEPTED:
-        raise BackendError(f"the referee has no execution {spec.execution!r}; choose from {', '.join(EXECUTIONS)}")
+    resolve_execution("numpy", spec.execution)  # one Python step per iteration ("loop")
     if spec.params is None:
         raise BackendError("the referee needs shared weights (--weights shared); it has no native init")
     missing = set(layout(model)[0]) - set(spec.params)
@@ -112,26 +108,20 @@ def train(spec: RunSpec) -> TrainResult:
             warm = time.perf_counter() - start
         if spec.progress is not None and (s + 1) % 1000 == 0:
             spec.progress(s + 1, spec.steps)
-    total = time.perf_counter() - start
-    run = total - warm
-    timing = {"warmup_s": warm, "run_s": run, "total_s": total,
-              "steps_per_s": (spec.steps - 1) / run if spec.steps > 1 and run > 0 else float("nan")}
-    if spec.lab.pretrain is not None:
-        timing["pretrain_s"] = pre_s
+    timing = Timing.measured(warm, time.perf_counter() - start - warm, spec.steps - 1,
+                             pre_s if spec.lab.pretrain is not None else None)
     return TrainResult(losses_, outputs, learner.params, learner.state, timing, "cpu", recon, rbms)
 
 
-def trace(spec: RunSpec, steps: int) -> list[dict]:
-    """Every tensor of the first ``steps`` steps, for localising a disagreement: per step a dict with ``loss``
-    (before the update), ``grads`` (for the hand-written labs, the update directions), ``updates`` (new - old
-    parameters), ``params`` and ``state`` (batch-norm running statistics) after the step; each a flat mapping of
-    float64 arrays in the shared layout."""
+def trace(spec: RunSpec, steps: int) -> list[TraceStep]:
+    """Every tensor of the first ``steps`` steps, for localising a disagreement: per step a
+    ``harness.backend.TraceStep`` with ``loss`` (before the update), ``grads`` (for the hand-written labs, the
+    update directions), ``updates`` (new - old parameters), ``params`` and ``state`` (batch-norm running
+    statistics) after the step, in the shared layout."""
     learner = Learner(rbm.pretrained(spec)[0])
     records = []
     for s in range(min(steps, spec.steps)):
         before = learner.params
         loss, grads = learner.step(*batch(spec, s))
-        records.append({"loss": loss, "grads": grads,
-                        "updates": {k: learner.params[k] - before[k] for k in before},
-                        "params": dict(learner.params), "state": dict(learner.state)})
+        records.append(trace_step(loss, grads, before, learner.params, learner.state))
     return records

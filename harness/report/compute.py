@@ -106,9 +106,10 @@ def same_start(lab: Lab, options: Any, fw: str, shared: dict | None) -> bool:
 
     from harness.runner import shared_weights
 
-    native = getattr(backends.load(fw), "native_params", None)
-    if native is None or not shared or shared.get("status") != "ok" or lab.companion is not None:
+    if not backends.offers(fw, "native_params") or not shared or shared.get("status") != "ok" \
+            or lab.companion is not None:
         return False
+    native = backends.capability(fw, "native_params")
     model = lab.with_options(**options.overrides).model if options.overrides else lab.model
     ours, theirs = shared_weights(model, shared["seed"], options.dtype)[0], native(model, shared["seed"], options.dtype)
     return ours.keys() == theirs.keys() and all(
@@ -198,7 +199,7 @@ def native_init_study(lab: Lab, opts: JobOptions) -> dict:
     from harness.parity.initcheck import ALPHA, check
 
     start = time.perf_counter()
-    fws = tuple(fw for fw in opts.frameworks if hasattr(backends.load(fw), "native_params"))
+    fws = tuple(fw for fw in opts.frameworks if backends.offers(fw, "native_params"))
     schemes = [s for s in INIT_STUDY_SCHEMES if s not in INIT_STUDY_LABS]
     checks = {s: check(lab.with_options(init=s).model, fws, lab.seed) for s in schemes} if fws else {}
     return {"frameworks": list(fws), "ok": all(c["ok"] for c in checks.values()), "alpha": ALPHA,

@@ -183,7 +183,8 @@ class Job:
             if not self.results["peak"]:  # measured once, before the first lab that trains
                 with recording(self.costs), phase("framework start-up"):  # once a process, not the first lab's
                     for fw in self.opts.frameworks:
-                        getattr(backends.load(fw), "warm_up", lambda: None)()
+                        if backends.offers(fw, "warm_up"):
+                            backends.capability(fw, "warm_up")()
                 with recording(self.costs), phase("matmul peak"):
                     self.results["peak"] = compute.measure_peaks(self.opts)
                 self.say("matmul peak: " + ", ".join(f"{fw} {p['gflops']:.1f} GFLOP/s"

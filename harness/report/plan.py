@@ -40,9 +40,9 @@ def flops_per_step(lab: Lab) -> int:
 
 
 def course_frameworks(opts: JobOptions) -> tuple[str, ...]:
-    """The chosen frameworks the course itself ran in (registry extras ``course``): their native init draws the
+    """The chosen frameworks the course itself ran in (registry ``course``): their native init draws the
     course's weights, so a native run there retraces the course's printed losses."""
-    return tuple(fw for fw in opts.frameworks if backends.info(fw).extras.get("course"))
+    return tuple(fw for fw in opts.frameworks if backends.info(fw).course)
 
 
 def thread_counts(task: str, opts: JobOptions) -> dict[str, int]:

@@ -31,21 +31,9 @@ def pct_peak(rec: dict, fw: str, peak: dict) -> float | None:
     return 100.0 * rec["flops_per_step"] * sps / (gflops * 1e9)
 
 
-MODE_TEXT = {"fused": "fused (lax.scan)", "per_step": "one step per call", "eager": "eager",
-             "compiled": "compiled", "cuda_graph": "CUDA graph"}
-
-
 def mode_text(fw: str, execution: str | None) -> str:
-    """How backend ``fw`` ran its steps, in words: the execution mode ``execution`` stands for in the registry
-    (an alias such as torch's old "fused" is its eager default), described by the registry's ``extras``
-    ("execution_text") or :data:`MODE_TEXT`."""
-    if fw not in backend.names():
-        return execution or "?"
-    entry = backend.info(fw)
-    mode = execution if execution in entry.executions else None
-    if mode is None:
-        mode = getattr(entry, "execution_aliases", {}).get(execution) or entry.executions[0]
-    return entry.extras.get("execution_text", {}).get(mode) or MODE_TEXT.get(mode, mode)
+    """How backend ``fw`` ran its steps, in words (``harness.backend.execution_text``)."""
+    return backend.execution_text(fw, execution)
 
 
 def threads_text(rec: dict) -> str:

@@ -10,8 +10,6 @@ harness imports no framework: :func:`catalogue` collects those of the registered
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,12 +83,11 @@ class Mutation:
 
 
 def catalogue(backends: tuple[str, ...] | None = None) -> tuple[Mutation, ...]:
-    """Every mutation of the named (default: registered) backends whose package has a ``mutations`` module."""
+    """Every mutation of the named (default: registered) backends that offer the ``mutations`` capability."""
     out: list[Mutation] = []
     for name in backends or tuple(registry.names()):
-        package = registry.info(name).module.rsplit(".", 1)[0]
-        if importlib.util.find_spec(f"{package}.mutations") is not None:
-            out.extend(importlib.import_module(f"{package}.mutations").MUTATIONS)
+        if registry.offers(name, "mutations"):
+            out.extend(registry.capability(name, "mutations"))
     return tuple(out)
 
 
@@ -124,3 +121,19 @@ def after_init(cls: type, change: Callable[[Any], None]) -> Callable[[Patch], No
 def activation(module: object, name: str, fn: Callable) -> Callable[[Patch], None]:
     """A patch of ``module.ACTIVATIONS[name]``."""
     return lambda mp: mp.setitem(module.ACTIVATIONS, name, fn)
+
+
+def init_scheme(module: object, change: Callable) -> Callable[[Patch], None]:
+    """A patch of the declared weight distribution as ``module`` (a backend's ``models``) reads it for its native
+    init: ``change(original, scheme, fan_in, fan_out)`` in place of ``harness.init.weight_distribution``."""
+    def patch(mp: Patch) -> None:
+        original = module.weight_distribution
+        mp.setattr(module, "weight_distribution", lambda *a: change(original, *a))
+    return patch
+
+
+def he_truncated(original: Callable, scheme: str, fan_in: int, fan_out: int) -> tuple[str, float]:
+    """For :func:`init_scheme`: He normal drawn truncated at two std and rescaled to the declared variance (Flax's
+    ``he_normal``, torch's ``trunc_normal_``)."""
+    kind, scale = original(scheme, fan_in, fan_out)
+    return ("truncated_normal", scale / 0.87962566103423978) if scheme == "he_normal" else (kind, scale)
