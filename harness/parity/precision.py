@@ -40,7 +40,7 @@ TWINS = (None, 0, 1, 2)  # the float32 emulations: plain, and each matmul's accu
 FACTOR = 300.0  # times the float32 twins' largest difference (an Adam update of a gradient near its eps
 # amplifies one summation-order flip: 88x the twins' on mnist_softmax under mixed_float16, correct code)
 Side = Callable[[RunSpec, int, Policy, LossScale | None], list[dict]]  # (spec, steps, policy, scale) -> trace
-FLOOR = 1e-6  # the least tolerance (float32 arithmetic alone moves a well-conditioned tensor by ~1e-7)
+FLOOR = 1e-5  # the least tolerance (float32 arithmetic alone moves a tensor by ~1e-7, an Adam update up to 3e-6)
 
 
 def probe_scale(policy: Policy) -> LossScale | None:

@@ -83,7 +83,10 @@ class Emulator:
         return out
 
     def c(self, x: np.ndarray) -> np.ndarray:
-        """Rounded to the compute dtype."""
+        """Rounded to the compute dtype (``jitter``: from a value moved by a float32 rounding or two first, as
+        another order of the float32 ops before a cast point would leave it)."""
+        if self.jitter is not None:
+            x = x * (1 + self.jitter.standard_normal(np.shape(x)) * 2.0**-23).astype(self.acc)
         return round_to(x, self.policy.compute, self.acc)
 
     def forward(self, x: np.ndarray, masks: list[np.ndarray] | None, training: bool) -> tuple:
