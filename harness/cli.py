@@ -19,6 +19,7 @@ from harness import __version__
 from harness import backend as backends
 from harness.errors import EXIT_USAGE, USER_ERRORS, LabError, UsageError
 from harness.labs import ACTIVATIONS, GROUPS, INITS, LABS, OPTIMIZERS, lab_names
+from harness.precision import REDUCED
 
 __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main", "main_exit"]
 
@@ -238,6 +239,9 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("lab", help="a lab name (see `dlzta list`)")
     g = p.add_argument_group("sides (BACKEND[:DEVICE][:EXECUTION][:DTYPE]; a field left out: --device, --execution, "
                              "--dtype)")
+    g.add_argument("--precision", type=_one_of(REDUCED, "precision"), metavar=_meta(REDUCED),
+                   help="a reduced-precision policy (docs/precision.md): the precision tier instead of the dtype's "
+                   "tiers; a side may carry its own (jax:bfloat16)")
     g.add_argument("--a", dest="side_a", metavar="CONFIG", help="first side (default: the first registered backend)")
     g.add_argument("--b", dest="side_b", metavar="CONFIG", help="second side (default: the second)")
     g = p.add_argument_group("parity")

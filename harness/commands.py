@@ -108,6 +108,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)
+    from harness.parity import precision_compare
+
+    if precision_compare.wanted(args.precision, args.side_a, args.side_b):  # the precision tier (docs/precision.md)
+        result = precision_compare.compare(lab, run_options(args, "shared"), args.precision, args.side_a, args.side_b)
+        print("\n".join(precision_compare.summary_lines(result)))
+        _write(args.out, result)
+        return 0
     try:
         with Progress(0, f"compare {lab.name}", args.quiet, unit="steps") as progress:  # the live line on a terminal
             result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,

@@ -136,3 +136,19 @@ def test_check_scale_names_a_step_that_breaks_the_rule() -> None:
     assert tier_mod.check_scale(side, rule)["step"] == 3
     side[0] = {**side[0], "updates": {"w": np.ones(2)}}
     assert "not skipped" in tier_mod.check_scale(side, rule)["what"]
+
+
+def test_compare_precision_on_the_command_line(tmp_path, capsys) -> None:
+    """``compare --precision`` prints each side's margin and the verdict, and writes the tiers; a side may carry its
+    own precision."""
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "p.json"
+    assert main(["compare", "xor_mlp", "--a", "torch:bfloat16", "--b", "jax", "--precision", "mixed_float16",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "verdict: follows bfloat16" in text and "follows mixed_float16" in text
+    saved = json.loads(out.read_text())
+    assert set(saved["sides"]) == {"torch:bfloat16", "jax:mixed_float16"} and saved["verdict_kind"] == "follows policy"
