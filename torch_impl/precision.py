@@ -124,20 +124,18 @@ class PrecisionLearner:
         return models.loss_fn(self.spec.lab.loss, out, y.to(out.dtype) if y.is_floating_point() else y).float() \
             if low else models.loss_fn(self.spec.lab.loss, out, y)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> dict:
-        """One step; its loss, the gradients the optimizer saw (unscaled), the scale in effect and finiteness."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
+        """One step (forward, scaled backward, unscale, optimizer or skip, scale update, store); the loss, on the
+        device (no host sync)."""
         for p in (*self.params, *self.shadow):
             p.grad = None
         loss = self.loss(self.forward(x, masks), y)
-        scale = 1.0 if self.scaler is None else self.scaler.get_scale()
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         if self.shadow is not self.params:
             for s, p in zip(self.shadow, self.params):
                 s.grad = p.grad.float()
         if self.scaler is not None and self.mutation != "no_unscale":
             self.scaler.unscale_(self.opt)
-        grads = [s.grad.detach().clone() for s in self.shadow]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
         if self.scaler is None or self.mutation == "no_unscale":  # no_unscale: the scaled gradients step
             self.opt.step()
         else:
@@ -149,7 +147,15 @@ class PrecisionLearner:
                 for bn in self.module.bn:
                     for stat in (bn.running_mean, bn.running_var):
                         stat.copy_(stat.to(torch.bfloat16))
-        return {"loss": float(loss.detach()), "grads": grads, "loss_scale": scale, "finite": finite}
+        return loss.detach()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> dict:
+        """One step; its loss, the gradients the optimizer saw (unscaled), the scale in effect and finiteness."""
+        scale = 1.0 if self.scaler is None else self.scaler.get_scale()
+        loss = self.train_step(x, y, masks)
+        grads = [s.grad.detach().clone() for s in self.shadow]  # the optimizer leaves them as it found them
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        return {"loss": float(loss), "grads": grads, "loss_scale": scale, "finite": finite}
 
     @torch.no_grad()
     def _store(self) -> None:
