@@ -12,7 +12,8 @@ match, explicitly (each place is named in ``docs/precision.md``):
   arithmetic); the policy rounds ``g y (1 - y)`` once, computed in float32 (as torch's bfloat16 kernel does):
   :class:`Float16Sigmoid`;
 - pure bfloat16's optimizer: torch's foreach kernels round after each of an update's ops; the policy computes an
-  update in float32 from the stored values and rounds once on store: the update runs on float32 copies.
+  update in float32 from the stored values and rounds once on store: Adam runs its fused kernel (which does
+  exactly that), SGD its one-op update, RMSprop and Adadelta on float32 copies rounded on store.
 
 :func:`trace` records the first steps as ``harness.referee.precision.trace`` does (and ``harness.parity.localise``
 reads), with the loss scale in effect and whether each step's gradients were finite. ``mutation`` plants one of
@@ -77,9 +78,14 @@ class PrecisionLearner:
         self.module.train()
         self.params = list(self.module.parameters())
         self.low_state = (policy.optimizer_state != "float32" or mutation == "opt_state_low")
-        self.shadow = [p.detach().float().clone().requires_grad_() for p in self.params] if (
+        # Adam's fused kernel and SGD's update already compute in float32 from bfloat16 values and round once on
+        # store (the policy); the other optimizers (and the planted bugs) update float32 copies, rounded on store
+        native = policy.name == "bfloat16" and mutation is None and spec.lab.optimizer.name in ("adam", "sgd")
+        if native:
+            self.low_state = False
+        self.shadow = [p.detach().float().clone().requires_grad_() for p in self.params] if not native and (
             self.low_state or stored != torch.float32) else self.params
-        self.opt = models.make_optimizer(spec.lab.optimizer, self.shadow)
+        self.opt = models.make_optimizer(spec.lab.optimizer, self.shadow, fused=native)
         scale = loss_scale or policy.loss_scale
         self.scaler = None if scale is None else torch.amp.GradScaler(
             device.type, init_scale=scale.initial, growth_factor=scale.growth_factor,
