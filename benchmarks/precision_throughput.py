@@ -1,22 +1,23 @@
 """Steps/s in every precision, the harness's precision learners against plain hand-written loops, side by side.
 
 Per lab (default mnist_deep_xavier, mnist_dropout), framework and precision (float32, bfloat16, mixed_bfloat16,
-mixed_float16): the harness's step (``torch_impl.precision.PrecisionLearner.train_step``, the jitted step of
-``jax_impl.precision.PrecisionLearner``) and a plain loop of the same lab written as a user would (torch:
-``nn.Sequential``, ``torch.autocast`` and ``torch.amp.GradScaler``, the module cast to bfloat16 for pure bfloat16,
-``torch.optim.Adam``; JAX: a jitted function of a dict of arrays, ``optax.adam``, Flax's ``DynamicScale``), both
-on the same pooled batches and shared dropout masks, alternating ``--repeats`` times in one process, both
-frameworks on ``--threads`` threads (XLA's pool is fixed at start-up: pass the same count in ``XLA_FLAGS``, as
-``--threads`` reminds). Prints the median steps/s of each, harness / plain, each precision's speed-up over
-float32, each precision's own matmul peak and the share of it, the CPU, its bf16/AMX flags and the load.
+mixed_float16): the harness's step (``torch_impl.precision.PrecisionLearner.train_step``; the ``train_step`` of
+``jax_impl.precision.PrecisionLearner``, its carry donated) and a plain loop of the same lab written as a user
+would: torch ``nn.Linear`` layers, ``torch.autocast`` and ``torch.amp.GradScaler`` (the module cast to bfloat16
+for pure bfloat16), ``torch.optim.Adam``; JAX a jitted function of a dict of arrays, ``optax.adam``, Flax's
+``DynamicScale``. Both on the same pooled batches and shared dropout masks, alternating ``--repeats`` times in
+one process; torch on ``--threads`` threads, XLA on the pool ``XLA_FLAGS`` gives it at start-up (give both the
+same count). Prints the median steps/s of each, harness / plain, each precision's speed-up over float32, each
+precision's own matmul peak and the share of it, the CPU, its bf16/AMX flags and the load.
 
-    XLA_FLAGS=--xla_cpu_multi_thread_eigen=true PYTHONPATH=$PWD .venv/bin/python \
-        benchmarks/precision_throughput.py --out /tmp/precision-throughput.json
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" PYTHONPATH=$PWD \
+        .venv/bin/python benchmarks/precision_throughput.py --threads 1 --out /tmp/precision-throughput.json
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -95,7 +96,7 @@ def torch_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict
             if i < len(model) - 1:
                 x = F.relu(x)
                 if p > 0:
-                    x = x * masks[i] / (1 - p)
+                    x = x * masks[i].to(x.dtype) / (1 - p)
         return x
 
     def plain(i: int):
@@ -136,8 +137,8 @@ def jax_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict:
     state = {"carry": learner.carry}
 
     def harness(i: int):
-        state["carry"], out = learner.step(state["carry"], jx[i % POOL], jy[i % POOL], jm[i % POOL])
-        return out["loss"]
+        state["carry"], loss = learner.train_step(state["carry"], jx[i % POOL], jy[i % POOL], jm[i % POOL])
+        return loss
 
     compute = {"bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(policy.compute, jnp.float32)
     stored = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
@@ -155,7 +156,7 @@ def jax_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict:
                     h = h * masks[i].astype(compute) / (1 - p)
         return optax.softmax_cross_entropy_with_integer_labels(h.astype(jnp.float32), y).mean()
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)
     def step(carry: Any, x: Any, y: Any, masks: Any) -> Any:
         params, opt_state, scale = carry
         if scale is None:

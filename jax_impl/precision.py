@@ -128,7 +128,9 @@ class PrecisionLearner:
             growth_factor=rule.growth_factor, backoff_factor=rule.backoff_factor, growth_interval=interval,
             scale=jnp.float32(rule.initial))
         self.carry = (params, _cast(self.opt.init(_cast(params, jnp.float32)), self.state_dtype), stats, self.scale)
-        self.step = jax.jit(self._step)
+        self.step = jax.jit(self._step)  # the traced step: its gradients, finiteness and scale come back too
+        self.train_step = jax.jit(lambda carry, x, y, masks: (lambda c, out: (c, out["loss"]))(
+            *self._step(carry, x, y, masks)), donate_argnums=0)  # training: the carry donated, the loss only
 
     def _loss(self, params: nnx.State, stats: nnx.State, x: jax.Array, y: jax.Array,
               masks: list[jax.Array] | None) -> tuple[jax.Array, nnx.State]:
