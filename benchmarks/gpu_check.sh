@@ -67,4 +67,34 @@ if [ "$NGPU" -gt 1 ]; then
   timeout 120 $PY -m harness bench --devices "gpu,$COUNTS" --out "$OUT/scaling-gpu.json" \
     --markdown "$OUT/scaling-gpu.md" 2>&1 | tee -a "$LOG"
 fi
+step "precisions on the GPU: matmul peaks (float32 with TF32 off and on, bfloat16, float16), mixed-precision steps"
+timeout 90 $PY - <<'PY' 2>&1 | tee -a "$LOG"
+import numpy as np
+import torch
+from harness.bench.measure import precision_peaks
+from harness.labs import get_lab
+from harness.precision import get_policy
+from harness.runner import RunOptions, prepare
+from torch_impl import precision
+
+for fw in ("torch", "jax"):
+    for dtype, peak in precision_peaks(fw, "gpu", 8192, 10).items():
+        print(f"{fw} gpu {dtype} matmul peak: {peak.get('gflops', float('nan')):.0f} GFLOP/s {peak.get('reason', '')}")
+torch.backends.cuda.matmul.allow_tf32 = True  # TF32 on, for the record beside "highest" (the harness's setting)
+a, b = (torch.rand(8192, 8192, device="cuda") for _ in range(2))
+torch.matmul(a, b); torch.cuda.synchronize()
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+start.record(); torch.matmul(a, b); end.record(); torch.cuda.synchronize()
+print(f"torch gpu float32 matmul with TF32 on: {2 * 8192**3 / start.elapsed_time(end) / 1e6:.0f} GFLOP/s")
+torch.backends.cuda.matmul.allow_tf32 = False
+spec = prepare(get_lab("mnist_batchnorm"), RunOptions(device="gpu", steps=20, data="mnist-5k", weights="shared",
+                                                      mask_mode="shared")).spec
+x = torch.tensor(spec.train_x[spec.batches[0]], device="cuda")
+y = torch.tensor(spec.train_y[spec.batches[0]], dtype=torch.int64, device="cuda")
+for name in ("bfloat16", "mixed_bfloat16", "mixed_float16"):
+    learner = precision.PrecisionLearner(spec, get_policy(name), torch.device("cuda"))
+    losses = [float(learner.train_step(x, y, None)) for _ in range(20)]
+    print(f"torch gpu {name}: loss {losses[0]:.4f} -> {losses[-1]:.4f}, finite {bool(np.isfinite(losses).all())}")
+PY
+
 step "done in $((SECONDS - start)) s"
