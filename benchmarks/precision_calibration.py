@@ -86,6 +86,26 @@ def write(out: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def summarise(rows: list[dict]) -> str:
+    """The markdown tables of docs/parity.md: false alarms per lab and precision, the detection table."""
+    ok = [r for r in rows if r["kind"] == "correct"]
+    out = ["| lab | precision | seeds | false alarms | closest share of a tolerance (where) |", "|---|---|---|---|---|"]
+    for lab in dict.fromkeys(r["lab"] for r in ok):
+        for name in dict.fromkeys(r["policy"] for r in ok if r["lab"] == lab):
+            group = [r for r in ok if r["lab"] == lab and r["policy"] == name]
+            worst = max(((s["share"], s["what"], side) for r in group for side, s in r["closest"].items()),
+                        key=lambda w: w[0])
+            alarms = sum(r["verdict_kind"] != "follows policy" for r in group)
+            out.append(f"| {lab} | {name} | {len(group)} | {alarms} | {worst[0]:.2g} ({worst[2]}: {worst[1]}) |")
+    bugs = [r for r in rows if r["kind"] == "mutation"]
+    if bugs:
+        out += ["", "| mutation | lab | precision | planted in | caught | side named | verdict |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['mutation']} | {r['lab']} | {r['policy']} | {r['side']} | {'yes' if r['caught'] else '**no**'}"
+                f" | {'yes' if r['side_named'] else 'no'} | {r['verdict']} |" for r in bugs]
+    return "\n".join(out)
+
+
 def main() -> None:
     """Run the calibration (and the planted bugs) and print the summary."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -97,7 +117,11 @@ def main() -> None:
     ap.add_argument("--mutation-labs", default=",".join(MUTATION_LABS))
     ap.add_argument("--no-correct", action="store_true", help="only the planted bugs")
     ap.add_argument("--out", type=Path, default=Path("precision-calibration.jsonl"))
+    ap.add_argument("--summarise", nargs="+", type=Path, help="print the markdown tables of these JSON-line files")
     a = ap.parse_args()
+    if a.summarise:
+        print(summarise([json.loads(line) for f in a.summarise for line in f.read_text().splitlines()]))
+        return
     sides = a.sides.split(",")
     rows = [] if a.no_correct else correct(a.labs.split(","), a.seeds, tuple(a.policies.split(",")), a.out, sides)
     if a.mutations:
