@@ -45,12 +45,15 @@ def device_info(device: str) -> dict:
 
 def matmul_timer(device: str, n: int, dtype: str = "float32") -> Callable[[], float]:
     """A function timing one ``n`` x ``n`` matmul of ``dtype`` operands (float32 at full precision; bfloat16 and
-    float16 in that dtype), ended by ``block_until_ready``, in seconds, on operands made once."""
+    float16 operands accumulated in float32), ended by ``block_until_ready``, in seconds, on operands made once."""
     dev = jax.devices(device)[0]
     rng = np.random.default_rng(0)
     a, b = (jax.device_put(jnp.asarray(rng.random((n, n), np.float32), runtime.storage_dtype(dtype)), dev)
             for _ in range(2))
-    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=runtime.PRECISION))
+    # bfloat16/float16: products accumulated and returned in float32, as a precision policy's layers compute them
+    # (jax_impl/precision.py); XLA's CPU dot with a low-precision result runs several times slower
+    wide = None if dtype in ("float32", "float64") else jnp.float32
+    matmul = jax.jit(lambda a, b: jnp.matmul(a, b, precision=runtime.PRECISION, preferred_element_type=wide))
     for _ in range(2):
         matmul(a, b).block_until_ready()
 
