@@ -1,13 +1,11 @@
 """The backend contract, the registry of backends, and the framework-neutral records they exchange.
 
-A backend is a module (``torch_impl.backend``, ``jax_impl.backend``, ...) that satisfies :class:`Backend` (the
-required capabilities). What else it offers (a trace, its native init, an ensemble, data parallelism, planted bugs,
-...) its registry entry declares in :class:`Capabilities`, and the harness asks for it by name
-(:func:`capability`, :func:`offers`), never by looking into a backend's modules. The harness knows backends only
-through :data:`REGISTRY` (name, label, colour, execution modes, thread policy, capabilities) and imports a
-backend's modules only when a run asks for them, so one framework runs where another is absent and ``harness``
-itself imports no framework. Execution modes are declared by the registry entry and resolved by
-:func:`resolve_execution` alone: a backend receives canonical names only. Register another with :func:`register`.
+A backend is a module (``torch_impl.backend``, ...) satisfying :class:`Backend` (the required capabilities); its
+registry entry (:class:`BackendInfo`, :data:`REGISTRY`) declares its execution modes, thread policy and, in
+:class:`Capabilities`, the optional ones, which the harness asks for by name (:func:`offers`, :func:`capability`),
+never by looking into a backend's modules. Modules are imported only when a run asks for them, so ``harness``
+imports no framework. :func:`resolve_execution` is the one resolver of execution modes: backends receive canonical
+names only. Register another backend with :func:`register`.
 """
 
 from __future__ import annotations
@@ -195,19 +193,17 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """The optional capabilities of a backend, each where it lives (``"module:attribute"``, or ``"module"`` for a
-    module), None where the backend does not offer it; :func:`capability` imports and returns one.
-
-    ``trace(spec, steps) -> list[TraceStep]``: every tensor of the first steps (the exact tier localises with it);
-    ``pretrain_trace(spec, rbm, steps) -> list[TraceStep]``: the same of RBM pre-training's CD steps;
-    ``native_params(model, seed, dtype) -> Params``: the untrained weights its native init draws (what ``run
-    --weights native`` trains from; ``harness.parity.initcheck``); ``warm_up() -> None``: pay up front what the
-    framework defers to a process's first run; ``train_ensemble(spec, params_list, steps, seeds) -> losses
-    [members, steps]`` (without it the statistical tier loops over ``train``); ``mutations``: the planted bugs of
-    the mutation suite (a sequence of ``harness.selfcheck.Mutation``); ``parallel``: the module of its
-    data-parallel runs (``harness.parallel``); ``precision_trace(spec, steps, policy, loss_scale, mutation) ->
-    list[dict]``: the first steps under a reduced-precision policy (``harness.parity.precision``), and
-    ``precision_mutations``: its planted precision-placement bugs (name -> the policies where each is a bug)."""
+    """A backend's optional capabilities, each where it lives (``"module:attribute"``; ``"module"`` for a module),
+    None where it offers none; :func:`capability` imports one. ``trace(spec, steps) -> list[TraceStep]``: every
+    tensor of the first steps (the exact tier localises with it); ``pretrain_trace(spec, rbm, steps)``: the same of
+    RBM pre-training's CD steps; ``native_params(model, seed, dtype) -> Params``: the untrained weights its native
+    init draws (``run --weights native``; ``harness.parity.initcheck``); ``warm_up()``: pay up front what the
+    framework defers to a process's first run; ``train_ensemble(spec, params_list, steps, seeds)``: losses
+    ``[members, steps]`` (else the statistical tier loops over ``train``); ``mutations``: the mutation suite's
+    planted bugs (``harness.selfcheck.Mutation``s); ``parallel``: its data-parallel module (``harness.parallel``);
+    ``precision_trace(spec, steps, policy, loss_scale, mutation) -> list[dict]``: the first steps under a
+    reduced-precision policy (``harness.parity.precision``); ``precision_mutations``: its planted
+    precision-placement bugs (name -> the policies where each is a bug)."""
 
     trace: str | None = None
     pretrain_trace: str | None = None
@@ -234,7 +230,8 @@ class BackendInfo:
     only). ``cost``: rough seconds per run of ``(setup, per_step)`` on a CPU, for ETAs. ``float64_only``: it
     computes in float64 whatever dtype is asked (a referee). ``course``: the labs' own framework (its native init
     draws the course's weights; the report). ``bench_fuse_steps``: steps per fused program by task (absent: a
-    whole timed block); ``bench_block_factor``: by mode and task, how many times longer its timed blocks are."""
+    whole timed block); ``bench_block_factor``: by mode and task, how many times longer its timed blocks are;
+    ``bench_order``: the order bench times its modes in (default: ``executions``)."""
 
     name: str
     label: str
@@ -252,6 +249,7 @@ class BackendInfo:
     course: bool = False
     bench_fuse_steps: Mapping[str, int] = field(default_factory=dict)
     bench_block_factor: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    bench_order: tuple[str, ...] = ()
 
 
 EXECUTION_TEXT = {"fused": "fused (lax.scan)", "per_step": "one step per call", "eager": "eager",
@@ -323,9 +321,9 @@ def capability(name: str, what: str) -> Any:
 
 
 def executions_on(name: str, device: str) -> tuple[str, ...]:
-    """The execution modes backend ``name`` offers on ``device``, its default first."""
+    """The execution modes backend ``name`` offers on ``device`` (its ``modes``), in its ``bench_order``."""
     entry = info(name)
-    return tuple(e for e in entry.executions if device in entry.execution_devices.get(e, DEVICES))
+    return tuple(e for e in entry.bench_order or entry.executions if device in entry.execution_devices.get(e, DEVICES))
 
 
 def all_executions(include: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -394,6 +392,7 @@ register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eage
 register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),
                      thread_policy="fixed", cost=(2.0, 20e-6), companion_color="#92c5de",
                      capabilities=_capabilities("jax_impl"), parallel_executions=("fused", "per_step"),
+                     bench_order=("per_step", "fused"),
                      # bench: fused XOR steps take ~10 us, so their timed blocks are ten times longer
                      bench_block_factor={"fused": {"xor": 10, "gates": 10}}))
 register(BackendInfo("numpy", "NumPy referee", "#2ca02c", "harness.referee.backend", ("loop",),

@@ -142,10 +142,10 @@ def test_learning_rate_bug_is_flagged(monkeypatch):
 
 
 def test_a_backend_without_train_ensemble_is_looped_through_train(monkeypatch):
-    from torch_impl import train
+    from torch_impl import runtime, train
 
     module = types.ModuleType("loop_only_backend")
-    module.train, module.available_devices = train.train, train.available_devices
+    module.train, module.available_devices = train.train, runtime.available_devices
     monkeypatch.setitem(sys.modules, "loop_only_backend", module)
     monkeypatch.setitem(registry.REGISTRY, "loop", registry.BackendInfo("loop", "Loop", "#000", "loop_only_backend",
                                                                         ("eager",)))

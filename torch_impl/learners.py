@@ -78,7 +78,7 @@ class ManualLearner:
         return manual.forward(self.params, x)[1][-1]
 
     def export(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        return {k: v.cpu().numpy().copy() for k, v in self.params.items()}, {}
+        return runtime.to_numpy(self.params), {}
 
 
 def make_learner(spec: RunSpec, dtype: torch.dtype, device: torch.device) -> ModuleLearner | ManualLearner:

@@ -76,7 +76,7 @@ def sets_threads(framework: str) -> bool:
 
 def all_modes() -> tuple[str, ...]:
     """Every execution mode some registered backend offers, in registry order."""
-    return tuple(dict.fromkeys(m for name in backends.names() for m in backends.info(name).executions))
+    return backends.all_executions()
 
 
 def default_block_steps(framework: str, mode: str, task: str) -> int:
