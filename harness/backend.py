@@ -201,9 +201,8 @@ class Capabilities:
     framework defers to a process's first run; ``train_ensemble(spec, params_list, steps, seeds)``: losses
     ``[members, steps]`` (else the statistical tier loops over ``train``); ``mutations``: the mutation suite's
     planted bugs (``harness.selfcheck.Mutation``s); ``parallel``: its data-parallel module (``harness.parallel``);
-    ``precision_trace(spec, steps, policy, loss_scale, mutation) -> list[dict]``: the first steps under a
-    reduced-precision policy (``harness.parity.precision``); ``precision_mutations``: its planted
-    precision-placement bugs (name -> the policies where each is a bug)."""
+    ``precision_trace(spec, steps, policy, loss_scale, mutation)``: the first steps under a reduced precision
+    (``harness.parity.precision``); ``precision_mutations``: its precision bugs (name -> policies where each is)."""
 
     trace: str | None = None
     pretrain_trace: str | None = None
