@@ -60,6 +60,16 @@ def correct(labs: list[str], seeds: int, policies: tuple[str, ...], out: Path, s
     return rows
 
 
+def applies(mutation: str, lab: object) -> bool:
+    """Whether ``mutation`` can change anything in ``lab``: batch-norm statistics need batch norm, optimizer state
+    an optimizer that keeps some."""
+    if mutation == "bn_state_low":
+        return lab.model.batchnorm
+    if mutation == "opt_state_low":
+        return lab.optimizer.name != "sgd"
+    return True
+
+
 def planted(labs: list[str], out: Path, sides: list[str]) -> list[dict]:
     """Every precision mutation, on each side, under each policy where it is a bug."""
     rows = []
@@ -67,6 +77,8 @@ def planted(labs: list[str], out: Path, sides: list[str]) -> list[dict]:
         p = prepared(lab, None)
         for side in sides:
             for mutation, policies in registry.capability(side, "precision_mutations").items():
+                if not applies(mutation, get_lab(lab)):
+                    continue
                 for name in policies:
                     r = tier(p.spec, get_policy(name), backend_sides(sides, mutation, side))
                     caught = r["verdict_kind"] == "differs"

@@ -174,6 +174,22 @@ class PrecisionLearner:
         return params, state
 
 
+SLOTS = {optax.ScaleByAdamState: {"mu": "m", "nu": "v"}, optax.ScaleByRmsState: {"nu": "v"},  # referee's names
+         optax.ScaleByAdaDeltaState: {"e_g": "square_avg", "e_x": "acc_delta"}}
+
+
+def opt_slots(learner: PrecisionLearner, carry: tuple) -> dict[str, np.ndarray]:
+    """The optimizer's slots as the referee names them (``dense0/kernel:m``), float64, shared layout."""
+    out = {}
+    found = jax.tree_util.tree_leaves(carry[1], is_leaf=lambda x: type(x) in SLOTS)
+    for state in (s for s in found if type(s) in SLOTS):
+        for field, slot in SLOTS[type(state)].items():
+            tree = _cast(getattr(state, field), jnp.float32)
+            params = models.get_params(nnx.merge(learner.graphdef, tree, carry[2], copy=True))[0]
+            out.update({f"{k}:{slot}": np.asarray(v, np.float64) for k, v in params.items()})
+    return out
+
+
 def _np(a: jax.Array) -> np.ndarray:
     return np.asarray(a.astype(jnp.float32), np.float64)
 
@@ -209,5 +225,6 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
             records.append({"loss": float(out["loss"]), "grads": {k: np.asarray(v, np.float64)
                                                                   for k, v in grads.items()},
                             "updates": {k: params[k] - before[k] for k in params}, "params": params,
-                            "state": state, "loss_scale": float(out["loss_scale"]), "finite": bool(out["finite"])})
+                            "state": state, "opt_state": opt_slots(learner, learner.carry),
+                            "loss_scale": float(out["loss_scale"]), "finite": bool(out["finite"])})
     return records

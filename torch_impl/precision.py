@@ -39,6 +39,10 @@ MUTATIONS = {"loss_low": REDUCED, "opt_state_low": ("mixed_bfloat16", "mixed_flo
              "input_bf16": ("mixed_float16",)}
 
 
+SLOTS = {"sgd": {}, "adam": {"exp_avg": "m", "exp_avg_sq": "v"}, "rmsprop": {"square_avg": "v"},  # referee's names
+         "adadelta": {"square_avg": "square_avg", "acc_delta": "acc_delta"}}
+
+
 class Float16Sigmoid(torch.autograd.Function):
     """The sigmoid of a float16 tensor with the policy's backward: ``g y (1 - y)`` computed in float32 from the
     float16 output and rounded once."""
@@ -179,6 +183,18 @@ class PrecisionLearner:
                     if key != "step" and torch.is_tensor(value) and value.is_floating_point():
                         value.copy_(value.to(low))
 
+    def opt_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's slots as the referee names them (``dense0/kernel:m``), float64, shared layout."""
+        out = {}
+        for (name, _), p in zip(self.module.named_parameters(), self.shadow):
+            kind, i, what = name.split(".")
+            key = f"{kind}{i}/" + {"weight": "kernel" if kind == "dense" else "scale", "bias": "bias"}[what]
+            state = self.opt.state.get(p, {})
+            for slot, name in SLOTS[self.spec.lab.optimizer.name].items():
+                a = _np(state[slot]) if slot in state else np.zeros(tuple(p.shape))  # zero before the first update
+                out[f"{key}:{name}"] = a.T if a.ndim == 2 else a
+        return out
+
     def export(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Weights and running statistics in the shared layout, float64."""
         params, state = {}, {}
@@ -228,7 +244,7 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
         except RuntimeError:  # e.g. a loss of non-finite outputs: the trace ends here (the tier names the step)
             break
         params, state = learner.export()
-        record.update(grads=_layout_grads(learner.module, record["grads"]),
+        record.update(grads=_layout_grads(learner.module, record["grads"]), opt_state=learner.opt_state(),
                       updates={k: params[k] - before[k] for k in params}, params=params, state=state)
         records.append(record)
     return records

@@ -29,9 +29,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from harness.backend import RunSpec
-from harness.parity.localise import KINDS, describe, grow
+from harness.parity.localise import KINDS, grow
 from harness.parity.localise import _rel as rel_of
 from harness.parity.localise import _tensors as tensors_of
+from harness.parity.localise import describe as describe_kind
 from harness.precision import PROBE_LOSS_SCALE, LossScale, Policy
 
 TRACE_STEPS = 3  # steps traced (bfloat16 policies)
@@ -83,7 +84,7 @@ def judge(side: Sequence[dict], ref: Sequence[dict], twins: Sequence[Sequence[di
             return {"off": {"step": step, "kind": "grads", "tensor": None, "rel": math.inf, "tolerance": 0.0,
                             "what": f"gradients {said} at step {step}, the policy's did not", "also": []},
                     "closest": closest}
-        for kind in KINDS:
+        for kind in (*KINDS, "opt_state"):
             if kind == "grads" and not ref[step].get("finite", True):
                 continue  # an overflowing step: its gradients hold inf/nan on both sides; it must be skipped
             mine, theirs = tensors_of(side[step], kind), tensors_of(ref[step], kind)
@@ -122,6 +123,13 @@ def check_scale(side: Sequence[dict], rule: LossScale | None) -> dict | None:
         if not record["finite"] and moved:
             return {"step": step, "what": f"overflowing step {step} not skipped (its gradients hold inf/nan)"}
     return None
+
+
+def describe(kind: str, tensor: str, step: int) -> str:
+    """As ``harness.parity.localise.describe``, and ``dense0/kernel:m optimizer state, after step 0``."""
+    if kind == "opt_state":
+        return f"{tensor} optimizer state, after step {step}"
+    return describe_kind(kind, tensor, step)
 
 
 def network_spec(spec: RunSpec) -> RunSpec:

@@ -63,7 +63,10 @@ class Emulator:
         self.scale, self.tracker = (self.scaler.initial, 0) if self.scaler else (1.0, 0)
 
     def store(self, x: np.ndarray, dtype: str) -> np.ndarray:
-        """``x`` as stored in ``dtype``, held in the accumulation dtype."""
+        """``x`` as stored in ``dtype``, held in the accumulation dtype (``jitter``, below float32: from a value
+        moved by a float32 rounding or two first, as in :meth:`c`)."""
+        if self.jitter is not None and dtype in ("bfloat16", "float16"):
+            x = x * (1 + self.jitter.standard_normal(np.shape(x)) * 2.0**-23).astype(self.acc)
         return round_to(x, dtype, self.acc)
 
     def mm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -176,8 +179,11 @@ class Emulator:
         self.state = state  # the forward pass moved the running statistics, skipped step or not (as torch's)
         if self.scaler is not None:
             self.scale, self.tracker = self.scaler.update(self.scale, self.tracker, finite)
+        slots = {f"{k}:{slot}": store[k].copy() if k in store else np.zeros_like(v)  # zero before the first update
+                 for slot, store in self.rule.slots.items() for k, v in self.params.items()}
         return {"loss": float(loss), "grads": grads, "updates": {k: self.params[k] - before[k] for k in before},
-                "params": dict(self.params), "state": dict(self.state), "loss_scale": scale, "finite": finite}
+                "params": dict(self.params), "state": dict(self.state), "opt_state": slots, "loss_scale": scale,
+                "finite": finite}
 
 
 def trace(spec: RunSpec, steps: int, policy: Policy, accumulate: str = "float64",
@@ -190,7 +196,7 @@ def trace(spec: RunSpec, steps: int, policy: Policy, accumulate: str = "float64"
     records = []
     for s in range(min(steps, spec.steps)):
         record = emulator.step(*batch(spec, s))
-        for kind in ("grads", "updates", "params", "state"):
+        for kind in ("grads", "updates", "params", "state", "opt_state"):
             record[kind] = {k: np.asarray(v, np.float64) for k, v in record[kind].items()}
         records.append(record)
     return records
