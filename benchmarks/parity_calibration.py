@@ -31,7 +31,7 @@ from harness import backend as registry  # noqa: E402
 from harness.backend import RunSpec  # noqa: E402
 from harness.labs import LABS, get_lab  # noqa: E402
 from harness.parity import ensemble as tier  # noqa: E402
-from harness.runner import Prepared, RunOptions, prepare  # noqa: E402
+from harness.run.runner import Prepared, RunOptions, prepare  # noqa: E402
 
 SEED = 20240  # base of the weight-nudge draws (variant k draws from [SEED, k])
 

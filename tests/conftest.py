@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.compare import compare
 from harness.labs import get_lab
-from harness.runner import RunOptions, run
+from harness.parity.api import compare
+from harness.run.runner import RunOptions, run
 
 
 @functools.cache

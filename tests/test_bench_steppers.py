@@ -16,7 +16,7 @@ from harness import bench
 from harness.bench import peak
 from harness.errors import BackendError
 from harness.labs import get_lab
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 from torch_impl import train as torch_train
 
 POOL = 4

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import get_lab
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def _error_line(capsys) -> str:

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.init import _truncated_normal, weight_distribution
 from harness.labs import INITS, LABS, Model, get_lab
 from harness.parity import initcheck

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import xor_data
+from harness.data.datasets import xor_data
 from harness.init import init_params
 from harness.labs import Model
 from jax_impl import manual as jmanual

@@ -15,7 +15,7 @@ import pytest
 
 from harness.backend import TrainResult
 from harness.labs import LABS, get_lab
-from harness.runner import RunOptions, prepare, run_prepared
+from harness.run.runner import RunOptions, prepare, run_prepared
 
 MNIST_LABS = tuple(n for n, lab in LABS.items() if lab.task == "mnist")
 BIG = ("mnist_deep_xavier", "mnist_deep_xavier_published", "mnist_dropout", "mnist_selu")

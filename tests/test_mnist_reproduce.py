@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
+from harness.commands.reproduce import accuracy_spread, render, reproduce
 from harness.labs import GROUPS, LABS, LabError, get_lab, lab_names
-from harness.reproduce import accuracy_spread, render, reproduce
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def test_lab_names_and_groups():

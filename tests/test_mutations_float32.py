@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("jax")
 
-from harness.cli import main  # noqa: E402
+from harness.commands.cli import main  # noqa: E402
 from harness.selfcheck import catalogue, tiers  # noqa: E402
 
 FLOAT32 = tuple(m for m in catalogue(("torch", "jax")) if m.tier == "statistical")

@@ -13,7 +13,7 @@ import pytest
 from harness import backend as registry
 from harness.labs import get_lab
 from harness.parity import ensemble as tier
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 
 EPS32 = float(np.finfo(np.float32).eps)
 

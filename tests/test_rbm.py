@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from harness import backend as backends
-from harness import pretrain
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import LabError, Pretrain, get_lab
 from harness.referee import losses, model
 from harness.referee import rbm as referee_rbm
-from harness.runner import RunOptions, execute, prepare, run
+from harness.run import pretrain
+from harness.run.runner import RunOptions, execute, prepare, run
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness import report
-from harness.cli import main
+from harness.commands.cli import main
 from harness.parity.verdict import brief
 from harness.report import compute as report_compute
 from harness.report.doc import Doc

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import backend as backends
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import get_lab
 from harness.report.options import JobOptions
 from harness.report.plan import WORK_FLOPS, estimate_seconds, flops_per_step, thread_counts

@@ -15,7 +15,7 @@ The rooms:
 - :mod:`~harness.bench.gate`: the regression gate against a baseline results file.
 - :mod:`~harness.bench.formats`: printed lines, markdown tables, the results JSON, github-action-benchmark files.
 - :mod:`~harness.bench.targets`: the project's development targets (``--targets``).
-- :mod:`~harness.bench.command`: ``dlzta bench`` itself (its options live in :mod:`harness.cli`).
+- :mod:`~harness.bench.command`: ``dlzta bench`` itself (its options live in :mod:`harness.commands.cli`).
 """
 
 from __future__ import annotations

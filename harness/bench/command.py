@@ -1,5 +1,5 @@
 """``dlzta bench``: plan the workloads, check a baseline before measuring, time them, print and write the
-figures, gate them. Its options are declared in :mod:`harness.cli`."""
+figures, gate them. Its options are declared in :mod:`harness.commands.cli`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from harness.bench.gate import (
 from harness.bench.measure import merge_rerun, run
 from harness.bench.targets import check_targets, format_targets
 from harness.bench.workloads import MIN_MEANINGFUL_BLOCKS, SUITES, Overrides, Workload, plan
+from harness.commands.progress import Progress
 from harness.errors import UsageError
-from harness.progress import Progress
 
 
 def _plan(args: argparse.Namespace) -> list[Workload]:

@@ -14,19 +14,19 @@ import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
+import harness.parity.quantities as qty
+import harness.parity.verdict as words
 from harness import backend as registry
 from harness.backend import TrainResult
-from harness.costs import phase
+from harness.commands.progress import Progress
 from harness.errors import RunDiverged
 from harness.labs import Lab
-from harness.parity import quantities as qty
-from harness.parity import verdict as words
 from harness.parity.configs import RunConfig, default_configs, for_config, lowest_dtype, parse_config, run_keys
 from harness.parity.divergence import divergence, public
 from harness.parity.ensemble import ensemble_tier
 from harness.parity.exact import TRACE_STEPS, exact_tier, window
-from harness.progress import Progress
-from harness.runner import Prepared, RunOptions, prepare, run_prepared
+from harness.run.costs import phase
+from harness.run.runner import Prepared, RunOptions, prepare, run_prepared
 
 
 def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig,

@@ -15,7 +15,7 @@ import numpy as np
 from harness import backend as registry
 from harness.backend import DEVICES, DTYPES, RunSpec
 from harness.errors import UsageError
-from harness.runner import Prepared, RunOptions
+from harness.run.runner import Prepared, RunOptions
 
 SYNTAX = "BACKEND[:DEVICE][:EXECUTION][:DTYPE]"
 

@@ -216,7 +216,7 @@ def describe(fig: dict, dtype: str, a: str, b: str, own_masks: bool) -> tuple[st
 
 def _accuracy(prepared: Any, outputs: dict) -> float | dict | None:
     """Final accuracy of one run on its test set (training set for the XOR labs)."""
-    from harness.metrics import evaluate
+    from harness.run.metrics import evaluate
 
     sets = outputs[max(outputs)] if outputs else {}
     name = "test" if "test" in sets else "train" if "train" in sets else None
@@ -261,7 +261,7 @@ def own_masks(spec: RunSpec) -> bool:
 def ensemble_tier(prepared: Any, a: Any, b: Any, members: int = MEMBERS, window: int | None = None,
                   seed: int = 0, limit: float = LIMIT, finals: bool = False,
                   runs: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """The statistical tier of ``prepared`` (a ``harness.runner.Prepared`` with shared weights) between run
+    """The statistical tier of ``prepared`` (a ``harness.run.runner.Prepared`` with shared weights) between run
     configurations ``a`` and ``b`` (backend names or :class:`Side`-like objects): ``members`` twins per side,
     judged over the first ``window`` steps (default ``WINDOW``) or until the band saturates. ``finals``: every
     member also trains the whole run, and the final accuracies are reported as mean and spread (not judged).

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import harness.report.course as course
 from harness import backend
-from harness.report import course
 from harness.report.doc import Doc, num
 from harness.report.doc import pct as fmt_pct
 

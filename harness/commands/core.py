@@ -1,4 +1,4 @@
-"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.cli`)."""
+"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.commands.cli`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from harness.labs import LABS, get_lab
-from harness.results import check_output_file
-from harness.runner import RunOptions
+from harness.run.results import check_output_file
+from harness.run.runner import RunOptions
 
 
 def run_options(args: argparse.Namespace, weights: str | None = None) -> RunOptions:
@@ -33,7 +33,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _write(path: str | None, obj: dict) -> None:
     if path:
-        from harness.results import write_json
+        from harness.run.results import write_json
 
         write_json(path, obj)
 
@@ -47,7 +47,7 @@ def fmt(v: Any) -> str:
 
 def final_text(final: dict) -> str:
     """The ``final`` metrics of a run record, without the old aliases."""
-    from harness.metrics import LEGACY_FINAL_KEYS
+    from harness.run.metrics import LEGACY_FINAL_KEYS
 
     return ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k not in LEGACY_FINAL_KEYS)
 
@@ -63,14 +63,14 @@ def _trajectory(result: dict, per_epoch: bool) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Train one lab in one framework and print its trajectory and timing."""
     from harness.errors import RunDiverged
-    from harness.runner import course_lines, run
+    from harness.run.runner import course_lines, run
 
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)
     try:
-        if getattr(args, "devices", 1) > 1:  # data parallel (harness.parallel_commands)
-            from harness.parallel_commands import options, run_record
+        if getattr(args, "devices", 1) > 1:  # data parallel (harness.commands.parallel)
+            from harness.commands.parallel import options, run_record
 
             result = run_record(lab, args.framework, run_options(args), options(args))
             if result is None:  # not the first process of a process group: it prints and writes
@@ -96,13 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict."""
+    from harness.commands.progress import Progress
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
-    from harness.progress import Progress
 
-    if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
-        from harness.parallel_commands import cmd_compare_devices
+    if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.commands.parallel)
+        from harness.commands.parallel import cmd_compare_devices
 
         return cmd_compare_devices(args, run_options(args, "shared"))
     lab = get_lab(args.lab)

@@ -168,9 +168,9 @@ def _add_masks(p: argparse.ArgumentParser) -> None:
 
 
 def _add_parallel(p: argparse.ArgumentParser) -> None:
-    from harness.parallel import BN_MODES
+    from harness.run.parallel import BN_MODES
 
-    g = p.add_argument_group("data parallel (harness.parallel; docs/scaling.md)")
+    g = p.add_argument_group("data parallel (harness.run.parallel; docs/scaling.md)")
     g.add_argument("--devices", type=positive_int, default=1, help="split each global batch over N devices")
     g.add_argument("--batch-norm", default="sync", type=_one_of(tuple(BN_MODES), "batch-norm mode"),
                    metavar=_meta(tuple(BN_MODES)), help="with --devices: statistics over the global batch (sync) "
@@ -213,7 +213,7 @@ def _sub(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_te
 
 
 def _add_run(sub: Any) -> None:
-    from harness.commands import cmd_run
+    from harness.commands.core import cmd_run
 
     p = _sub(sub, "run", cmd_run, "train one lab in one framework")
     p.add_argument("lab", help="a lab name (see `dlzta list`)")
@@ -236,7 +236,7 @@ an ensemble of one-ulp twins. Dropout masks are shared by default."""
 
 
 def _add_compare(sub: Any) -> None:
-    from harness.commands import cmd_compare
+    from harness.commands.core import cmd_compare
 
     p = _sub(sub, "compare", cmd_compare, "train one lab in two run configurations from the same weights; parity "
              "tiers and verdict", COMPARE_HELP)
@@ -269,8 +269,8 @@ def _add_compare(sub: Any) -> None:
 
 
 def _add_reproduce(sub: Any) -> None:
-    from harness.reproduce import __doc__ as doc
-    from harness.reproduce import cmd_reproduce
+    from harness.commands.reproduce import __doc__ as doc
+    from harness.commands.reproduce import cmd_reproduce
 
     p = _sub(sub, "reproduce", cmd_reproduce, "each lab in every framework with its own settings, beside the "
              "course's printed numbers", (doc or "").split("\n\n")[0])
@@ -292,7 +292,7 @@ def _add_reproduce(sub: Any) -> None:
 def _add_bench(sub: Any) -> None:
     from harness.bench import INJECTIONS, MIN_THRESHOLD, SUITES
     from harness.bench.scaling import cmd_bench, devices_arg
-    from harness.parallel import BN_MODES
+    from harness.run.parallel import BN_MODES
 
     p = _sub(sub, "bench", cmd_bench, "step-throughput benchmarks against the machine's matmul peak; regression "
              "gate", "Time training steps of the labs in each framework and mode (compile and warm-up apart, "
@@ -389,7 +389,7 @@ def _add_selfcheck(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from harness.commands import cmd_list
+    from harness.commands.core import cmd_list
 
     parser = _Parser(prog="dlzta", description="Deep Learning Zero To All (season 2, part 2) labs in "
                      f"{', '.join(map(backends.label, backends.names()))}: run, compare, benchmark and report.")

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from harness import data as data_mod
-from harness import pretrain
+import harness.run.pretrain as pretrain
 from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, names, resolve_execution
+from harness.data import datasets as data_mod
 from harness.errors import RunDiverged
 from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
-from harness.machine import machine_record
-from harness.metrics import epoch_means, epoch_rows, evaluate, final_metrics
 from harness.references import CorrectSeries
+from harness.run.machine import machine_record
+from harness.run.metrics import epoch_means, epoch_rows, evaluate, final_metrics
 
 WEIGHTS = ("native", "shared")
 MAX_SEED = 2**32 - 1  # torch.manual_seed, the ported mt19937 and jax.random.key all take 32-bit seeds

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from harness import backend as backends
+from harness.commands.progress import Progress
 from harness.labs import Lab, LabError, get_lab
-from harness.metrics import evaluate
-from harness.progress import Progress
 from harness.references import CorrectSeries, EpochTable, FinalMetric, LossSeries
+from harness.run.metrics import evaluate
 
 RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
 GAP_PP = 0.5  # the float32 gap between frameworks' final test accuracy this project aims under (percentage points)
@@ -45,7 +45,7 @@ def _with_raw_eval(prepared: Any) -> Any:
 def run_lab(prepared: Any, framework: str) -> dict:
     """One framework's run of a prepared lab (and its companion model): the runner's record, with the raw-pixel
     evaluation under ``raw_pixels`` and the wall time of the whole run under ``wall_s``."""
-    from harness.runner import add_companion, execute, summarize
+    from harness.run.runner import add_companion, execute, summarize
 
     start = time.perf_counter()
     result = execute(prepared, framework)
@@ -73,7 +73,7 @@ def run_repeats(prepared: Any, framework: str, repeats: int) -> list[dict]:
     last place: float32 training is chaotic enough that this is a fresh draw of the final accuracy from the
     trajectory's rounding noise alone. Their final test accuracy and last-epoch cost."""
     from harness.init import nudge
-    from harness.runner import execute
+    from harness.run.runner import execute
 
     if repeats < 2 or prepared.spec.params is None:
         return []
@@ -269,8 +269,8 @@ def data_text(record: dict) -> str:
 def _run_framework(prepared: Any, framework: str, threads: int | None, repeats: int, echo: Any) -> dict:
     """One framework's run of a prepared lab (and its repeats) on ``threads`` intra-op threads (None: as they are);
     a diverged run's record has status "diverged"."""
-    from harness.machine import threads_set
-    from harness.runner import RunDiverged
+    from harness.run.machine import threads_set
+    from harness.run.runner import RunDiverged
 
     try:
         with threads_set(framework, threads):
@@ -291,12 +291,12 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
               progress: Progress | None = None) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
     ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports each run; ``progress`` is told each run as
-    it starts (its total: the runs); ``threads``: "auto" or a count, see :func:`harness.machine.threads_for`;
+    it starts (its total: the runs); ``threads``: "auto" or a count, see :func:`harness.run.machine.threads_for`;
     ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
-    from harness.machine import busy_text, machine_busy, machine_record, threads_for
-    from harness.results import write_json
-    from harness.runner import prepare
+    from harness.run.machine import busy_text, machine_busy, machine_record, threads_for
+    from harness.run.results import write_json
+    from harness.run.runner import prepare
 
     frameworks = frameworks or backends.names(include_referees=False)
     progress = progress or Progress(0, quiet=True)
@@ -376,8 +376,8 @@ def render(results: dict) -> list[str]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the chosen labs, print the table; exit 2 (after writing ``--out``) if a run diverged."""
-    from harness.results import check_output_file
-    from harness.runner import RunDiverged, RunOptions
+    from harness.run.results import check_output_file
+    from harness.run.runner import RunDiverged, RunOptions
 
     names, frameworks = args.labs, args.frameworks
     if args.out:
