@@ -40,7 +40,7 @@ def prepared_variant(name: str, variant: int, data: str) -> Prepared:
     """The lab prepared as the main job prepares it (shared weights, shared masks where it has dropout), its
     shared weights nudged by draw ``variant`` (0: as drawn)."""
     lab = get_lab(name)
-    prepared = prepare(lab, RunOptions(init="shared", data=data, masks="shared" if lab.model.dropout else "own"))
+    prepared = prepare(lab, RunOptions(weights="shared", data=data, mask_mode="shared" if lab.model.dropout else "own"))
     if variant:
         params = tier.signed_nudge(prepared.spec.params, np.random.default_rng([SEED, variant]))
         prepared = dataclasses.replace(prepared, spec=dataclasses.replace(prepared.spec, params=params))

@@ -21,7 +21,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 @functools.cache
 def prepared(lab: str, steps: int = 40, **overrides: object) -> object:
     masks = "shared" if get_lab(lab).model.dropout and not overrides.pop("own", False) else "own"
-    return prepare(get_lab(lab), RunOptions(init="shared", steps=steps, masks=masks, overrides=dict(overrides)))
+    return prepare(get_lab(lab), RunOptions(weights="shared", steps=steps, mask_mode=masks, overrides=dict(overrides)))
 
 
 # ------------------------------------------------------------------------------------ the judged figures

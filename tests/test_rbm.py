@@ -168,8 +168,8 @@ def test_bad_pretraining_declarations_are_refused(change, fragment):
 
 @pytest.mark.slow  # 11 s here: the vmap-ed ensemble's compilation and two float64 runs
 def test_jax_ensemble_members_pretrain_each_from_their_own_weights():
-    from harness.init import nudge
     from harness.parity.ensemble import window_spec
+    from harness.weights import nudge
     from jax_impl import ensemble
     from jax_impl import train as jax_train
 

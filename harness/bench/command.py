@@ -76,8 +76,8 @@ def _gate(record: dict, baseline: dict, work: list[Workload], args: argparse.Nam
     return EXIT_REGRESSION if failed else 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks; print, write and gate them."""
+def bench_suite(args: argparse.Namespace) -> int:
+    """``dlzta bench`` on one device kind: run the benchmarks; print, write and gate them."""
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     work = _plan(args)

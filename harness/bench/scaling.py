@@ -202,15 +202,8 @@ def devices_arg(text: str) -> tuple[str | int, ...]:
 UNSCALED = ("compare", "github_action", "inject", "targets", "modes", "fuse_steps", "overhead_rounds")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``dlzta bench``: device counts in ``--devices`` give the scaling figures; otherwise the usual bench."""
-    kinds = tuple(d for d in args.devices if isinstance(d, str)) or ("cpu",)
-    counts = tuple(d for d in args.devices if isinstance(d, int))
-    if not counts:
-        from harness.bench.command import cmd_bench as bench
-
-        args.devices = kinds
-        return bench(args)
+def bench_scaling(args: argparse.Namespace, kinds: tuple[str, ...], counts: tuple[int, ...]) -> int:
+    """``dlzta bench --devices`` with device counts: the scaling figures of each device kind at each count."""
     given = [f"--{o.replace('_', '-')}" for o in UNSCALED if getattr(args, o, None)]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be combined with device counts in --devices")

@@ -46,10 +46,8 @@ def fmt(v: Any) -> str:
 
 
 def final_text(final: dict) -> str:
-    """The ``final`` metrics of a run record, without the old aliases."""
-    from harness.run.metrics import LEGACY_FINAL_KEYS
-
-    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k not in LEGACY_FINAL_KEYS)
+    """The ``final`` metrics of a run record."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items())
 
 
 def _trajectory(result: dict, per_epoch: bool) -> list[str]:
@@ -86,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line)
     final = final_text(result["final"])
     t = result["timing"]
-    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['init']}] "
+    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['weights']}] "
           f"final: {final}")
     pre = f"; RBM pre-training before it {t['pretrain_s']:.2f} s" if "pretrain_s" in t else ""
     print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s{pre}")

@@ -32,7 +32,7 @@ import numpy as np
 
 from harness import backend as registry
 from harness.backend import RunSpec
-from harness.init import Params
+from harness.weights import Params
 
 MEMBERS = 4  # twins per side
 WINDOW = 20  # step cap of the judged window
@@ -269,7 +269,7 @@ def ensemble_tier(prepared: Any, a: Any, b: Any, members: int = MEMBERS, window:
     taken between those, so that a side's execution mode is judged as it ran (JAX's ensemble is one ``vmap``
     program whatever the mode, so a bug of a ``lax.scan`` or compiled path alone shows only there)."""
     if prepared.spec.params is None:
-        raise ValueError("the ensemble tier needs shared initial weights (init='shared')")
+        raise ValueError("the ensemble tier needs shared initial weights (weights='shared')")
     if members < 1:
         raise ValueError(f"members must be at least 1, got {members}")
     sides = [as_side(a), as_side(b)]

@@ -33,11 +33,11 @@ import harness.parity.verdict as verdict
 from harness import backend as registry
 from harness.backend import RunSpec, TrainResult
 from harness.errors import BackendError
-from harness.init import nudge
 from harness.parity.configs import RunConfig, cast_arrays, retarget
 from harness.run.costs import phase
 from harness.run.machine import SMALL_TASKS
 from harness.run.runner import Prepared, dropout_masks
+from harness.weights import nudge
 
 T = TypeVar("T")
 U = TypeVar("U")

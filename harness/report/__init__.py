@@ -37,7 +37,7 @@ def options_from(args: argparse.Namespace) -> JobOptions:
         out=Path(args.out), labs=args.labs, frameworks=args.frameworks, data=args.data, data_dir=args.data_dir,
         device=args.device, dtype=args.dtype, steps=args.steps, epochs=args.epochs, threshold=args.threshold,
         noise=args.noise, init_study=args.init_study, init_steps=args.init_steps, resume=args.resume,
-        quiet=args.quiet, html=args.html, torch_threads=args.torch_threads,
+        quiet=args.quiet, html=args.html, threads=args.threads,
         command=" ".join(["dlzta", *sys.argv[1:]]),
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from harness import backend as backends
 from harness.labs import Lab, get_lab
+from harness.references import LossSeries, as_dict
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_LABS, INIT_STUDY_SCHEMES, JobOptions
 from harness.report.plan import course_frameworks, flops_per_step, run_options, thread_counts
 from harness.run.costs import phase
@@ -126,7 +127,7 @@ def _native(lab: Lab, options: Any, opts: JobOptions, shared: dict) -> dict:
     for fw in course_frameworks(opts):
         with phase(f"native run {fw}"):
             if same_start(lab, options, fw, shared.get(fw)):
-                native[fw] = {**shared[fw], "init": "native", "weights": "native", "same_as_shared": True}
+                native[fw] = {**shared[fw], "weights": "native", "same_as_shared": True}
                 continue
             try:
                 native[fw] = run(lab, fw, dataclasses.replace(options, weights="native"))
@@ -140,7 +141,7 @@ def compute_lab(lab: Lab, opts: JobOptions) -> dict:
     for labs with the course's printed loss trajectory, once more natively (:func:`_native`)."""
     options = run_options(lab, opts)
     counts = thread_counts(lab.task, opts)
-    rec: dict[str, Any] = {**lab_header(lab, opts), "reference": lab.reference, "notes": lab.notes,
+    rec: dict[str, Any] = {**lab_header(lab, opts), "reference": as_dict(lab.reference), "notes": lab.notes,
                            "masks": options.mask_mode, "flops_per_step": flops_per_step(lab),
                            "raw_pixel_reference": lab.reference_raw_pixels}
     if lab.companion is not None:
@@ -148,9 +149,8 @@ def compute_lab(lab: Lab, opts: JobOptions) -> dict:
     start = time.perf_counter()
     with backend_threads(counts):
         rec["threads"] = thread_record(opts, counts)
-        rec.update({f"{fw}_threads": n for fw, n in counts.items()})  # the old key (torch_threads), for a release
         rec.update(_train(lab, options, opts))
-        if isinstance(lab.reference.get("loss"), dict) and course_frameworks(opts):
+        if lab.reference.of(LossSeries) and course_frameworks(opts):
             rec["native"] = _native(lab, options, opts, rec.get("runs", {}))
     rec["wall_s"] = time.perf_counter() - start
     return jsonable(rec)

@@ -142,7 +142,7 @@ class Job:
         n = len(self.plan.labs)
         self.say(f"report: {n} lab{'' if n == 1 else 's'} in {', '.join(opts.frameworks)}{data_txt} -> {opts.out}/ "
                  f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused)")
-        single = thread_counts("mnist", opts) if opts.busy and opts.torch_threads == "auto" else {}
+        single = thread_counts("mnist", opts) if opts.busy and opts.threads == "auto" else {}
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")

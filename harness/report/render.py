@@ -60,10 +60,9 @@ def final_metrics(run: dict) -> tuple[float | None, Any]:
 
 
 def _backend_row(rec: dict, fw: str, run: dict, peak: dict) -> dict:
-    loss, acc = final_metrics(run)
     row = {key: course.metric(run, key) for key in course.METRICS}
     row.update({"steps_per_s": run.get("timing", {}).get("steps_per_s"), "pct_peak": pct_peak(rec, fw, peak),
-                "execution": run.get("execution"), "loss": loss, "accuracy": acc})  # loss, accuracy: old keys
+                "execution": run.get("execution")})
     return row
 
 

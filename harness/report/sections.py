@@ -50,9 +50,7 @@ def mode_text(fw: str, execution: str | None) -> str:
 
 def threads_text(rec: dict) -> str:
     """The intra-op threads each backend ran the lab with ("" when not recorded)."""
-    threads = rec.get("threads")
-    if not isinstance(threads, dict):
-        threads = {k[:-len("_threads")]: v for k, v in rec.items() if k.endswith("_threads") and v}
+    threads = rec.get("threads") or {}
     return ", ".join(f"{backend.label(fw)} {n}" for fw, n in threads.items() if n)
 
 

@@ -108,7 +108,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
 
     busy = machine_busy()[0]
     counts = {fw: n for fw in args.frameworks
-              if (n := threads_for(fw, "mnist", busy, args.torch_threads, args.device)) is not None}
+              if (n := threads_for(fw, "mnist", busy, args.threads, args.device)) is not None}
     with backend_threads(counts):
         rec = selfcheck(tuple(args.frameworks), args.device, args.dtype, args.only,
                         echo=None if args.quiet else print)
