@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import backend
-from harness.report import course, plots, render, sections
+from harness.report import course, job_sections, plots, render
 from harness.report.doc import Doc, png_size
 
 # ----------------------------------------------------------------------------------------------- records
@@ -158,7 +158,7 @@ def test_plots_and_modes_with_three_backends(third_backend):
     rec["runs"][third_backend] = _run(third_backend, 300)
     rec["per_step"] = {"rel_diff": [0.0] + [1e-7] * 299}
     results = {"labs": {"xor_mlp": rec}}
-    modes = sections.run_modes(results)
+    modes = job_sections.run_modes(results)
     assert modes == {"torch": "eager", "jax": "fused (lax.scan)", third_backend: "one fused loop"}
     rows = [{"lab": "xor_mlp", **{fw: {"steps_per_s": r["timing"]["steps_per_s"], "pct_peak": 1.0}
                                   for fw, r in rec["runs"].items()}}]

@@ -28,7 +28,7 @@ import numpy as np
 
 from harness.errors import DataError
 
-ASSET_PATH = Path(__file__).resolve().parent / "assets" / "mnist_5k.npz"
+ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "mnist_5k.npz"
 SOURCES_HELP = "auto, mnist-5k, tfds, tfds:NAME or idx:DIR"
 
 

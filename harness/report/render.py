@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import harness.report.course as course
+import harness.report.job_sections as job_sections
 import harness.report.sections as sections
 import harness.report.time_spent as report_costs
 from harness import backend
@@ -234,10 +235,10 @@ def build(results: dict, has: set[str]) -> Doc:
     for rec in results["labs"].values():
         sections.lab_section(doc, rec, results, has)
     if results.get("init_study"):
-        sections.init_study(doc, results["init_study"], has)
+        job_sections.init_study(doc, results["init_study"], has)
     if results["labs"]:
-        sections.throughput(doc, results, has)
-    sections.machine(doc, results)
+        job_sections.throughput(doc, results, has)
+    job_sections.machine(doc, results)
     report_costs.costs(doc, results)
     return doc
 
@@ -279,7 +280,7 @@ def write_report(out: Path, results: dict, html: bool = True, final: bool = Fals
     results["generated"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     results["summary"] = summary_rows(results)
     if final and results["labs"]:
-        modes = sections.run_modes(results)
+        modes = job_sections.run_modes(results)
         rows = [{"lab": r["lab"], **{fw: r[fw] for fw in modes if fw in r}} for r in results["summary"]]
         atomic_write(out / "plots" / "throughput.png",
                      plots.throughput_figure(rows, modes, results["options"].get("device", "cpu")))
