@@ -5,22 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness.commands.options import run_options
 from harness.labs import LABS, get_lab
 from harness.run.results import check_output_file
-from harness.run.runner import RunOptions
-
-
-def run_options(args: argparse.Namespace, weights: str | None = None) -> RunOptions:
-    """RunOptions from parsed ``run``/``compare`` arguments (``weights`` overrides ``args.weights``)."""
-    overrides = {"lr": args.lr, "optimizer_name": args.optimizer_name, "activation": args.activation,
-                 "init": args.weight_init, "dropout": args.dropout, "epochs": args.epochs,
-                 "batch_size": args.batch_size}
-    return RunOptions(
-        device=args.device, dtype=args.dtype, weights=weights or args.weights, seed=args.seed,
-        log_every=args.log_every, steps=args.steps, execution=args.execution, data=args.data,
-        data_dir=args.data_dir, mask_mode=args.mask_mode,
-        overrides={k: v for k, v in overrides.items() if v is not None},
-    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -102,13 +89,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.commands.parallel)
         from harness.commands.parallel import cmd_compare_devices
 
-        return cmd_compare_devices(args, run_options(args, "shared"))
+        return cmd_compare_devices(args, run_options(args, weights="shared"))
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)
+    options = run_options(args, weights="shared")
     try:
         with Progress(0, f"compare {lab.name}", args.quiet, unit="steps") as progress:  # the live line on a terminal
-            result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
+            result = compare(lab, options, threshold=args.threshold, noise=not args.no_noise,
                              a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
                              referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
@@ -120,7 +108,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from harness.parity.initcheck import check_lab
 
         backends = tuple(side["backend"] for side in result["sides"].values())
-        result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
+        result["native_init"] = check_lab(lab, options, backends)
         print(result["native_init"]["text"])
     _write(args.out, result)
     return 0

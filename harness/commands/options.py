@@ -12,7 +12,7 @@ from typing import Any
 from harness import backend as backends
 from harness.errors import LabError, UsageError
 from harness.labs import ACTIVATIONS, INITS, OPTIMIZERS, lab_names
-from harness.run.runner import MASK_MODES, WEIGHTS
+from harness.run.runner import MASK_MODES, WEIGHTS, RunOptions
 
 DATA_HELP = "MNIST source: auto, mnist-5k, tfds, tfds:NAME or idx:DIR"
 
@@ -190,3 +190,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="weight initialisation scheme")
     g.add_argument("--dropout", type=float, help="dropout rate of the hidden layers, in [0, 1)")
     g.add_argument("--batch-size", type=positive_int, help="minibatch size (MNIST labs)")
+
+
+# Where each run option comes from: the RunOptions field and the argparse ``dest``; the lab overrides and theirs.
+RUN_FIELDS = ("device", "dtype", "weights", "seed", "log_every", "steps", "execution", "data", "data_dir", "mask_mode")
+OVERRIDES = {"lr": "lr", "optimizer_name": "optimizer_name", "activation": "activation", "init": "weight_init",
+             "dropout": "dropout", "epochs": "epochs", "batch_size": "batch_size"}
+
+
+def run_options(args: argparse.Namespace, **fixed: Any) -> RunOptions:
+    """The one way from parsed arguments to :class:`RunOptions`: every run field and lab override the command
+    declares (others keep RunOptions' defaults), then ``fixed`` on top (``weights="shared"`` for compare)."""
+    given = {f: getattr(args, f) for f in RUN_FIELDS if getattr(args, f, None) is not None}
+    overrides = {k: getattr(args, dest) for k, dest in OVERRIDES.items() if getattr(args, dest, None) is not None}
+    return RunOptions(**{**given, "overrides": overrides, **fixed})

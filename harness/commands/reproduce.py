@@ -376,15 +376,14 @@ def render(results: dict) -> list[str]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the chosen labs, print the table; exit 2 (after writing ``--out``) if a run diverged."""
+    from harness.commands.options import run_options
     from harness.run.results import check_output_file
-    from harness.run.runner import RunDiverged, RunOptions
+    from harness.run.runner import RunDiverged
 
     names, frameworks = args.labs, args.frameworks
     if args.out:
         check_output_file(args.out)
-    options = RunOptions(device=args.device, dtype=args.dtype, weights=args.weights, steps=args.steps,
-                         data=args.data, data_dir=args.data_dir, mask_mode=args.mask_mode,
-                         overrides={"epochs": args.epochs} if args.epochs else {})
+    options = run_options(args)
     options.check()
     if args.repeats > 1 and args.weights != "shared":
         raise LabError("--repeats needs --weights shared (the repeats nudge the shared weights)")
