@@ -75,7 +75,7 @@ def test_selfcheck_bad_input_is_one_error_line(capsys):
 
 
 def test_the_report_says_whether_a_selfcheck_ran(tmp_path, monkeypatch):
-    from harness.report.sections import selfcheck_text
+    from harness.report.job_sections import selfcheck_text
     from harness.selfcheck.run import latest, record_path
 
     monkeypatch.setenv("DLZTA_CACHE_DIR", str(tmp_path))
