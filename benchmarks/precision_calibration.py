@@ -25,7 +25,7 @@ from harness import backend as registry  # noqa: E402
 from harness.labs import LABS, get_lab  # noqa: E402
 from harness.parity.precision import backend_sides, tier  # noqa: E402
 from harness.precision import REDUCED, get_policy  # noqa: E402
-from harness.runner import RunOptions, prepare  # noqa: E402
+from harness.run.runner import RunOptions, prepare  # noqa: E402
 
 MUTATION_LABS = ("mnist_batchnorm", "mnist_relu_xavier")  # Adam + batch norm; Adam on plain MNIST inputs
 

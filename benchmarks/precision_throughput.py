@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.bench.measure import precision_peaks  # noqa: E402
 from harness.bench.peak import cpu_flags, flops_per_step, loadavg  # noqa: E402
 from harness.labs import get_lab  # noqa: E402
-from harness.machine import cpu_model  # noqa: E402
 from harness.precision import get_policy  # noqa: E402
-from harness.results import write_json  # noqa: E402
-from harness.runner import RunOptions, prepare  # noqa: E402
+from harness.run.machine import cpu_model  # noqa: E402
+from harness.run.results import write_json  # noqa: E402
+from harness.run.runner import RunOptions, prepare  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16", "mixed_bfloat16", "mixed_float16")
 POOL = 10  # pooled batches

@@ -54,7 +54,7 @@ class RunSpec:
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     execution: str | None = None  # None: the backend's default (the registry entry's first execution)
     progress: Callable[[int, int], None] | None = None  # called with (steps done, total)
-    # RBM pre-training (``lab.pretrain``; ``harness.pretrain``): the example indices of every CD step
+    # RBM pre-training (``lab.pretrain``; ``harness.run.pretrain``): the example indices of every CD step
     # [steps, batch] and, per RBM, the uniforms of its hidden samples [steps, k, batch, hidden]
     pretrain_batches: np.ndarray | None = None
     pretrain_uniforms: list[np.ndarray] | None = None
@@ -200,7 +200,7 @@ class Capabilities:
     init draws (``run --weights native``; ``harness.parity.initcheck``); ``warm_up()``: pay up front what the
     framework defers to a process's first run; ``train_ensemble(spec, params_list, steps, seeds)``: losses
     ``[members, steps]`` (else the statistical tier loops over ``train``); ``mutations``: the mutation suite's
-    planted bugs (``harness.selfcheck.Mutation``s); ``parallel``: its data-parallel module (``harness.parallel``);
+    planted bugs (``selfcheck.Mutation``s); ``parallel``: its data-parallel module (``harness.run.parallel``);
     ``precision_trace(spec, steps, policy, loss_scale, mutation)``: the first steps under a reduced precision
     (``harness.parity.precision``); ``precision_mutations``: its precision bugs (name -> policies where each is)."""
 

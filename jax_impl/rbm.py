@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import pretrain as neutral
 from harness.backend import RunSpec, TraceStep, trace_step
+from harness.run import pretrain as neutral
 from jax_impl import models, runtime
 from jax_impl.runtime import PRECISION
 
@@ -128,7 +128,7 @@ def _records(i: int, first: Arrays, errors: jax.Array, stats: Arrays, after: Arr
 
 def pretrained(spec: RunSpec, dtype: jnp.dtype) -> tuple[RunSpec, dict[str, np.ndarray], list[np.ndarray], float]:
     """``spec`` with its network initialised by the trained RBMs, their weights, reconstruction errors and seconds
-    (compile included; ``harness.pretrain.pretrained``); ``spec`` itself where the lab has no pre-training."""
+    (compile included; ``harness.run.pretrain.pretrained``); ``spec`` itself where the lab has no pre-training."""
     def run(params: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         return run_rbms(spec, params, dtype)[:2]
 

@@ -26,7 +26,7 @@ from harness.precision import (
     unit_roundoff,
 )
 from harness.referee import precision as emulation
-from harness.runner import Prepared, RunOptions, prepare
+from harness.run.runner import Prepared, RunOptions, prepare
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("jax")
@@ -145,7 +145,7 @@ def test_compare_precision_on_the_command_line(tmp_path, capsys) -> None:
     own precision."""
     import json
 
-    from harness.cli import main
+    from harness.commands.cli import main
 
     out = tmp_path / "p.json"
     assert main(["compare", "xor_mlp", "--a", "torch:bfloat16", "--b", "jax", "--precision", "mixed_float16",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness import pretrain as neutral
 from harness.backend import RunSpec, TraceStep, trace_step
+from harness.run import pretrain as neutral
 from torch_impl import models, runtime
 
 Tensors = dict[str, torch.Tensor]
@@ -91,7 +91,7 @@ def run_rbms(spec: RunSpec, params: dict[str, np.ndarray], dtype: torch.dtype, d
 def pretrained(spec: RunSpec, dtype: torch.dtype, device: torch.device
                ) -> tuple[RunSpec, dict[str, np.ndarray], list[np.ndarray], float]:
     """``spec`` with its network initialised by the trained RBMs, their weights, reconstruction errors and seconds
-    (``harness.pretrain.pretrained``); ``spec`` itself where the lab has no pre-training."""
+    (``harness.run.pretrain.pretrained``); ``spec`` itself where the lab has no pre-training."""
     runtime.set_precision()  # full float32 matmuls, as in training
 
     def run(params: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:

@@ -11,7 +11,7 @@ from harness.errors import UsageError
 from harness.labs import Lab
 from harness.parity import precision as tier_mod
 from harness.precision import REDUCED, get_policy
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 
 SYNTAX = "BACKEND[:DEVICE][:PRECISION]"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import pretrain as neutral
 from harness.backend import BackendError, RunSpec, TraceStep, trace_step
 from harness.labs import Pretrain
 from harness.referee.model import sigmoid
+from harness.run import pretrain as neutral
 
 Arrays = dict[str, np.ndarray]
 
@@ -82,7 +82,7 @@ def run_rbms(spec: RunSpec, record: tuple[int, int] | None = None) -> tuple[Arra
 
 def pretrained(spec: RunSpec) -> tuple[RunSpec, Arrays, list[np.ndarray], float]:
     """``spec`` with its network initialised by the trained RBMs (from the shared weights), their weights,
-    reconstruction errors and seconds (``harness.pretrain.pretrained``); ``spec`` itself where the lab has none."""
+    reconstruction errors and seconds (``harness.run.pretrain.pretrained``); ``spec`` itself where the lab has none."""
     return neutral.pretrained(spec, ("numpy", cd_step, update, sample), lambda: spec.params,
                               lambda params: run_rbms(spec)[:2])
 

@@ -125,7 +125,7 @@ def activation(module: object, name: str, fn: Callable) -> Callable[[Patch], Non
 
 def init_scheme(module: object, change: Callable) -> Callable[[Patch], None]:
     """A patch of the declared weight distribution as ``module`` (a backend's ``models``) reads it for its native
-    init: ``change(original, scheme, fan_in, fan_out)`` in place of ``harness.init.weight_distribution``."""
+    init: ``change(original, scheme, fan_in, fan_out)`` in place of ``harness.weights.weight_distribution``."""
     def patch(mp: Patch) -> None:
         original = module.weight_distribution
         mp.setattr(module, "weight_distribution", lambda *a: change(original, *a))

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness import data as data_mod
 from harness.backend import RunSpec
+from harness.data import datasets as data_mod
 from harness.labs import Model, Pretrain
 
 Params = dict[str, np.ndarray]
