@@ -17,6 +17,7 @@ from typing import Any
 
 from harness import __version__
 from harness import backend as backends
+from harness.bounds import count, threads, threshold
 from harness.errors import EXIT_USAGE, USER_ERRORS, LabError, UsageError
 from harness.labs import ACTIVATIONS, GROUPS, INITS, LABS, OPTIMIZERS, lab_names
 
@@ -46,14 +47,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------------------------------------ value parsers
-
-
-def positive_int(text: str) -> int:
-    """An integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _one_of(choices: tuple[str, ...], what: str) -> Callable[[str], str]:
@@ -95,12 +88,6 @@ class _LabsAction(argparse.Action):
         setattr(namespace, self.dest, list(dict.fromkeys(names)))
 
 
-def _threads(text: str) -> str:
-    if text != "auto" and not (text.isdigit() and int(text) >= 1):
-        raise argparse.ArgumentTypeError(f"must be auto or a positive count, got {text!r}")
-    return text
-
-
 def _meta(choices: Sequence[str]) -> str:
     return "{" + ",".join(choices) + "}"
 
@@ -132,8 +119,8 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 def _add_length(p: argparse.ArgumentParser, steps: str, epochs: str) -> None:
     g = p.add_argument_group("run length")
-    g.add_argument("--steps", type=positive_int, help=steps)
-    g.add_argument("--epochs", type=positive_int, help=epochs)
+    g.add_argument("--steps", type=count("steps"), help=steps)
+    g.add_argument("--epochs", type=count("epochs"), help=epochs)
 
 
 def _add_frameworks(p: argparse.ArgumentParser, help_text: str, default: tuple[str, ...] | None = None) -> None:
@@ -144,9 +131,9 @@ def _add_frameworks(p: argparse.ArgumentParser, help_text: str, default: tuple[s
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", "--torch-threads", dest="torch_threads", default="auto", type=_threads,
+    p.add_argument("--threads", "--torch-threads", dest="torch_threads", default="auto", type=threads,
                    help="intra-op threads of backends that set them per task: auto (1 for XOR, every core for "
-                   "MNIST; 1 on a busy machine) or a count")
+                   "MNIST; 1 on a busy machine) or a count up to 1024")
 
 
 def _add_output(p: argparse.ArgumentParser, out: str, quiet: str, default: str | None = None) -> None:
@@ -171,7 +158,7 @@ def _add_parallel(p: argparse.ArgumentParser) -> None:
     from harness.parallel import BN_MODES
 
     g = p.add_argument_group("data parallel (harness.parallel; docs/scaling.md)")
-    g.add_argument("--devices", type=positive_int, default=1, help="split each global batch over N devices")
+    g.add_argument("--devices", type=count("devices"), default=1, help="split each global batch over N devices")
     g.add_argument("--batch-norm", default="sync", type=_one_of(tuple(BN_MODES), "batch-norm mode"),
                    metavar=_meta(tuple(BN_MODES)), help="with --devices: statistics over the global batch (sync) "
                    "or each device's shard (local)")
@@ -183,7 +170,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     _add_data(p)
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, help="override the lab's seed")
-    g.add_argument("--log-every", type=positive_int, help="log the loss every N steps (1: every step; default: "
+    g.add_argument("--log-every", type=count("log-every"), help="log the loss every N steps (1: every step; default: "
                    "the lab's)")
     g.add_argument("--execution", type=_one_of(_executions(), "execution"), metavar=_meta(_executions()),
                    help="how the backend runs its steps (default: the backend's first): JAX fused (lax.scan) or "
@@ -199,7 +186,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-init", dest="weight_init", type=_one_of(INITS, "weight init"), metavar=_meta(INITS),
                    help="weight initialisation scheme")
     g.add_argument("--dropout", type=float, help="dropout rate of the hidden layers, in [0, 1)")
-    g.add_argument("--batch-size", type=positive_int, help="minibatch size (MNIST labs)")
+    g.add_argument("--batch-size", type=count("batch-size"), help="minibatch size (MNIST labs)")
 
 
 # ------------------------------------------------------------------------------------------- subcommands
@@ -246,13 +233,13 @@ def _add_compare(sub: Any) -> None:
     g.add_argument("--a", dest="side_a", metavar="CONFIG", help="first side (default: the first registered backend)")
     g.add_argument("--b", dest="side_b", metavar="CONFIG", help="second side (default: the second)")
     g = p.add_argument_group("parity")
-    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference reported as the run's first "
-                   "divergence (figures only; the tiers judge)")
+    g.add_argument("--threshold", type=threshold(), default=1e-4, help="relative difference reported as the run's "
+                   "first divergence (figures only; the tiers judge)")
     g.add_argument("--no-noise", action="store_true", help="skip the statistical tier (float32/own masks)")
     g.add_argument("--no-exact", action="store_true", help="skip the exact (float64) tier")
-    g.add_argument("--exact-steps", type=positive_int, help="the exact tier's window (default: the whole run for "
-                   "XOR labs, 200 steps for MNIST, fewer for the largest nets)")
-    g.add_argument("--trace-steps", type=positive_int, default=2, help="steps from the start whose gradients, "
+    g.add_argument("--exact-steps", type=count("exact-steps"), help="the exact tier's window (default: the whole run "
+                   "for XOR labs, 200 steps for MNIST, fewer for the largest nets)")
+    g.add_argument("--trace-steps", type=count("trace-steps"), default=2, help="steps from the start whose gradients, "
                    "updates, weights and state the exact tier compares tensor by tensor (at most 1000)")
     g.add_argument("--referee", default="auto", type=_one_of(("auto", "always", "never"), "referee"),
                    metavar="{auto,always,never}", help="the float64 referee backend in the exact tier: in its "
@@ -283,7 +270,7 @@ def _add_reproduce(sub: Any) -> None:
     _add_weights(p, "shared")
     _add_masks(p)
     _add_device(p)
-    p.add_argument("--repeats", type=positive_int, default=1, help="runs per framework, the extra ones from the "
+    p.add_argument("--repeats", type=count("repeats"), default=1, help="runs per framework, the extra ones from the "
                    "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise")
     _add_threads(p)
     _add_output(p, "write every run and the table as JSON", "print only the table")
@@ -313,16 +300,19 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--modes", type=name_list(_executions(), "mode"), metavar="LIST",
                    help=f"comma-separated, from {', '.join(_executions())} (default: the suite's)")
     g = p.add_argument_group("timing protocol")
-    g.add_argument("--block-steps", type=positive_int,
+    g.add_argument("--block-steps", type=count("block-steps"),
                    help="steps per timed block (default 1000 XOR, 10000 for JAX fused XOR, 20 MNIST)")
-    g.add_argument("--blocks", type=positive_int, help="timed blocks (default: the suite's)")
-    g.add_argument("--warmup-blocks", type=int, help="untimed blocks after compiling (default: the suite's)")
-    g.add_argument("--fuse-steps", type=positive_int,
+    g.add_argument("--blocks", type=count("blocks"), help="timed blocks (default: the suite's)")
+    g.add_argument("--warmup-blocks", type=count("warmup-blocks"),
+                   help="untimed blocks after compiling (default: the suite's)")
+    g.add_argument("--fuse-steps", type=count("fuse-steps"),
                    help="steps per fused program (default: JAX a block; torch 10 XOR, 1 MNIST)")
-    g.add_argument("--threads", type=positive_int, help="torch threads (default: 1 for XOR, every core for MNIST)")
-    g.add_argument("--overhead-rounds", type=int, help="rounds of the harness-vs-bare-loop check (0: skip)")
-    g.add_argument("--batch-size", type=positive_int, help="override the labs' batch size")
-    g.add_argument("--peak-repeats", type=positive_int, default=20, help="matmuls timed for each peak measurement")
+    g.add_argument("--threads", type=count("threads"), help="torch threads (default: 1 for XOR, every core for MNIST)")
+    g.add_argument("--overhead-rounds", type=count("overhead-rounds"),
+                   help="rounds of the harness-vs-bare-loop check (0: skip)")
+    g.add_argument("--batch-size", type=count("batch-size"), help="override the labs' batch size")
+    g.add_argument("--peak-repeats", type=count("peak-repeats"), default=20,
+                   help="matmuls timed for each peak measurement")
     p.add_argument("--data", default="mnist-5k", help=DATA_HELP)
     g = p.add_argument_group("output and gate")
     g.add_argument("--out", help="write every figure as JSON")
@@ -335,9 +325,9 @@ def _add_bench(sub: Any) -> None:
     g.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
     g.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal); "
                    "the figures are printed all the same")
-    g.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
+    g.add_argument("--threshold", type=threshold("bench-threshold"), default=MIN_THRESHOLD,
                    help="smallest relative drop that fails the gate; the noise of both runs widens it")
-    g.add_argument("--retries", type=int, default=3, help="measure a suspected regression again")
+    g.add_argument("--retries", type=count("retries"), default=3, help="measure a suspected regression again")
     g.add_argument("--inject", choices=INJECTIONS,
                    help="testing the gate: read the loss back after every dispatch (a deliberate slowdown)")
 
@@ -356,13 +346,13 @@ def _add_report(sub: Any) -> None:
     _add_length(p, "cap every lab at this many steps (quick looks, tests)", "epochs of the MNIST labs (default: "
                 "each lab's own)")
     g = p.add_argument_group("comparison")
-    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference reported as a run's first "
+    g.add_argument("--threshold", type=threshold(), default=1e-4, help="relative difference reported as a run's first "
                    "divergence (figures only; the tiers judge)")
     g.add_argument("--no-noise", dest="noise", action="store_false", help="skip the statistical tier (the one-ulp "
                    "twin ensembles): float32 runs are then not judged; the exact float64 tier still runs")
     g.add_argument("--no-init-study", dest="init_study", action="store_false",
                    help="skip the weight-initialisation comparison")
-    g.add_argument("--init-steps", type=positive_int, default=200, help="steps of each initialisation run")
+    g.add_argument("--init-steps", type=count("init-steps"), default=200, help="steps of each initialisation run")
     _add_threads(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", default="report", help="output folder")

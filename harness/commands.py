@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from typing import Any
 
 from harness.labs import LABS, get_lab
-from harness.results import check_output_file
+from harness.results import STDOUT, check_result_out, write_result
 from harness.runner import RunOptions
 
 
@@ -31,11 +33,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(path: str | None, obj: dict) -> None:
-    if path:
-        from harness.results import write_json
-
-        write_json(path, obj)
+def lines_to_stderr(out: str | None) -> contextlib.AbstractContextManager:
+    """With ``--out -`` the JSON alone goes to standard output: the printed lines go to stderr."""
+    return contextlib.redirect_stdout(sys.stderr) if out == STDOUT else contextlib.nullcontext()
 
 
 def fmt(v: Any) -> str:
@@ -62,23 +62,32 @@ def _trajectory(result: dict, per_epoch: bool) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Train one lab in one framework and print its trajectory and timing."""
+    lab = get_lab(args.lab)
+    check_result_out(args.out)
+    stdout = sys.stdout
+    with lines_to_stderr(args.out):
+        result = _run(args, lab, stdout)
+    if result is not None:
+        write_result(args.out, result, stdout)
+    return 0
+
+
+def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
+    """``cmd_run``'s training and printout; the record (None: another process of a group writes it)."""
     from harness.errors import RunDiverged
     from harness.runner import course_lines, run
 
-    lab = get_lab(args.lab)
-    if args.out:
-        check_output_file(args.out)
     try:
         if getattr(args, "devices", 1) > 1:  # data parallel (harness.parallel_commands)
             from harness.parallel_commands import options, run_record
 
             result = run_record(lab, args.framework, run_options(args), options(args))
             if result is None:  # not the first process of a process group: it prints and writes
-                return 0
+                return None
         else:
             result = run(lab, args.framework, run_options(args))
     except RunDiverged as exc:
-        _write(args.out, exc.result)
+        write_result(args.out, exc.result, stdout)
         raise
     if not args.quiet:
         print("\n".join(_trajectory(result, per_epoch=args.log_every is None)))
@@ -90,31 +99,38 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"final: {final}")
     pre = f"; RBM pre-training before it {t['pretrain_s']:.2f} s" if "pretrain_s" in t else ""
     print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s{pre}")
-    _write(args.out, result)
-    return 0
+    return result
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict."""
+    check_result_out(args.out)
+    stdout = sys.stdout
+    with lines_to_stderr(args.out):
+        if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
+            from harness.parallel_commands import cmd_compare_devices
+
+            return cmd_compare_devices(args, run_options(args, "shared"), stdout)
+        result = _compare(args, stdout)
+    write_result(args.out, result, stdout)
+    return 0
+
+
+def _compare(args: argparse.Namespace, stdout: Any) -> dict:
+    """``cmd_compare``'s work and printout; the record."""
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
     from harness.progress import Progress
 
-    if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
-        from harness.parallel_commands import cmd_compare_devices
-
-        return cmd_compare_devices(args, run_options(args, "shared"))
     lab = get_lab(args.lab)
-    if args.out:
-        check_output_file(args.out)
     try:
         with Progress(0, f"compare {lab.name}", args.quiet, unit="steps") as progress:  # the live line on a terminal
             result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
                              a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
                              referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
-        _write(args.out, exc.result)
+        write_result(args.out, exc.result, stdout)
         raise
     for line in summary_lines(result, args.threshold, final_text):
         print(line)
@@ -124,5 +140,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
         backends = tuple(side["backend"] for side in result["sides"].values())
         result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
         print(result["native_init"]["text"])
-    _write(args.out, result)
-    return 0
+    return result

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from harness import backend as backends
 from harness import parallel
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
 from harness.parallel import Parallel
-from harness.results import check_output_file, write_json
+from harness.results import check_result_out, write_result
 from harness.runner import RunOptions, add_companion, execute, prepare, summarize
 
 
@@ -78,17 +79,15 @@ def compare_lines(result: dict) -> list[str]:
     return lines
 
 
-def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions) -> int:
+def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions, stdout: Any = None) -> int:
     """``compare LAB --devices N`` with ``run_options`` (from the command's arguments, shared weights)."""
     if args.side_a or args.side_b:
         raise UsageError("--a/--b pick two configurations; with --devices every backend is compared with itself on "
                          "one device and with the others")
-    if args.out:
-        check_output_file(args.out)
+    check_result_out(args.out)
     frameworks = backends.names(include_referees=False)
     result = compare_record(get_lab(args.lab), run_options, options(args), frameworks)
     for line in compare_lines(result):
         print(line)
-    if args.out:
-        write_json(args.out, result)
+    write_result(args.out, result, stdout)
     return 0

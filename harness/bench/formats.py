@@ -100,6 +100,19 @@ def github_action_paths(prefix: str) -> tuple[str, str]:
     return f"{prefix}-smaller-is-better.json", f"{prefix}-bigger-is-better.json"
 
 
+def check_outputs(out: str | None, github: str | None, markdown: str | None, suffixes: tuple[str, ...] = ("",)) -> None:
+    """Every file ``write_outputs`` would write (each with every suffix: one per device kind of a scaling run),
+    checked before anything is measured (:func:`harness.results.check_output_files`)."""
+    from harness.results import check_output_files
+
+    for suffix in suffixes:
+        paths = {"--out": out and out + suffix, "--markdown": markdown and markdown + suffix}
+        if github:
+            small, big = github_action_paths(github + suffix)
+            paths.update({"--github-action": small, "--github-action ": big})
+        check_output_files(paths)
+
+
 def write_outputs(record: dict, out: str | None, github: str | None, markdown: str | None = None) -> None:
     """The results JSON, the markdown tables and, with a prefix, the two github-action-benchmark files (each
     written atomically)."""

@@ -58,6 +58,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     interrupted."""
     from harness.report.render import summary_line
 
+    from harness.results import check_output_dir
+
+    check_output_dir(args.out)  # the name as given: Path("") would be the current folder
     opts = options_from(args)
     with term_as_interrupt():
         results = run_job(opts)
