@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness import __version__
+from harness import __version__, interrupts
 from harness import backend as backends
 from harness.bounds import count, threads, threshold
 from harness.errors import EXIT_USAGE, USER_ERRORS, LabError, UsageError
@@ -392,7 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (2: bad input; 130/143: stopped by SIGINT/SIGTERM, see
+    :mod:`harness.interrupts`)."""
+    with interrupts.policy():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -407,13 +413,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print(f"error: {interrupts.message()}", file=sys.stderr)
+        return interrupts.exit_status()
 
 
 def main_exit() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point: the status, then a shutdown a signal cannot turn into a traceback."""
+    status = main()
+    interrupts.shutting_down()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

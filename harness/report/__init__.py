@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness import interrupts
 from harness.report.compute import compute_init_study, compute_lab
 from harness.report.job import run_job
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, JobOptions, code_fingerprint
@@ -55,9 +56,8 @@ def interrupted_note(results: dict, opts: JobOptions) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the job; 0 when every lab ran (diverging runs are results too), 1 when a lab crashed, 130 when
-    interrupted."""
+    interrupted (143 by SIGTERM: :mod:`harness.interrupts`)."""
     from harness.report.render import summary_line
-
     from harness.results import check_output_dir
 
     check_output_dir(args.out)  # the name as given: Path("") would be the current folder
@@ -68,5 +68,5 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(summary_line(results, opts.out))
     if results["job"]["status"] == "interrupted":
         print(interrupted_note(results, opts), file=sys.stderr)
-        return 130
+        return interrupts.exit_status()
     return 1 if results["job"]["errors"] else 0
