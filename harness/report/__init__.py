@@ -65,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with term_as_interrupt():
         results = run_job(opts)
     if not results["job"].get("kept_previous"):
-        print(summary_line(results, opts.out))
+        print(summary_line(results, Path(results["job"].get("written_beside") or opts.out)))
     if results["job"]["status"] == "interrupted":
         print(interrupted_note(results, opts), file=sys.stderr)
         return interrupts.exit_status()

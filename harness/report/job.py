@@ -8,16 +8,21 @@ the labs done so far.
 
 A complete report already in the folder is never replaced by a smaller one: while it is there, this run writes
 only its lab files, and writes the report when it completes; interrupted, it leaves the earlier report as it
-was (its lab records stay reusable from its ``results.json``).
+was (its lab records stay reusable from its ``results.json``). When it completes, its report replaces the
+earlier one if it covers every lab (and the init study) that one has; otherwise the larger report stays and this
+run's report (``report.md``, ``report.html``, ``results.json``, ``plots/``) is written to ``OUT/runs/<id>/``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TextIO
 
 from harness import backend as backends
@@ -110,6 +115,8 @@ class Job:
         previous = (plan.previous or {}).get("job")
         # a complete report is already there: the report is written only when this run completes
         self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
+        # ... and covers more than this run will: kept for good, this run's report is written beside it
+        self.beside = beside(opts, plan.previous) if self.keep_previous else None
         opts.busy, self.contention = machine_busy()
         self.results: dict[str, Any] = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
@@ -146,7 +153,13 @@ class Job:
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")
-        if self.keep_previous:
+        for name, why in self.plan.rejected.items():
+            if self.plan.saved.get(name) is None:
+                self.say(f"{name}: the saved record is not reused ({why}); computed again")
+        if self.beside is not None:
+            self.say(f"{opts.out}/ holds a complete report of more labs: it is kept; this run's report goes to "
+                     f"{self.beside}/ when it completes")
+        elif self.keep_previous:
             self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
 
     def run(self) -> dict:
@@ -270,12 +283,34 @@ class Job:
                     self.results["job"]["kept_previous"] = True
                     return
                 self.keep_previous = False
+                fresh = self.beside is not None
+                if fresh:
+                    self.results["job"]["written_beside"] = str(self.beside)
                 for name, rec in self.results["labs"].items():
-                    render.lab_plots(self.opts.out, rec, force=name in self.results["job"]["computed"])
+                    render.lab_plots(self.target, rec, force=fresh or name in self.results["job"]["computed"])
                 study = self.results["init_study"]
                 if study and study["runs"]:
-                    render.study_plot(self.opts.out, study, force=self.plan.saved.get(STUDY) is None)
-            render.write_report(self.opts.out, self.results, html=self.opts.html, final=True)
+                    render.study_plot(self.target, study, force=fresh or self.plan.saved.get(STUDY) is None)
+            render.write_report(self.target, self.results, html=self.opts.html, final=True)
+
+    @property
+    def target(self) -> Path:
+        """The folder the report is written to: ``--out``, or the folder beside a larger report kept there."""
+        return self.beside if self.beside is not None else self.opts.out
+
+
+def beside(opts: JobOptions, previous: dict | None) -> Path | None:
+    """Where this run's report goes when the complete report in ``opts.out`` (``previous``) has a lab (or the
+    init study) this run does not: ``OUT/runs/<hash of this run's options>/`` (the same options, the same folder);
+    None when this run covers all of it (its report replaces the earlier one)."""
+    old = previous or {}
+    labs = old.get("labs") if isinstance(old.get("labs"), dict) else {}
+    more = set(labs) - set(opts.labs) or (old.get("init_study") and not opts.init_study)
+    if not more:
+        return None
+    options = {k: v for k, v in opts.record().items() if k not in ("out", "quiet", "resume", "html")}
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return opts.out / "runs" / digest
 
 
 def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> dict:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from harness import backend as backends
 from harness.labs import Lab, get_lab
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, OK_STATUSES, JobOptions
+from harness.report.records import LAB, problem
+from harness.report.records import STUDY as STUDY_SHAPE
 
 if TYPE_CHECKING:
     from harness.runner import RunOptions
@@ -82,12 +84,17 @@ def load_record(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def reusable(rec: Any, key: dict) -> dict | None:
-    """``rec`` when it is a finished result of this format with this key."""
-    if isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("key") == key \
-            and rec.get("status") in OK_STATUSES:
+def reusable(rec: Any, key: dict, shape: Any = LAB) -> dict | None:
+    """``rec`` when it is a finished result of this format with this key, with the typed ``shape`` of a fresh
+    record (:mod:`.records`)."""
+    if _matches(rec, key) and problem(rec, shape) is None:
         return rec
     return None
+
+
+def _matches(rec: Any, key: dict) -> bool:
+    return isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("key") == key \
+        and rec.get("status") in OK_STATUSES
 
 
 @dataclass
@@ -99,6 +106,7 @@ class Plan:
     estimates: dict[str, float] = field(default_factory=dict)
     previous: dict | None = None  # the folder's results.json before this run
     restore: set[str] = field(default_factory=set)  # reused from ``previous``: their lab file is written again
+    rejected: dict[str, str] = field(default_factory=dict)  # saved with the key, but malformed: recomputed
 
     def reused(self) -> int:
         """Tasks taken over from earlier runs."""
@@ -107,13 +115,22 @@ class Plan:
 
 def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) -> dict | None:
     """The saved result of task ``name`` with ``key``: its lab file, else its record in the earlier
-    results.json (the lab file is then to be written again)."""
+    results.json (the lab file is then to be written again). A record with the key but not the typed shape of a
+    fresh one is not reused: the reason goes into ``plan.rejected``."""
     if not opts.resume:
         return None
-    rec = reusable(load_record(opts.out / "labs" / f"{name}.json"), key)
-    if rec is None and (rec := reusable(previous, key)) is not None:
-        plan.restore.add(name)
-    return rec
+    shape = STUDY_SHAPE if name == STUDY else LAB
+    for where, rec in ((f"labs/{name}.json", load_record(opts.out / "labs" / f"{name}.json")),
+                       (f"results.json ({name})", previous)):
+        if not _matches(rec, key):
+            continue
+        why = problem(rec, shape)
+        if why is None:
+            if where.startswith("results.json"):
+                plan.restore.add(name)
+            return rec
+        plan.rejected.setdefault(name, f"{where}: {why}")
+    return None
 
 
 def make_plan(opts: JobOptions, train_size: int = MNIST_TRAIN_SIZE) -> Plan:
