@@ -203,10 +203,12 @@ def _add_run(sub: Any) -> None:
     from harness.commands import cmd_run
 
     p = _sub(sub, "run", cmd_run, "train one lab in one framework")
-    p.add_argument("lab", help="a lab name (see `dlzta list`)")
+    p.add_argument("lab", nargs="?", help="a lab name (see `dlzta list`)")
     names = backends.names()
-    p.add_argument("--framework", required=True, type=_one_of(names, "framework"), metavar=_meta(names),
-                   help="the backend to train in")
+    p.add_argument("--framework", type=_one_of(names, "framework"), metavar=_meta(names),
+                   help="the backend to train in (required, unless --config gives it)")
+    p.add_argument("--config", metavar="FILE.json", help="rerun a run record (`run --out`; its `config`) or a config "
+                   "object (lab, framework, options); options given here win")
     _add_weights(p, "native")
     _add_masks(p)
     _add_output(p, "write the result as JSON (every logged step)", "only the summary lines")
@@ -402,6 +404,10 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if getattr(args, "config", None):  # run --config FILE
+            from harness.commands import with_config
+
+            args = with_config(parser, args, sys.argv[1:] if argv is None else argv)
         if getattr(args, "func", None) is None:  # bare ``dlzta``: the help, as ``pip`` does
             parser.print_help()
             return 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+from harness.errors import UsageError
 from harness.labs import LABS, get_lab
 from harness.results import STDOUT, check_result_out, write_result
 from harness.runner import RunOptions
@@ -60,8 +62,61 @@ def _trajectory(result: dict, per_epoch: bool) -> list[str]:
     return [f"{step:>6} {loss:.10f}" for step, loss in zip(result["steps"], result["loss"])]
 
 
+# a run record's ``config`` (or a config object) -> the ``run`` option it stands for
+CONFIG_OPTIONS = {"framework": "--framework", "device": "--device", "dtype": "--dtype", "weights": "--weights",
+                  "masks": "--masks", "seed": "--seed", "steps": "--steps", "log_every": "--log-every",
+                  "execution": "--execution", "data": "--data", "data_dir": "--data-dir", "devices": "--devices",
+                  "batch_norm": "--batch-norm", "lr": "--lr", "optimizer": "--optimizer",
+                  "activation": "--activation", "weight_init": "--weight-init", "dropout": "--dropout",
+                  "epochs": "--epochs", "batch_size": "--batch-size"}
+CONFIG_IGNORED = ("effective", "notes")  # what the run trained with: recorded, not options
+
+
+def config_argv(path: str, with_lab: bool = True) -> list[str]:
+    """``run --config FILE``: the command-line words of the configuration in FILE (a run record, whose
+    ``config`` is taken, or a config object: ``lab``, ``framework`` and any of ``CONFIG_OPTIONS``, overrides
+    flat or under ``overrides``), checked by the same parser as typed options; UsageError for a file that
+    cannot be read or holds anything else."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: cannot be read as JSON ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+    config = obj.get("config", obj) if isinstance(obj, dict) else obj
+    if not isinstance(config, dict) or not isinstance(config.get("lab"), str):
+        raise UsageError(f"--config {path}: not a run record or a config object (no lab name)")
+    overrides = config.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise UsageError(f"--config {path}: overrides must be an object")
+    flat = {**{k: v for k, v in config.items() if k not in ("lab", "overrides", *CONFIG_IGNORED)}, **overrides}
+    unknown = sorted(set(flat) - set(CONFIG_OPTIONS))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown key {', '.join(unknown)}; known: {', '.join(CONFIG_OPTIONS)}")
+    words = [config["lab"]] if with_lab else []
+    for key, value in flat.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, dict, list)):
+            raise UsageError(f"--config {path}: {key} must be a number or a name, got {json.dumps(value)[:40]}")
+        words += [f"{CONFIG_OPTIONS[key]}={value}"]
+    return words
+
+
+def with_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
+    """``run --config FILE``: ``argv`` parsed again with the file's options first, so the command line's win."""
+    given = list(argv)
+    at = given.index("run")
+    return parser.parse_args([*given[:at + 1], *config_argv(args.config, args.lab is None), *given[at + 1:]])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Train one lab in one framework and print its trajectory and timing."""
+    if args.lab is None or args.framework is None:
+        raise UsageError(f"run: {'a lab name' if args.lab is None else '--framework'} is required (or --config "
+                         "FILE.json with it)")
     lab = get_lab(args.lab)
     check_result_out(args.out)
     stdout = sys.stdout
@@ -89,6 +144,10 @@ def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
     except RunDiverged as exc:
         write_result(args.out, exc.result, stdout)
         raise
+    if getattr(args, "devices", 1) > 1:
+        result.setdefault("config", {}).update(devices=args.devices, batch_norm=args.batch_norm)
+    for note in result.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     if not args.quiet:
         print("\n".join(_trajectory(result, per_epoch=args.log_every is None)))
     for line in course_lines(result):
