@@ -380,7 +380,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.runner import RunDiverged, RunOptions
 
     names, frameworks = args.labs, args.frameworks
-    if args.out:
+    if args.out is not None:
         check_output_file(args.out)
     options = RunOptions(device=args.device, dtype=args.dtype, weights=args.weights, steps=args.steps,
                          data=args.data, data_dir=args.data_dir, mask_mode=args.mask_mode,

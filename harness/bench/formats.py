@@ -103,8 +103,11 @@ def github_action_paths(prefix: str) -> tuple[str, str]:
 def check_outputs(out: str | None, github: str | None, markdown: str | None, suffixes: tuple[str, ...] = ("",)) -> None:
     """Every file ``write_outputs`` would write (each with every suffix: one per device kind of a scaling run),
     checked before anything is measured (:func:`harness.results.check_output_files`)."""
+    from harness.errors import UsageError
     from harness.results import check_output_files
 
+    if github is not None and not github.strip():
+        raise UsageError("--github-action is empty; give a file name prefix")
     for suffix in suffixes:
         paths = {"--out": out and out + suffix, "--markdown": markdown and markdown + suffix}
         if github:

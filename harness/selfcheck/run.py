@@ -99,7 +99,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
 
     for fw in args.frameworks:
         check_device(fw, args.device)
-    if args.out:
+    if args.out is not None:
         check_output_file(args.out)
     if not [m for m in catalogue(tuple(args.frameworks)) if args.only is None or args.only.lower() in m.name.lower()]:
         raise UsageError(f"no planted bug of {', '.join(args.frameworks)} matches --only {args.only!r}")
