@@ -79,10 +79,11 @@ def config_argv(path: str, with_lab: bool = True) -> list[str]:
     cannot be read or holds anything else."""
     import json
 
+    from harness.results import read_input
+
     try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        obj = json.loads(read_input(path, "--config"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise UsageError(f"--config {path}: cannot be read as JSON ({getattr(exc, 'strerror', None) or exc})") \
             from None
     config = obj.get("config", obj) if isinstance(obj, dict) else obj

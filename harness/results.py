@@ -202,6 +202,16 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
     _writable_ancestor(path, path, what)
 
 
+def read_input(path: str | os.PathLike, what: str) -> str:
+    """The text of an input file (``--config``, ``--compare``): a regular file (a FIFO or a device would block or
+    never end), read as UTF-8; OSError (with a one-line reason) otherwise."""
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{what} {os.fspath(path)} is a {_kind(mode) or 'folder'}, not a regular file")
+        return f.read().decode("utf-8")
+
+
 def check_result_out(path: str | None) -> None:
     """``run``/``compare --out``: a results file (:func:`check_output_file`), or ``-`` for standard output."""
     if path is not None and path != STDOUT:

@@ -231,19 +231,36 @@ def _started(proc: subprocess.Popen, marker: str) -> None:
     pytest.fail("the command ended before it started its work")
 
 
-@pytest.mark.parametrize("sig, status, message", [(signal.SIGTERM, 143, "error: terminated (SIGTERM)"),
-                                                  (signal.SIGINT, 130, "error: interrupted")])
-def test_reproduce_stops_on_a_signal_with_its_status(tmp_path, sig, status, message):
+def _command(tmp_path: Path, *argv: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "reproduce", "--labs", "xor_mlp,xor_wide_deep",
-                             "--frameworks", "jax,torch", "--out", str(tmp_path / "r.json")], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _started(proc, "xor_mlp")  # the first run's line: JAX is loaded and training
-    for _ in range(3):  # Ctrl-C, Ctrl-C, Ctrl-C (or SIGTERM thrice)
-        proc.send_signal(sig)
+    return subprocess.Popen([sys.executable, "-m", "harness", *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_reproduce_stops_on_sigterm_with_143(tmp_path):
+    proc = _command(tmp_path, "reproduce", "--labs", "xor_mlp,xor_wide_deep", "--steps", "2000", "--frameworks",
+                    "torch", "--out", str(tmp_path / "r.json"))
+    _started(proc, "xor_mlp")  # the first run's line: training
+    for _ in range(3):
+        proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == status, rest
-    assert "Traceback" not in rest and message in rest
+    assert proc.returncode == 143, rest
+    assert "Traceback" not in rest and "error: terminated (SIGTERM)" in rest
+
+
+def test_three_quick_ctrl_c_leave_a_finished_report_and_no_traceback(tmp_path):
+    out = tmp_path / "r"  # both frameworks: JAX's exit handler runs at the end
+    proc = _command(tmp_path, "report", "--labs", "xor_perceptron,xor_mlp", "--steps", "2000", "--no-init-study",
+                    "--no-html", "--no-noise", "--out", str(out))
+    _started(proc, "[ 1/2]")
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest and "interrupted:" in rest
+    report = (out / "report.md").read_text()
+    assert "**interrupted**" in report and "in progress" not in report
+    assert json.loads((out / "results.json").read_text())["job"]["status"] == "interrupted"
 
 
 # ---------------------------------------------------------------------------------------- run records
