@@ -1,5 +1,5 @@
 """``python -m harness``."""
 
-from harness.cli import main_exit
+from harness.commands.cli import main_exit
 
 main_exit()

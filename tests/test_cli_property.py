@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from harness.cli import main
+from harness.commands.cli import main
 
 
 class Reached(BaseException):
@@ -98,26 +98,26 @@ def stubbed(monkeypatch):
     """Every command's work raises Reached; the machine is never sampled (0.3 s a time)."""
     import harness.bench.command
     import harness.bench.scaling
-    import harness.machine
-    import harness.parallel_commands
+    import harness.commands.parallel
+    import harness.commands.reproduce
     import harness.parity.api
     import harness.report.compute
     import harness.report.job
-    import harness.reproduce
-    import harness.runner
+    import harness.run.machine
+    import harness.run.runner
     import harness.selfcheck.run
 
     def reached(*args, **kwargs):
         raise Reached
 
-    for module, name in ((harness.runner, "run"), (harness.parallel_commands, "run_record"),
-                         (harness.parallel_commands, "compare_record"), (harness.parity.api, "compare"),
-                         (harness.reproduce, "reproduce"), (harness.bench.command, "run"),
+    for module, name in ((harness.run.runner, "run"), (harness.commands.parallel, "run_record"),
+                         (harness.commands.parallel, "compare_record"), (harness.parity.api, "compare"),
+                         (harness.commands.reproduce, "reproduce"), (harness.bench.command, "run"),
                          (harness.bench.scaling, "run"), (harness.selfcheck.run, "selfcheck"),
                          (harness.report.compute, "compute_lab"), (harness.report.compute, "compute_init_study"),
                          (harness.report.compute, "measure_peaks")):
         monkeypatch.setattr(module, name, reached)
-    for module in (harness.machine, harness.report.job, harness.bench.scaling):
+    for module in (harness.run.machine, harness.report.job, harness.bench.scaling):
         monkeypatch.setattr(module, "machine_busy", lambda: (False, {}))
     monkeypatch.setenv("DLZTA_CACHE_DIR", tempfile.mkdtemp(prefix="dlzta-cache-"))
 

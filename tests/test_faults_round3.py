@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import interrupts, results
-from harness.cli import main
+from harness.commands import interrupts
+from harness.commands.cli import main
 from harness.errors import UsageError
 from harness.labs import get_lab
 from harness.report.options import JobOptions
 from harness.report.plan import make_plan
 from harness.report.records import LAB, problem
+from harness.run import results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,12 +40,12 @@ def no_work(monkeypatch):
         raise AssertionError("the command started work")
 
     import harness.bench.command
+    import harness.commands.reproduce
     import harness.parity.api
-    import harness.reproduce
-    import harness.runner
+    import harness.run.runner
 
-    for module, name in ((harness.runner, "run"), (harness.parity.api, "compare"),
-                         (harness.reproduce, "reproduce"), (harness.bench.command, "run")):
+    for module, name in ((harness.run.runner, "run"), (harness.parity.api, "compare"),
+                         (harness.commands.reproduce, "reproduce"), (harness.bench.command, "run")):
         monkeypatch.setattr(module, name, refuse)
 
 
@@ -144,7 +145,7 @@ def test_run_out_dash_writes_the_json_alone_to_stdout(capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["reproduce", "--threads", "9" * 23], "--threads/--torch-threads: must be auto or a positive count (at most"),
+    (["reproduce", "--threads", "9" * 23], "--threads: must be auto or a positive count (at most"),
     (["report", "--threads", "1025"], "at most 1024"),
     (["selfcheck", "--threads", "0"], "must be auto or a positive count"),
     (["bench", "--threads", "99999999999999999999999"], "--threads: must be at least 1 (at most 1024)"),

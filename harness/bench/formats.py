@@ -102,9 +102,9 @@ def github_action_paths(prefix: str) -> tuple[str, str]:
 
 def check_outputs(out: str | None, github: str | None, markdown: str | None, suffixes: tuple[str, ...] = ("",)) -> None:
     """Every file ``write_outputs`` would write (each with every suffix: one per device kind of a scaling run),
-    checked before anything is measured (:func:`harness.results.check_output_files`)."""
+    checked before anything is measured (:func:`harness.run.results.check_output_files`)."""
     from harness.errors import UsageError
-    from harness.results import check_output_files
+    from harness.run.results import check_output_files
 
     if github is not None and not github.strip():
         raise UsageError("--github-action is empty; give a file name prefix")
@@ -119,7 +119,7 @@ def check_outputs(out: str | None, github: str | None, markdown: str | None, suf
 def write_outputs(record: dict, out: str | None, github: str | None, markdown: str | None = None) -> None:
     """The results JSON, the markdown tables and, with a prefix, the two github-action-benchmark files (each
     written atomically)."""
-    from harness.results import atomic_write, write_json
+    from harness.run.results import atomic_write, write_json
 
     if out:
         write_json(out, record)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from harness.bench.measure import SCHEMA
-from harness.results import read_input
+from harness.run.results import read_input
 
 EXIT_REGRESSION = 1
 MIN_THRESHOLD = 0.25  # never flag less than a 25% drop: this 2-core machine is shared and noisy

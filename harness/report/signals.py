@@ -1,4 +1,4 @@
-"""Interrupts in the job: SIGTERM stops it like Ctrl-C (the policy of :mod:`harness.interrupts`), and the
+"""Interrupts in the job: SIGTERM stops it like Ctrl-C (the policy of :mod:`harness.commands.interrupts`), and the
 report's writes are held whole (a signal that comes in during one is acted on once the write has finished)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from harness import interrupts
+from harness.commands import interrupts
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 
@@ -20,7 +20,7 @@ def _main_thread() -> bool:
 
 def term_as_interrupt() -> contextlib.AbstractContextManager:
     """SIGTERM (a CI cancel, ``timeout``) stops the job like Ctrl-C: the finished labs' report is written. The
-    policy of every command (:mod:`harness.interrupts`), for callers that do not come through ``main``."""
+    policy of every command (:mod:`harness.commands.interrupts`), for callers that do not come through ``main``."""
     return interrupts.policy()
 
 

@@ -1,4 +1,5 @@
-"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.cli`)."""
+"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.commands.cli`), and
+``run --config``: a run record's ``config`` turned back into options."""
 
 from __future__ import annotations
 
@@ -8,23 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from harness.commands.options import run_options
 from harness.errors import UsageError
 from harness.labs import LABS, get_lab
-from harness.results import STDOUT, check_result_out, write_result
-from harness.runner import RunOptions
-
-
-def run_options(args: argparse.Namespace, weights: str | None = None) -> RunOptions:
-    """RunOptions from parsed ``run``/``compare`` arguments (``weights`` overrides ``args.weights``)."""
-    overrides = {"lr": args.lr, "optimizer_name": args.optimizer_name, "activation": args.activation,
-                 "init": args.weight_init, "dropout": args.dropout, "epochs": args.epochs,
-                 "batch_size": args.batch_size}
-    return RunOptions(
-        device=args.device, dtype=args.dtype, weights=weights or args.weights, seed=args.seed,
-        log_every=args.log_every, steps=args.steps, execution=args.execution, data=args.data,
-        data_dir=args.data_dir, mask_mode=args.mask_mode,
-        overrides={k: v for k, v in overrides.items() if v is not None},
-    )
+from harness.run.results import STDOUT, check_result_out, write_result
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -48,10 +36,8 @@ def fmt(v: Any) -> str:
 
 
 def final_text(final: dict) -> str:
-    """The ``final`` metrics of a run record, without the old aliases."""
-    from harness.metrics import LEGACY_FINAL_KEYS
-
-    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k not in LEGACY_FINAL_KEYS)
+    """The ``final`` metrics of a run record."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items())
 
 
 def _trajectory(result: dict, per_epoch: bool) -> list[str]:
@@ -79,7 +65,7 @@ def config_argv(path: str, with_lab: bool = True) -> list[str]:
     cannot be read or holds anything else."""
     import json
 
-    from harness.results import read_input
+    from harness.run.results import read_input
 
     try:
         obj = json.loads(read_input(path, "--config"))
@@ -131,11 +117,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
     """``cmd_run``'s training and printout; the record (None: another process of a group writes it)."""
     from harness.errors import RunDiverged
-    from harness.runner import course_lines, run
+    from harness.run.runner import course_lines, run
 
     try:
-        if getattr(args, "devices", 1) > 1:  # data parallel (harness.parallel_commands)
-            from harness.parallel_commands import options, run_record
+        if getattr(args, "devices", 1) > 1:  # data parallel (harness.commands.parallel)
+            from harness.commands.parallel import options, run_record
 
             result = run_record(lab, args.framework, run_options(args), options(args))
             if result is None:  # not the first process of a process group: it prints and writes
@@ -155,7 +141,7 @@ def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
         print(line)
     final = final_text(result["final"])
     t = result["timing"]
-    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['init']}] "
+    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['weights']}] "
           f"final: {final}")
     pre = f"; RBM pre-training before it {t['pretrain_s']:.2f} s" if "pretrain_s" in t else ""
     print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s{pre}")
@@ -167,10 +153,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_result_out(args.out)
     stdout = sys.stdout
     with lines_to_stderr(args.out):
-        if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
-            from harness.parallel_commands import cmd_compare_devices
+        if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.commands.parallel)
+            from harness.commands.parallel import cmd_compare_devices
 
-            return cmd_compare_devices(args, run_options(args, "shared"), stdout)
+            return cmd_compare_devices(args, run_options(args, weights="shared"), stdout)
         result = _compare(args, stdout)
     write_result(args.out, result, stdout)
     return 0
@@ -178,15 +164,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace, stdout: Any) -> dict:
     """``cmd_compare``'s work and printout; the record."""
+    from harness.commands.progress import Progress
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
-    from harness.progress import Progress
 
     lab = get_lab(args.lab)
+    options = run_options(args, weights="shared")
     try:
         with Progress(0, f"compare {lab.name}", args.quiet, unit="steps") as progress:  # the live line on a terminal
-            result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
+            result = compare(lab, options, threshold=args.threshold, noise=not args.no_noise,
                              a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
                              referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
@@ -198,6 +185,6 @@ def _compare(args: argparse.Namespace, stdout: Any) -> dict:
         from harness.parity.initcheck import check_lab
 
         backends = tuple(side["backend"] for side in result["sides"].values())
-        result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
+        result["native_init"] = check_lab(lab, options, backends)
         print(result["native_init"]["text"])
     return result

@@ -1,15 +1,15 @@
 """One signal policy for every command (``run``, ``compare``, ``report``, ``reproduce``, ``bench``,
-``selfcheck``), installed by :func:`harness.cli.main`:
+``selfcheck``), installed by :func:`harness.commands.cli.main`:
 
 - the first Ctrl-C (SIGINT) or SIGTERM stops the work as ``KeyboardInterrupt``: the command keeps and writes
   what it has finished, prints one ``error:`` line (or the report's note) and exits 130 for SIGINT, 143 for
   SIGTERM (128 + the signal's number, as a shell reports a process the signal killed);
 - later SIGINTs and SIGTERMs are noted and ignored while the command saves its work, so a repeated Ctrl-C never
   leaves a half-written report or a traceback;
-- while the interpreter shuts down (after :func:`harness.cli.main_exit` has its status: JAX's and other exit
+- while the interpreter shuts down (after :func:`harness.commands.cli.main_exit` has its status: JAX's and other exit
   handlers run then), SIGINT is ignored and SIGTERM ends the process at once with status 143.
 
-Writes that must land whole hold signals themselves (:func:`harness.results.atomic_write`,
+Writes that must land whole hold signals themselves (:func:`harness.run.results.atomic_write`,
 :func:`harness.report.signals.held_signals`) and hand them on to this policy when done.
 """
 
