@@ -84,7 +84,11 @@ def _allowed(changed: str, outs: list[str]) -> bool:
     """Whether ``changed`` is one of the output paths (or under one, or a file written beside a prefix, or the
     target of the link the output names)."""
     for out in outs:
-        out = out.strip("/")
+        if not out.strip():
+            continue  # an empty path names nothing (it must be refused)
+        out = os.path.normpath(out)
+        if out == ".":
+            return True  # the current folder itself is the output folder
         if out in ("LINK", "DANGLING"):
             out = {"LINK": "target.json", "DANGLING": "gone/made.json"}[out]
         if out and (changed == out or changed.startswith(out + "/") or changed.startswith(out + "-")
