@@ -301,3 +301,30 @@ def test_bad_config_files(tmp_path, capsys, no_work, content, fragment):
     path.write_text(content)
     assert main(["run", "--config", str(path)]) == 2
     assert fragment in _one_error(capsys)
+
+
+# ------------------------------------------------------------------------------- report: the larger one stays
+
+
+def test_a_smaller_report_is_written_beside_a_complete_larger_one(tmp_path, capsys):
+    out = tmp_path / "r"
+    tiny = ["--steps", "30", "--no-init-study", "--no-html", "--no-noise", "--frameworks", "torch", "--out", str(out)]
+    assert main(["report", "--labs", "xor_perceptron,xor_mlp", *tiny]) == 0
+    before = {name: (out / name).read_bytes() for name in ("results.json", "report.md", "plots/xor_mlp.png")}
+    capsys.readouterr()
+    assert main(["report", "--labs", "xor_perceptron", *tiny[:1], "20", *tiny[2:]]) == 0
+    said = capsys.readouterr().out
+    assert {name: (out / name).read_bytes() for name in before} == before  # the larger report stays whole
+    beside = [p.parent for p in (out / "runs").glob("*/results.json")]
+    assert len(beside) == 1 and f"{beside[0]}/ when it completes" in said and str(beside[0] / "report.md") in said
+    results = json.loads((beside[0] / "results.json").read_text())
+    assert list(results["labs"]) == ["xor_perceptron"] and results["job"]["written_beside"] == str(beside[0])
+    assert (beside[0] / "report.md").exists() and (beside[0] / "plots" / "xor_perceptron.png").exists()
+
+
+def test_threads_that_no_chosen_backend_sets_are_a_note():
+    from harness.run.machine import threads_note
+
+    assert threads_note(("torch", "jax"), "auto") is None and threads_note(("torch", "jax"), "4") is None
+    assert threads_note(("jax",), "4") == "--threads 4 does not apply (jax sets its own threads); ignored"
+    assert "on a CPU only" in threads_note(("torch",), "4", "gpu")

@@ -35,7 +35,7 @@ from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
 from harness.run.costs import Costs, phase, recording
-from harness.run.machine import busy_text, machine_busy
+from harness.run.machine import busy_text, machine_busy, threads_note
 from harness.run.results import clean_stale_temps, write_json
 from harness.selfcheck.run import latest as latest_selfcheck
 
@@ -117,12 +117,14 @@ class Job:
         self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
         # ... and covers more than this run will: kept for good, this run's report is written beside it
         self.beside = beside(opts, plan.previous) if self.keep_previous else None
+        self.notes = [n for n in (threads_note(opts.frameworks, opts.threads, opts.device),) if n]
         opts.busy, self.contention = machine_busy()
         self.results: dict[str, Any] = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
             "job": {"status": "running", "computed": [], "reused": [], "errors": []},
             "selfcheck": latest_selfcheck(),  # the parity checks' own test on this machine, if it was run
+            "notes": self.notes,  # options that do not apply (ignored)
         }
         self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
         self.costs = Costs()  # the job's own phases (start-up, peak, study, writes); each lab records its own
@@ -153,6 +155,8 @@ class Job:
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")
+        for note in self.notes:
+            self.say(f"note: {note}")
         for name, why in self.plan.rejected.items():
             if self.plan.saved.get(name) is None:
                 self.say(f"{name}: the saved record is not reused ({why}); computed again")
