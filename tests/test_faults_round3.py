@@ -328,3 +328,8 @@ def test_threads_that_no_chosen_backend_sets_are_a_note():
     assert threads_note(("torch", "jax"), "auto") is None and threads_note(("torch", "jax"), "4") is None
     assert threads_note(("jax",), "4") == "--threads 4 does not apply (jax sets its own threads); ignored"
     assert "on a CPU only" in threads_note(("torch",), "4", "gpu")
+
+
+def test_a_data_folder_name_over_255_bytes_is_one_line(tmp_path, capsys):
+    assert main(["run", "mnist_softmax", "--framework", "torch", "--data", f"idx:{tmp_path / ('a' * 300)}"]) == 2
+    assert "cannot be read" in _one_error(capsys)
