@@ -95,10 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict."""
+    """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict. Exit status
+    as ``diff``'s: 0 same (or within rounding noise), 1 differs (:func:`harness.parity.verdict.exit_status`)."""
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
+    from harness.parity.verdict import exit_status, with_native_init
     from harness.progress import Progress
 
     if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
@@ -116,13 +118,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except RunDiverged as exc:
         _write(args.out, exc.result)
         raise
-    for line in summary_lines(result, args.threshold, final_text):
-        print(line)
     if args.weights == "native":  # each side's own initial draw against the declared distributions
         from harness.parity.initcheck import check_lab
 
         backends = tuple(side["backend"] for side in result["sides"].values())
         result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
-        print(result["native_init"]["text"])
+        result["verdict"], result["verdict_kind"] = with_native_init(result["verdict"], result["verdict_kind"],
+                                                                     result["native_init"])
+    for line in summary_lines(result, args.threshold, final_text):
+        print(line)
     _write(args.out, result)
-    return 0
+    return exit_status(result["verdict_kind"])

@@ -18,6 +18,7 @@ from harness import parallel
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
 from harness.parallel import Parallel
+from harness.parity.verdict import exit_status
 from harness.results import check_output_file, write_json
 from harness.runner import RunOptions, add_companion, execute, prepare, summarize
 
@@ -91,4 +92,5 @@ def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions) -> in
         print(line)
     if args.out:
         write_json(args.out, result)
-    return 0
+    pairs = [*result["vs_one_device"].values(), *result["across"].values()]
+    return exit_status([p["verdict_kind"] for p in pairs])  # 1 when any pair differs, as ``compare``
