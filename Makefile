@@ -57,6 +57,13 @@ actionlint: $(ACTIONLINT)
 lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check .
 	$(PY) .ci/actionlint.py
+	$(MAKE) --no-print-directory dist-check
+
+# The sdist and wheel as PyPI would take them: twine check --strict (metadata, README rendering) and
+# check-wheel-contents (pyproject.toml's [tool.check-wheel-contents]); built in a temporary folder.
+dist-check: $(STAMP)
+	D=$$(mktemp -d) && trap 'rm -rf "$$D"' EXIT && $(PY) -m build -q --outdir "$$D" . >/dev/null && \
+	 $(VENV)/bin/twine check --strict "$$D"/* && $(VENV)/bin/check-wheel-contents "$$D"/*.whl
 
 bench: $(STAMP)
 	$(PY) -m harness bench --suite ci --out bench-results.json --github-action bench-results
