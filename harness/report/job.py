@@ -26,7 +26,7 @@ from harness.errors import UsageError
 from harness.labs import Lab, get_lab
 from harness.machine import busy_text, machine_busy
 from harness.progress import Progress, clock
-from harness.report import compute
+from harness.report import compute, history
 from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
@@ -141,13 +141,20 @@ class Job:
                     f"test)" if data else "")
         n = len(self.plan.labs)
         self.say(f"report: {n} lab{'' if n == 1 else 's'} in {', '.join(opts.frameworks)}{data_txt} -> {opts.out}/ "
-                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused)")
+                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused"
+                 f"{self._timed()})")
         single = thread_counts("mnist", opts) if opts.busy and opts.torch_threads == "auto" else {}
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")
         if self.keep_previous:
             self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
+
+    def _timed(self) -> str:
+        """How many estimates are the seconds those tasks took here before (the rest: the cost model)."""
+        todo = [name for name, seconds in self.plan.estimates.items() if seconds]
+        timed = sum(1 for name in todo if name in self.plan.timed)
+        return f"; {timed} of {len(todo)} timed here before" if todo else ""
 
     def run(self) -> dict:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
@@ -198,6 +205,8 @@ class Job:
                     rec = compute.error_record(lab, self.opts, exc)
                     self.results["job"]["errors"].append(lab.name)
             seconds = time.perf_counter() - t
+            if lab.name not in self.results["job"]["errors"]:  # the next job's ETA starts from it
+                history.record({self.plan.keys[lab.name]: seconds})
             rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
             rec["costs"] = costs.table()  # what this lab cost, phase by phase
         self.progress.advance(self.plan.estimates[lab.name])
@@ -220,6 +229,8 @@ class Job:
             with recording(self.costs), phase("init study"):
                 study = compute.compute_init_study(self.opts)
             seconds = time.perf_counter() - t
+            if study["status"] != "error":
+                history.record({self.plan.keys[STUDY]: seconds})
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():
             if seconds is not None or STUDY in self.plan.restore:
