@@ -335,7 +335,7 @@ def throughput_figure(rows: list[dict], modes: dict[str, str], device: str = "cp
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "¼", "½", "¾", "fastest"])
     ax.set_xlabel("training steps per second, as a share of the fastest backend on the lab (linear axis)",
                   fontsize=10)
-    ax.set_title(f"Training speed on the {device.upper()}, steady state: "
+    fig.suptitle(f"Training speed on the {device.upper()}, steady state: "  # over the figure, not the axes
                  + " vs ".join(f"{backend.label(fw)} {modes[fw]}" for fw in fws), fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.legend(loc="outside lower center", ncols=len(fws), fontsize=10)
