@@ -71,9 +71,8 @@ CHECK = """(async () => {
               wrapped: t.parentElement.classList.contains('scroll'),
               box: t.parentElement.getBoundingClientRect().width,
               scrolls: t.parentElement.scrollWidth > t.parentElement.clientWidth + 0.5})),
-          content: (() => { const s = getComputedStyle(document.body);
-                            return document.body.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight);
-                          })(),
+          content: (() => { const s = getComputedStyle(document.body);  // the room the viewport gives the page
+                            return page - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight); })(),
           broken: brokenWords(),
           emphasis: [...document.querySelectorAll('em')].map(e => e.textContent),
           asterisks: (document.body.innerText.match(/\\*[a-z][^*\\n]*\\*/g) || []),
