@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import get_lab
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def _error_line(capsys) -> str:
@@ -32,7 +32,7 @@ def test_list_names_every_lab(capsys):
     (["run", "xor_mlq", "--framework", "jax"], "unknown lab 'xor_mlq' (did you mean xor_mlp?)"),
     (["run", "xor_mlp", "--framework", "mxnet"], "unknown framework 'mxnet'"),
     (["run", "xor_mlp", "--framework", "jax", "--dtype", "float16"], "unknown dtype 'float16'"),
-    (["run", "xor_mlp", "--framework", "jax", "--init", "random"], "unknown init 'random'"),
+    (["run", "xor_mlp", "--framework", "jax", "--weights", "random"], "unknown weight source 'random'"),
     (["run", "xor_mlp", "--framework", "jax", "--device", "gpu"], "device 'gpu' is not present for jax"),
     (["run", "xor_mlp", "--framework", "torch", "--device", "tpu"], "device 'tpu' is not present for torch"),
     (["run", "xor_mlp", "--framework", "jax", "--steps", "0"], "--steps: must be at least 1"),
@@ -65,11 +65,11 @@ def test_run_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "run.json"
     assert main(["run", "xor_mlp", "--framework", "jax", "--log-every", "1000", "--out", str(out), "--quiet"]) == 0
     record = json.loads(out.read_text())
-    for key in ("lab", "framework", "device", "dtype", "init", "seed", "steps", "loss", "final", "timing"):
+    for key in ("lab", "framework", "device", "dtype", "weights", "seed", "steps", "loss", "final", "timing"):
         assert key in record
     assert record["steps"] == list(range(0, 10001, 1000))
     assert len(record["loss"]) == 11
-    assert record["final"]["accuracy"] == 1.0
+    assert record["final"]["train_accuracy"] == 1.0
     assert record["timing"]["steps_per_s"] > 0
     assert "steps/s" in capsys.readouterr().out
 

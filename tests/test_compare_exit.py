@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.parity import verdict
 
 pytest.importorskip("torch")

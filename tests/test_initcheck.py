@@ -13,11 +13,11 @@ import re
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.init import _truncated_normal, weight_distribution
+from harness.commands.cli import main
 from harness.labs import INITS, LABS, Model, get_lab
 from harness.parity import initcheck
 from harness.selfcheck import catalogue
+from harness.weights import _truncated_normal, weight_distribution
 
 
 def _sample(rng: np.random.Generator, kind: str, scale: float, n: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import get_lab
 from harness.report import history
 from harness.report.options import JobOptions

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import idx
-from harness.cli import main
+from harness.commands.cli import main
+from harness.data import idx
 from harness.report import compute as report_compute
 from harness.report.lock import LOCK_NAME, OutputLock
 
@@ -163,7 +163,7 @@ def test_other_options_never_replace_a_complete_report_with_less(tmp_path, inter
 
 TWICE = textwrap.dedent("""
     import os, signal, sys
-    from harness.cli import main
+    from harness.commands.cli import main
     from harness.report import render
 
     real_plots, real_write = render.lab_plots, render.write_report

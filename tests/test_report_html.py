@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.report.doc import png_size
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -1,5 +1,5 @@
 """``dlzta bench``: plan the workloads, check a baseline before measuring, time them, print and write the
-figures, gate them. Its options are declared in :mod:`harness.cli`."""
+figures, gate them. Its options are declared in :mod:`harness.commands.cli`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from harness.bench.gate import (
 from harness.bench.measure import merge_rerun, run
 from harness.bench.targets import check_targets, format_targets
 from harness.bench.workloads import MIN_MEANINGFUL_BLOCKS, SUITES, Overrides, Workload, plan
+from harness.commands.progress import Progress
 from harness.errors import UsageError
-from harness.progress import Progress
 
 
 def _plan(args: argparse.Namespace) -> list[Workload]:
@@ -76,8 +76,8 @@ def _gate(record: dict, baseline: dict, work: list[Workload], args: argparse.Nam
     return EXIT_REGRESSION if failed else 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks; print, write and gate them."""
+def bench_suite(args: argparse.Namespace) -> int:
+    """``dlzta bench`` on one device kind: run the benchmarks; print, write and gate them."""
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     work = _plan(args)

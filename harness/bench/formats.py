@@ -103,7 +103,7 @@ def github_action_paths(prefix: str) -> tuple[str, str]:
 def write_outputs(record: dict, out: str | None, github: str | None, markdown: str | None = None) -> None:
     """The results JSON, the markdown tables and, with a prefix, the two github-action-benchmark files (each
     written atomically)."""
-    from harness.results import atomic_write, write_json
+    from harness.run.results import atomic_write, write_json
 
     if out:
         write_json(out, record)

@@ -1,5 +1,5 @@
 """Scaling figures of data-parallel training (``dlzta bench --devices 1,2,...``): for each lab, backend and device
-count N, steps/s and samples/s of the data-parallel step (:mod:`harness.parallel`) under the bench protocol
+count N, steps/s and samples/s of the data-parallel step (:mod:`harness.run.parallel`) under the bench protocol
 (:func:`harness.bench.protocol.time_stepper`: the first dispatch, which compiles, and the warm-up blocks timed
 apart; then blocks of steps each ended by a device sync; medians over blocks), and the efficiency against the
 smallest N measured (one device when N = 1 is in the list).
@@ -22,16 +22,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import harness.bench.peak as peak_mod
 from harness import backend as backends
-from harness import parallel
-from harness.bench import peak as peak_mod
 from harness.bench.protocol import ms_stats, time_stepper
+from harness.commands.progress import Progress
 from harness.errors import UsageError
 from harness.labs import get_lab
-from harness.machine import machine_busy
-from harness.progress import Progress
-from harness.results import atomic_write, check_output_file, to_jsonable
-from harness.runner import RunOptions, prepare
+from harness.run import parallel
+from harness.run.machine import machine_busy
+from harness.run.results import atomic_write, check_output_file, to_jsonable
+from harness.run.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-scaling/1"
 DEFAULT_LABS = ("mnist_relu_xavier", "mnist_batchnorm")
@@ -89,7 +89,7 @@ def add_efficiency(entries: list[dict], weak: bool) -> None:
 def plan(labs: tuple[str, ...], device: str, devices: tuple[int, ...], protocol: Protocol, bn: str = "sync",
          data: str = "mnist-5k", batch: int | None = None, weak: bool = False,
          threads: int | None = None) -> list[tuple[Any, parallel.Parallel, Protocol]]:
-    """One ``harness.parallel.bench_many`` job per lab x device count (labs outer); ``threads``: intra-op threads
+    """One ``harness.run.parallel.bench_many`` job per lab x device count (labs outer); ``threads``: intra-op threads
     per device process where the backend sets them (None: the cores shared out)."""
     return [(_spec(lab, device, n, protocol, data, batch, weak), parallel.Parallel(n, bn=bn, threads=threads),
              protocol) for lab in labs for n in devices]
@@ -202,15 +202,8 @@ def devices_arg(text: str) -> tuple[str | int, ...]:
 UNSCALED = ("compare", "github_action", "inject", "targets", "modes", "fuse_steps", "overhead_rounds")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``dlzta bench``: device counts in ``--devices`` give the scaling figures; otherwise the usual bench."""
-    kinds = tuple(d for d in args.devices if isinstance(d, str)) or ("cpu",)
-    counts = tuple(d for d in args.devices if isinstance(d, int))
-    if not counts:
-        from harness.bench.command import cmd_bench as bench
-
-        args.devices = kinds
-        return bench(args)
+def bench_scaling(args: argparse.Namespace, kinds: tuple[str, ...], counts: tuple[int, ...]) -> int:
+    """``dlzta bench --devices`` with device counts: the scaling figures of each device kind at each count."""
     given = [f"--{o.replace('_', '-')}" for o in UNSCALED if getattr(args, o, None)]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be combined with device counts in --devices")

@@ -12,7 +12,7 @@ The rooms: :mod:`.options` (what the job runs, the reuse keys), :mod:`.plan` (ru
 what a rerun reuses), :mod:`.compute` (one lab, the init study, the matmul peak), :mod:`.job` (check -> plan ->
 compute -> write), :mod:`.lock` (the output folder: checked, cleaned, locked), :mod:`.signals` (interrupts);
 :mod:`.render`, :mod:`.doc` and :mod:`.plots` write the report. The live progress line is
-:mod:`harness.progress`.
+:mod:`harness.commands.progress`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def options_from(args: argparse.Namespace) -> JobOptions:
         out=Path(args.out), labs=args.labs, frameworks=args.frameworks, data=args.data, data_dir=args.data_dir,
         device=args.device, dtype=args.dtype, steps=args.steps, epochs=args.epochs, threshold=args.threshold,
         noise=args.noise, init_study=args.init_study, init_steps=args.init_steps, resume=args.resume,
-        quiet=args.quiet, html=args.html, torch_threads=args.torch_threads,
+        quiet=args.quiet, html=args.html, threads=args.threads,
         command=" ".join(["dlzta", *sys.argv[1:]]),
     )
 

@@ -17,21 +17,8 @@ RAW_PIXELS = "raw pixels *"  # the course's accuracy came from raw 0..255 test p
 
 
 def metric(run: dict, key: str) -> Any:
-    """``final[key]`` of a run (``key`` in :data:`METRICS`). Older records: ``train_loss`` is the last logged
-    step's loss, the nested ``final.test``/``final.train`` dicts give the rest, and a flat ``final.loss`` /
-    ``final.accuracy`` meant the test set for the labs with one (MNIST), the training set for the others."""
-    final = run.get("final") or {}
-    if key in final:
-        return final[key]
-    split, what = key.split("_")
-    if key == "train_loss":
-        return run["loss"][-1] if run.get("loss") else None
-    if isinstance(final.get(split), dict):
-        return final[split].get(what)
-    if "test" in final or "train" in final:
-        return None
-    has_test = bool((run.get("data") or {}).get("test_size"))
-    return final.get(what) if split == ("test" if has_test else "train") else None
+    """``final[key]`` of a run (``key`` in :data:`METRICS`; None where the run has no such figure)."""
+    return (run.get("final") or {}).get(key)
 
 
 def accuracy(run: dict) -> tuple[Any, str]:

@@ -23,7 +23,7 @@ _IGNORED = ("code", "threshold")  # key fields that do not change what a task co
 
 def path() -> Path:
     """The history file (in the disk-cache folder)."""
-    from harness.mnist_sources import cache_dir
+    from harness.data.tfds import cache_dir
 
     return Path(cache_dir()) / FILE
 
@@ -58,7 +58,7 @@ def previous_seconds(rec: Any, key: dict) -> float | None:
 
 def record(entries: dict[str, float]) -> None:
     """Add ``{task key: seconds}`` to the history (the newest ``KEEP`` kept)."""
-    from harness.results import atomic_write
+    from harness.run.results import atomic_write
 
     data = load()
     for k, v in entries.items():

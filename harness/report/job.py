@@ -20,18 +20,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TextIO
 
+import harness.report.compute as compute
+import harness.report.history as history
 from harness import backend as backends
-from harness.costs import Costs, phase, recording
+from harness.commands.progress import Progress, clock
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
-from harness.machine import busy_text, machine_busy
-from harness.progress import Progress, clock
-from harness.report import compute, history
 from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
-from harness.results import clean_stale_temps, write_json
+from harness.run.costs import Costs, phase, recording
+from harness.run.machine import busy_text, machine_busy
+from harness.run.results import clean_stale_temps, write_json
 from harness.selfcheck.run import latest as latest_selfcheck
 
 COMPLETE = ("complete", "errors")  # job statuses of a report that covers every lab it was asked for
@@ -57,7 +58,7 @@ def check(opts: JobOptions) -> None:
 def load_data(opts: JobOptions, labs: list[Lab]) -> int | None:
     """Load the MNIST data when a lab (or the study) needs it, setting ``opts``'s data record; the training-set
     size (None: no MNIST)."""
-    from harness import data as data_mod
+    from harness.data import datasets as data_mod
 
     if not (any(lab.task == "mnist" for lab in labs) or opts.init_study):
         return None
@@ -70,7 +71,7 @@ def machine(opts: JobOptions, measured: dict) -> dict:
     """Where the job ran: CPU model and count, platform, every backend's threads, the device, the load."""
     import platform
 
-    from harness.machine import machine_record
+    from harness.run.machine import machine_record
 
     rec = {**machine_record(), "machine": platform.machine(), "processor": platform.processor(),
            "cpus": os.cpu_count(), "loadavg_start": measured.get("loadavg"), "contention": measured}
@@ -84,7 +85,7 @@ def preload() -> None:
     half-made module that a later write would fail on."""
     import matplotlib.figure  # noqa: F401
 
-    from harness.report import plots, render  # noqa: F401
+    import harness.report.plots as plots  # noqa: F401
 
 
 def lab_line(i: int, n: int, rec: dict, seconds: float | None) -> str:
@@ -143,7 +144,7 @@ class Job:
         self.say(f"report: {n} lab{'' if n == 1 else 's'} in {', '.join(opts.frameworks)}{data_txt} -> {opts.out}/ "
                  f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused"
                  f"{self._timed()})")
-        single = thread_counts("mnist", opts) if opts.busy and opts.torch_threads == "auto" else {}
+        single = thread_counts("mnist", opts) if opts.busy and opts.threads == "auto" else {}
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")
@@ -248,7 +249,7 @@ class Job:
         """Draw with ``plots(render)`` in the background (beside the next lab's training) and rewrite the report
         now, with the plots drawn so far; deferred while a complete report is kept. The final write waits for
         every plot (:meth:`wait_plots`)."""
-        from harness.report import render
+        import harness.report.render as render
 
         if self.keep_previous:
             return
@@ -257,7 +258,7 @@ class Job:
             render.write_report(self.opts.out, self.results, html=self.opts.html)
 
     def _draw(self, plots: Callable[[Any], None]) -> None:
-        from harness.report import render
+        import harness.report.render as render
 
         wall, cpu = time.perf_counter(), time.thread_time()
         plots(render)
@@ -272,7 +273,7 @@ class Job:
     def finish(self) -> None:
         """The final write, held whole against a second signal: the report of this run, unless an earlier
         complete report stays (this run did not complete)."""
-        from harness.report import render
+        import harness.report.render as render
 
         status = self.results["job"]["status"]
         with held_signals(reraise=False):

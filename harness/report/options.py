@@ -22,9 +22,9 @@ INIT_STUDY_SCHEMES = ("normal", "torch_default", "xavier_uniform", "xavier_norma
 INIT_STUDY_LABS = {"rbm_pretrained": "mnist_rbm_pretrain"}
 OK_STATUSES = ("ok", "diverged")  # outcomes a rerun keeps; "error" is tried again
 # The harness's training path; every registered backend's package is added (see code_fingerprint).
-TRAINING_CODE = ("harness/labs.py", "harness/data.py", "harness/idx.py", "harness/init.py", "harness/runner.py",
-                 "harness/compare.py", "harness/parity", "harness/metrics.py", "harness/backend.py",
-                 "harness/errors.py", "harness/pretrain.py")
+TRAINING_CODE = ("harness/labs.py", "harness/data/datasets.py", "harness/data/idx.py", "harness/weights.py",
+                 "harness/run/runner.py", "harness/parity", "harness/run/metrics.py", "harness/backend.py",
+                 "harness/errors.py", "harness/run/pretrain.py")
 
 
 def _backend_packages() -> tuple[str, ...]:
@@ -84,7 +84,7 @@ class JobOptions:
     resume: bool = True
     quiet: bool = False
     html: bool = True
-    torch_threads: str = "auto"  # threads of the backends set per task ("per_task" policy): "auto" or a count
+    threads: str = "auto"  # threads of the backends set per task ("per_task" policy): "auto" or a count
     busy: bool = False  # the machine was busy when the job started (set by run_job)
     command: str = ""
     _data_record: dict | None = field(default=None, repr=False)

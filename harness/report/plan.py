@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import harness.report.history as history
 from harness import backend as backends
 from harness.labs import Lab, get_lab
-from harness.report import history
+from harness.references import LossSeries
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, OK_STATUSES, JobOptions
 
 if TYPE_CHECKING:
-    from harness.runner import RunOptions
+    from harness.run.runner import RunOptions
 
 MNIST_TRAIN_SIZE = 4000  # the bundled subset's, for estimates when no MNIST data is loaded
 WORK_FLOPS = 28e9  # matmul FLOP/s of the ETA model (a slow CPU core's float32 rate)
@@ -26,7 +27,7 @@ STUDY = "init_study"
 
 def run_options(lab: Lab, opts: JobOptions) -> RunOptions:
     """The RunOptions of ``lab`` in this job: shared weights, shared dropout masks, the job's data and caps."""
-    from harness.runner import RunOptions
+    from harness.run.runner import RunOptions
 
     overrides = {"epochs": opts.epochs} if opts.epochs and lab.epochs else {}
     return RunOptions(device=opts.device, dtype=opts.dtype, weights="shared", steps=opts.steps, data=opts.data,
@@ -50,11 +51,11 @@ def course_frameworks(opts: JobOptions) -> tuple[str, ...]:
 
 def thread_counts(task: str, opts: JobOptions) -> dict[str, int]:
     """Intra-op threads per chosen backend that sets them per task (registry ``thread_policy``), on a CPU: see
-    :func:`harness.machine.threads_for` (``opts.torch_threads`` a count, or "auto": as ``dlzta bench``, one on
+    :func:`harness.run.machine.threads_for` (``opts.threads`` a count, or "auto": as ``dlzta bench``, one on
     a machine that was busy when the job started)."""
-    from harness.machine import threads_for
+    from harness.run.machine import threads_for
 
-    counts = {fw: threads_for(fw, task, opts.busy, opts.torch_threads, opts.device) for fw in opts.frameworks}
+    counts = {fw: threads_for(fw, task, opts.busy, opts.threads, opts.device) for fw in opts.frameworks}
     return {fw: n for fw, n in counts.items() if n is not None}
 
 
@@ -71,7 +72,7 @@ def estimate_seconds(lab: Lab, opts: JobOptions, train_size: int = MNIST_TRAIN_S
     total = sum(per_fw.values()) * (2 if lab.companion is not None else 1)
     if opts.compares and opts.noise:  # the one-ulp twin
         total += min(per_fw.values())
-    if isinstance(lab.reference.get("loss"), dict):  # the native runs
+    if lab.reference.of(LossSeries):  # the native runs
         total += sum(per_fw[fw] for fw in course_frameworks(opts))
     return total
 

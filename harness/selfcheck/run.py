@@ -22,7 +22,7 @@ from harness.selfcheck import Mutation, catalogue, patched, tiers
 
 def record_path() -> Path:
     """Where the latest selfcheck's record is kept (the report reads it)."""
-    from harness.mnist_sources import cache_dir
+    from harness.data.tfds import cache_dir
 
     return Path(cache_dir()) / "selfcheck.json"
 
@@ -95,7 +95,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     """Run the suite, print the table and the counts; exit 0 when every bug is caught and nothing else."""
     from harness.backend import check_device
     from harness.errors import UsageError
-    from harness.results import check_output_file, write_json
+    from harness.run.results import check_output_file, write_json
 
     for fw in args.frameworks:
         check_device(fw, args.device)
@@ -103,12 +103,12 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     if not [m for m in catalogue(tuple(args.frameworks)) if args.only is None or args.only.lower() in m.name.lower()]:
         raise UsageError(f"no planted bug of {', '.join(args.frameworks)} matches --only {args.only!r}")
-    from harness.machine import machine_busy, threads_for
     from harness.report.compute import backend_threads
+    from harness.run.machine import machine_busy, threads_for
 
     busy = machine_busy()[0]
     counts = {fw: n for fw in args.frameworks
-              if (n := threads_for(fw, "mnist", busy, args.torch_threads, args.device)) is not None}
+              if (n := threads_for(fw, "mnist", busy, args.threads, args.device)) is not None}
     with backend_threads(counts):
         rec = selfcheck(tuple(args.frameworks), args.device, args.dtype, args.only,
                         echo=None if args.quiet else print)

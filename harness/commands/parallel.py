@@ -1,5 +1,5 @@
 """``run --devices N`` and ``compare --devices N``: data-parallel runs on the command line (the options are declared
-in :mod:`harness.cli`; the training in :mod:`harness.parallel`).
+in :mod:`harness.commands.cli`; the training in :mod:`harness.run.parallel`).
 
 ``run``: the lab trained over N devices (its companion model too), summarised like a one-device run, with a
 ``parallel`` section; under ``torchrun`` or several ``jax.distributed`` processes only process 0 prints and writes.
@@ -14,13 +14,13 @@ import argparse
 import dataclasses
 
 from harness import backend as backends
-from harness import parallel
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
-from harness.parallel import Parallel
 from harness.parity.verdict import exit_status
-from harness.results import check_output_file, write_json
-from harness.runner import RunOptions, add_companion, execute, prepare, summarize
+from harness.run import parallel
+from harness.run.parallel import Parallel
+from harness.run.results import check_output_file, write_json
+from harness.run.runner import RunOptions, add_companion, execute, prepare, summarize
 
 
 def options(args: argparse.Namespace) -> Parallel:

@@ -13,21 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from harness import data as data_mod
-from harness import pretrain
+import harness.run.pretrain as pretrain
 from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, names, resolve_execution
+from harness.data import datasets as data_mod
 from harness.errors import RunDiverged
-from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
-from harness.machine import machine_record
-from harness.metrics import epoch_means, epoch_rows, evaluate, final_metrics
 from harness.references import CorrectSeries
+from harness.run.machine import machine_record
+from harness.run.metrics import epoch_means, epoch_rows, evaluate, final_metrics
+from harness.weights import Params, init_params, init_state
 
 WEIGHTS = ("native", "shared")
 MAX_SEED = 2**32 - 1  # torch.manual_seed, the ported mt19937 and jax.random.key all take 32-bit seeds
 MAX_BATCH_INDICES = 2**28  # example indices in a run's batch order: 1 GiB of int32
 MASK_MODES = ("own", "shared")
-INITS, MASKS = WEIGHTS, MASK_MODES  # the old names
 
 
 @dataclass
@@ -36,7 +35,7 @@ class RunOptions:
 
     ``weights``: "native" (the framework draws the initial weights) or "shared" (the harness draws them);
     ``mask_mode``: "own" (each framework draws its dropout masks) or "shared". ``execution`` None: each
-    backend's default. The old keywords ``init=`` and ``masks=`` are still accepted (and read) for a release.
+    backend's default.
     """
 
     device: str = "cpu"
@@ -51,21 +50,11 @@ class RunOptions:
     mask_mode: str = "own"
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def init(self) -> str:
-        """The old name of ``weights``."""
-        return self.weights
-
-    @property
-    def masks(self) -> str:
-        """The old name of ``mask_mode``."""
-        return self.mask_mode
-
     def check(self) -> None:
         """Raise LabError for a value outside its choices."""
         executions = {e for n in names() for e in (*info(n).executions, *info(n).execution_aliases)}
         for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
-                                     ("init", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
+                                     ("weights", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
             if value not in allowed:
                 raise LabError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
         if self.execution is not None and self.execution not in executions:
@@ -77,21 +66,6 @@ class RunOptions:
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise LabError(f"seed must be in 0..{MAX_SEED} (the 32-bit range every generator here takes), "
                            f"got {self.seed}")
-
-
-_dataclass_init = RunOptions.__init__
-
-
-def _init_with_old_names(self: RunOptions, *args: Any, init: str | None = None, masks: str | None = None,
-                         **kwargs: Any) -> None:
-    if init is not None:  # wins: ``dataclasses.replace(options, init=...)`` passes the old ``weights`` too
-        kwargs["weights"] = init
-    if masks is not None:
-        kwargs["mask_mode"] = masks
-    _dataclass_init(self, *args, **kwargs)
-
-
-RunOptions.__init__ = _init_with_old_names  # type: ignore[method-assign]
 
 
 @dataclass
@@ -234,7 +208,7 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     record: dict[str, Any] = {
         "lab": lab.name, "framework": framework, "device": result.device,
         "dtype": "float64" if info(framework).float64_only else options.dtype,  # a referee computes in float64
-        "init": options.weights, "weights": options.weights, "seed": prepared.seed,
+        "weights": options.weights, "seed": prepared.seed,
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
         "timing": result.timing, "versions": _versions(framework),

@@ -1,26 +1,13 @@
-"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.cli`)."""
+"""The ``list``, ``run`` and ``compare`` commands (their options are declared in :mod:`harness.commands.cli`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from harness.commands.options import run_options
 from harness.labs import LABS, get_lab
-from harness.results import check_output_file
-from harness.runner import RunOptions
-
-
-def run_options(args: argparse.Namespace, weights: str | None = None) -> RunOptions:
-    """RunOptions from parsed ``run``/``compare`` arguments (``weights`` overrides ``args.weights``)."""
-    overrides = {"lr": args.lr, "optimizer_name": args.optimizer_name, "activation": args.activation,
-                 "init": args.weight_init, "dropout": args.dropout, "epochs": args.epochs,
-                 "batch_size": args.batch_size}
-    return RunOptions(
-        device=args.device, dtype=args.dtype, weights=weights or args.weights, seed=args.seed,
-        log_every=args.log_every, steps=args.steps, execution=args.execution, data=args.data,
-        data_dir=args.data_dir, mask_mode=args.mask_mode,
-        overrides={k: v for k, v in overrides.items() if v is not None},
-    )
+from harness.run.results import check_output_file
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -33,7 +20,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _write(path: str | None, obj: dict) -> None:
     if path:
-        from harness.results import write_json
+        from harness.run.results import write_json
 
         write_json(path, obj)
 
@@ -46,10 +33,8 @@ def fmt(v: Any) -> str:
 
 
 def final_text(final: dict) -> str:
-    """The ``final`` metrics of a run record, without the old aliases."""
-    from harness.metrics import LEGACY_FINAL_KEYS
-
-    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k not in LEGACY_FINAL_KEYS)
+    """The ``final`` metrics of a run record."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items())
 
 
 def _trajectory(result: dict, per_epoch: bool) -> list[str]:
@@ -63,14 +48,14 @@ def _trajectory(result: dict, per_epoch: bool) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Train one lab in one framework and print its trajectory and timing."""
     from harness.errors import RunDiverged
-    from harness.runner import course_lines, run
+    from harness.run.runner import course_lines, run
 
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)
     try:
-        if getattr(args, "devices", 1) > 1:  # data parallel (harness.parallel_commands)
-            from harness.parallel_commands import options, run_record
+        if getattr(args, "devices", 1) > 1:  # data parallel (harness.commands.parallel)
+            from harness.commands.parallel import options, run_record
 
             result = run_record(lab, args.framework, run_options(args), options(args))
             if result is None:  # not the first process of a process group: it prints and writes
@@ -86,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line)
     final = final_text(result["final"])
     t = result["timing"]
-    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['init']}] "
+    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['weights']}] "
           f"final: {final}")
     pre = f"; RBM pre-training before it {t['pretrain_s']:.2f} s" if "pretrain_s" in t else ""
     print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s{pre}")
@@ -97,22 +82,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict. Exit status
     as ``diff``'s: 0 same (or within rounding noise), 1 differs (:func:`harness.parity.verdict.exit_status`)."""
+    from harness.commands.progress import Progress
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
     from harness.parity.verdict import exit_status, with_native_init
-    from harness.progress import Progress
 
-    if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.parallel_commands)
-        from harness.parallel_commands import cmd_compare_devices
+    if getattr(args, "devices", 1) > 1:  # data parallel over N devices vs one (harness.commands.parallel)
+        from harness.commands.parallel import cmd_compare_devices
 
-        return cmd_compare_devices(args, run_options(args, "shared"))
+        return cmd_compare_devices(args, run_options(args, weights="shared"))
     lab = get_lab(args.lab)
     if args.out:
         check_output_file(args.out)
+    options = run_options(args, weights="shared")
     try:
         with Progress(0, f"compare {lab.name}", args.quiet, unit="steps") as progress:  # the live line on a terminal
-            result = compare(lab, run_options(args, "shared"), threshold=args.threshold, noise=not args.no_noise,
+            result = compare(lab, options, threshold=args.threshold, noise=not args.no_noise,
                              a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
                              referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
@@ -122,7 +108,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from harness.parity.initcheck import check_lab
 
         backends = tuple(side["backend"] for side in result["sides"].values())
-        result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
+        result["native_init"] = check_lab(lab, options, backends)
         result["verdict"], result["verdict_kind"] = with_native_init(result["verdict"], result["verdict_kind"],
                                                                      result["native_init"])
     for line in summary_lines(result, args.threshold, final_text):

@@ -3,7 +3,7 @@
 An IDX file is a big-endian header -- two zero bytes, a type code (0x08 = unsigned byte), the number of
 dimensions -- then one uint32 per dimension, then the payload. MNIST images have magic 0x00000803
 (ubyte, 3 dims: count, rows, cols) and labels 0x00000801 (ubyte, 1 dim: count). Files may be gzipped
-(detected from the content, whatever the name). Every fault raises :class:`harness.data.DataError`
+(detected from the content, whatever the name). Every fault raises :class:`harness.data.datasets.DataError`
 with a one-line message naming the file.
 """
 
