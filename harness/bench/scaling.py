@@ -124,7 +124,7 @@ def run(labs: tuple[str, ...], frameworks: tuple[str, ...], device: str, devices
     progress = progress or Progress(0, quiet=True)
     progress.total = len(frameworks)
     record: dict[str, Any] = {
-        "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "device": device,
         "devices": list(devices), "scaling": "weak" if weak else "strong", "scaling_means": MODES["weak" if weak
                                                                                                     else "strong"],

@@ -48,9 +48,21 @@ __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main", "main_exit"]
 # ------------------------------------------------------------------------------------------- subcommands
 
 
+EXIT_HELP = {  # the exit statuses of the commands that judge, as ``diff``'s: scripts and CI read them
+    "compare": "exit status: 0 same (same math, within rounding noise, or not judged: no check found a "
+               "difference); 1 differs (a tier, or with --weights native the native init, found one; or beyond "
+               "rounding noise); 2 bad input (one error: line). The JSON's verdict_kind says which.",
+    "report": "exit status: 0 every lab ran and no verdict differs; 1 a lab failed, or a verdict is differs or "
+              "beyond rounding noise; 2 bad input (one error: line); 130 interrupted, 143 terminated (the "
+              "finished labs kept).",
+    "selfcheck": "exit status: 0 every planted bug caught and no false alarm; 1 a bug missed or a control failed; "
+                 "2 bad input (one error: line).",
+}
+
+
 def _sub(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str,
          description: str | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=description or help_text)
+    p = sub.add_parser(name, help=help_text, description=description or help_text, epilog=EXIT_HELP.get(name))
     p.set_defaults(func=func)
     return p
 

@@ -149,7 +149,10 @@ def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict."""
+    """Train one lab on two sides from shared weights; print the figures, the tiers and the verdict. Exit status
+    as ``diff``'s: 0 same (or within rounding noise), 1 differs (:func:`harness.parity.verdict.exit_status`)."""
+    from harness.parity.verdict import exit_status
+
     check_result_out(args.out)
     stdout = sys.stdout
     with lines_to_stderr(args.out):
@@ -159,7 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return cmd_compare_devices(args, run_options(args, weights="shared"), stdout)
         result = _compare(args, stdout)
     write_result(args.out, result, stdout)
-    return 0
+    return exit_status(result["verdict_kind"])
 
 
 def _compare(args: argparse.Namespace, stdout: Any) -> dict:
@@ -168,6 +171,7 @@ def _compare(args: argparse.Namespace, stdout: Any) -> dict:
     from harness.errors import RunDiverged
     from harness.parity.api import compare
     from harness.parity.text import summary_lines
+    from harness.parity.verdict import with_native_init
 
     lab = get_lab(args.lab)
     options = run_options(args, weights="shared")
@@ -179,12 +183,13 @@ def _compare(args: argparse.Namespace, stdout: Any) -> dict:
     except RunDiverged as exc:
         write_result(args.out, exc.result, stdout)
         raise
-    for line in summary_lines(result, args.threshold, final_text):
-        print(line)
     if args.weights == "native":  # each side's own initial draw against the declared distributions
         from harness.parity.initcheck import check_lab
 
         backends = tuple(side["backend"] for side in result["sides"].values())
         result["native_init"] = check_lab(lab, options, backends)
-        print(result["native_init"]["text"])
+        result["verdict"], result["verdict_kind"] = with_native_init(result["verdict"], result["verdict_kind"],
+                                                                     result["native_init"])
+    for line in summary_lines(result, args.threshold, final_text):
+        print(line)
     return result

@@ -17,6 +17,7 @@ from typing import Any
 from harness import backend as backends
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
+from harness.parity.verdict import exit_status
 from harness.run import parallel
 from harness.run.parallel import Parallel
 from harness.run.results import check_result_out, write_result
@@ -90,4 +91,5 @@ def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions, stdou
     for line in compare_lines(result):
         print(line)
     write_result(args.out, result, stdout)
-    return 0
+    pairs = [*result["vs_one_device"].values(), *result["across"].values()]
+    return exit_status([p["verdict_kind"] for p in pairs])  # 1 when any pair differs, as ``compare``

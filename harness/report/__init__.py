@@ -55,8 +55,10 @@ def interrupted_note(results: dict, opts: JobOptions) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Run the job; 0 when every lab ran (diverging runs are results too), 1 when a lab crashed, 130 when
-    interrupted (143 by SIGTERM: :mod:`harness.commands.interrupts`)."""
+    """Run the job; 0 when every lab ran (diverging runs are results too) and no comparison found the backends
+    to differ, 1 when a lab crashed or a verdict is "differs" or "beyond rounding noise", 130 when interrupted
+    (143 by SIGTERM: :mod:`harness.commands.interrupts`)."""
+    from harness.parity.verdict import exit_status
     from harness.report.render import summary_line
     from harness.run.results import check_output_dir
 
@@ -69,4 +71,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     if results["job"]["status"] == "interrupted":
         print(interrupted_note(results, opts), file=sys.stderr)
         return interrupts.exit_status()
-    return 1 if results["job"]["errors"] else 0
+    kinds = [(rec.get("parity") or {}).get("verdict_kind") or "" for rec in results["labs"].values()]
+    return 1 if results["job"]["errors"] else exit_status(kinds)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import harness.report.compute as compute
+import harness.report.history as history
 from harness import backend as backends
 from harness.commands.progress import Progress, clock
 from harness.errors import UsageError
@@ -150,7 +151,8 @@ class Job:
                     f"test)" if data else "")
         n = len(self.plan.labs)
         self.say(f"report: {n} lab{'' if n == 1 else 's'} in {', '.join(opts.frameworks)}{data_txt} -> {opts.out}/ "
-                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused)")
+                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused"
+                 f"{self._timed()})")
         single = thread_counts("mnist", opts) if opts.busy and opts.threads == "auto" else {}
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
@@ -165,6 +167,12 @@ class Job:
                      f"{self.beside}/ when it completes")
         elif self.keep_previous:
             self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
+
+    def _timed(self) -> str:
+        """How many estimates are the seconds those tasks took here before (the rest: the cost model)."""
+        todo = [name for name, seconds in self.plan.estimates.items() if seconds]
+        timed = sum(1 for name in todo if name in self.plan.timed)
+        return f"; {timed} of {len(todo)} timed here before" if todo else ""
 
     def run(self) -> dict:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
@@ -215,6 +223,8 @@ class Job:
                     rec = compute.error_record(lab, self.opts, exc)
                     self.results["job"]["errors"].append(lab.name)
             seconds = time.perf_counter() - t
+            if lab.name not in self.results["job"]["errors"]:  # the next job's ETA starts from it
+                history.record({self.plan.keys[lab.name]: seconds})
             rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
             rec["costs"] = costs.table()  # what this lab cost, phase by phase
         self.progress.advance(self.plan.estimates[lab.name])
@@ -237,6 +247,8 @@ class Job:
             with recording(self.costs), phase("init study"):
                 study = compute.compute_init_study(self.opts)
             seconds = time.perf_counter() - t
+            if study["status"] != "error":
+                history.record({self.plan.keys[STUDY]: seconds})
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():
             if seconds is not None or STUDY in self.plan.restore:

@@ -1,14 +1,17 @@
-"""The job's plan: each lab's run options and thread counts, what a lab costs (for the ETA), and which saved
-results a rerun can reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``)."""
+"""The job's plan: each lab's run options and thread counts, what a lab costs (for the ETA: the seconds it took
+when it last ran here, :mod:`harness.report.history`, else a cost model), and which saved results a rerun can
+reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import harness.report.history as history
 from harness import backend as backends
 from harness.labs import Lab, get_lab
 from harness.references import LossSeries
@@ -108,6 +111,9 @@ class Plan:
     previous: dict | None = None  # the folder's results.json before this run
     restore: set[str] = field(default_factory=set)  # reused from ``previous``: their lab file is written again
     rejected: dict[str, str] = field(default_factory=dict)  # saved with the key, but malformed: recomputed
+    keys: dict[str, str] = field(default_factory=dict)  # each task's key in the cost history
+    timed: set[str] = field(default_factory=set)  # tasks whose estimate is what they took before
+    history: dict[str, float] = field(default_factory=dict)  # the cost history when the plan was made
 
     def reused(self) -> int:
         """Tasks taken over from earlier runs."""
@@ -134,19 +140,35 @@ def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) ->
     return None
 
 
+def _estimate(plan: Plan, name: str, key: dict, previous: Any, model: Callable[[], float]) -> float:
+    """Task ``name``'s seconds: what it took before (the history, else the previous results.json's ``costs``
+    under the same key), else ``model()``."""
+    plan.keys[name] = history.task_key(name, key)
+    seconds = plan.history.get(plan.keys[name])
+    if seconds is None:
+        seconds = history.previous_seconds(previous, key)
+    if seconds is None:
+        return model()
+    plan.timed.add(name)
+    return seconds
+
+
 def make_plan(opts: JobOptions, train_size: int = MNIST_TRAIN_SIZE) -> Plan:
     """The plan of the job into ``opts.out``, whose data record (for the keys) is already set."""
-    plan = Plan([get_lab(name) for name in opts.labs], previous=load_record(opts.out / "results.json"))
+    plan = Plan([get_lab(name) for name in opts.labs], previous=load_record(opts.out / "results.json"),
+                history=history.load())
     old = plan.previous or {}
     old_labs = old.get("labs") if isinstance(old.get("labs"), dict) else {}
     for lab in plan.labs:
         key = opts.lab_key(lab)
         plan.saved[lab.name] = rec = _saved(plan, opts, lab.name, key, old_labs.get(lab.name))
-        plan.estimates[lab.name] = 0.0 if rec else estimate_seconds(lab, opts, train_size)
+        plan.estimates[lab.name] = 0.0 if rec else _estimate(
+            plan, lab.name, key, old_labs.get(lab.name), lambda lab=lab: estimate_seconds(lab, opts, train_size))
     if opts.init_study:
         plan.saved[STUDY] = rec = _saved(plan, opts, STUDY, opts.study_key(), old.get(STUDY))
         study = dataclasses.replace(opts, frameworks=(opts.study_framework(),), steps=opts.study_steps(),
                                     noise=False)
-        plan.estimates[STUDY] = 0.0 if rec else len(INIT_STUDY_SCHEMES) * estimate_seconds(
-            get_lab(INIT_STUDY_LAB), study, train_size)
+        plan.estimates[STUDY] = 0.0 if rec else _estimate(
+            plan, STUDY, opts.study_key(), old.get(STUDY),
+            lambda: len(INIT_STUDY_SCHEMES) * estimate_seconds(get_lab(INIT_STUDY_LAB), study, train_size))
     return plan

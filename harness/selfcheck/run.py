@@ -75,7 +75,7 @@ def selfcheck(frameworks: tuple[str, ...], device: str = "cpu", dtype: str = "fl
             "controls": len(controls), "false_alarms": len(alarms),
             "false_alarm_settings": [{"tier": k[0], "lab": k[1], "overrides": dict(k[2])} for k in alarms],
             "wall_s": time.perf_counter() - start,
-            "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def line(row: dict) -> str:
