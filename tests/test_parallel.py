@@ -185,7 +185,7 @@ def test_compare_devices_says_how_much_per_device_batch_norm_differs(tmp_path, c
 
     out = tmp_path / "compare.json"
     assert main(["compare", "mnist_batchnorm", "--devices", "2", "--batch-norm", "local", "--dtype", "float64",
-                 "--steps", "3", "--data", "mnist-5k", "--out", str(out)]) == 0
+                 "--steps", "3", "--data", "mnist-5k", "--out", str(out)]) == 1  # differs: exit 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("mnist_batchnorm [float64, 2 x cpu, batch 32 = 2 x 16, batch norm local]")
     assert all("vs one device: differs: training loss at step 0 (rel " in line for line in lines[1:3]), lines

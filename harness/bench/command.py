@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from harness.bench.formats import write_outputs
+from harness.bench.formats import check_outputs, write_outputs
 from harness.bench.gate import (
     EXIT_REGRESSION,
     GateError,
@@ -80,6 +80,7 @@ def bench_suite(args: argparse.Namespace) -> int:
     """``dlzta bench`` on one device kind: run the benchmarks; print, write and gate them."""
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    check_outputs(args.out, args.github_action, args.markdown)
     work = _plan(args)
     baseline = _baseline(args, work)
     blocks = min(w.blocks for w in work)
@@ -95,6 +96,10 @@ def bench_suite(args: argparse.Namespace) -> int:
         print("development targets (docs/benchmarks.md):\n" + format_targets(record["targets"]))
     status = _gate(record, baseline, work, args) if baseline is not None else 0
     write_outputs(record, args.out, args.github_action, args.markdown)
+    ran = [e for e in record["results"] if e.get("status") != "unavailable"]
+    if not ran:
+        reasons = sorted({str(e.get("reason")) for e in record["results"]})
+        raise UsageError(f"no workload could run ({len(record['results'])} unavailable: {'; '.join(reasons)})")
     if baseline is not None and not record["gate"]["compared"]:
         raise UsageError(f"nothing compared against {args.compare}: no workload of this run was measured in both "
                          "(see the table above)")

@@ -147,7 +147,7 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
         return entry
 
     record: dict[str, Any] = {
-        "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "frameworks": {}, "results": [],
     }
     groups: dict[tuple[str, str], list[Workload]] = {}

@@ -24,13 +24,15 @@ from typing import Any
 
 import harness.bench.peak as peak_mod
 from harness import backend as backends
+from harness.bench.formats import check_outputs
 from harness.bench.protocol import ms_stats, time_stepper
+from harness.commands.bounds import COUNTS
 from harness.commands.progress import Progress
 from harness.errors import UsageError
 from harness.labs import get_lab
 from harness.run import parallel
 from harness.run.machine import machine_busy
-from harness.run.results import atomic_write, check_output_file, to_jsonable
+from harness.run.results import atomic_write, to_jsonable
 from harness.run.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-scaling/1"
@@ -122,7 +124,7 @@ def run(labs: tuple[str, ...], frameworks: tuple[str, ...], device: str, devices
     progress = progress or Progress(0, quiet=True)
     progress.total = len(frameworks)
     record: dict[str, Any] = {
-        "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "device": device,
         "devices": list(devices), "scaling": "weak" if weak else "strong", "scaling_means": MODES["weak" if weak
                                                                                                     else "strong"],
@@ -182,18 +184,21 @@ def write(record: dict, out: str | None, markdown: str | None) -> None:
         atomic_write(markdown, format_markdown(record))
 
 
+MAX_DEVICES = COUNTS["devices"][1]
+
+
 def devices_arg(text: str) -> tuple[str | int, ...]:
     """``bench --devices``: device kinds (``cpu,gpu``), device counts (``1,2,4``: scaling figures on cpu) or both
     (``gpu,1,2,4``: scaling figures on gpu); kinds as given, counts ascending without repeats."""
     kinds, counts = [], set()
     for word in (w.strip() for w in text.split(",") if w.strip()):
-        if word.isdigit() and int(word) >= 1:
+        if word.isdigit() and 1 <= int(word) <= MAX_DEVICES:
             counts.add(int(word))
         elif word in backends.DEVICES:
             kinds.append(word)
         else:
             raise argparse.ArgumentTypeError(f"unknown device {word!r}: give kinds ({', '.join(backends.DEVICES)}) "
-                                             "and/or device counts (1,2,4)")
+                                             f"and/or device counts (1,2,4; at most {MAX_DEVICES})")
     if not kinds and not counts:
         raise argparse.ArgumentTypeError(f"no device in {text!r}")
     return (*dict.fromkeys(kinds), *sorted(counts))
@@ -207,9 +212,7 @@ def bench_scaling(args: argparse.Namespace, kinds: tuple[str, ...], counts: tupl
     given = [f"--{o.replace('_', '-')}" for o in UNSCALED if getattr(args, o, None)]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be combined with device counts in --devices")
-    for path in (args.out, args.markdown):
-        if path:
-            check_output_file(path)
+    check_outputs(args.out, None, args.markdown, tuple(f".{k}" for k in kinds) if len(kinds) > 1 else ("",))
     base = Protocol()
     protocol = Protocol(args.block_steps or base.block_steps, args.blocks or base.blocks,
                         base.warmup_blocks if args.warmup_blocks is None else args.warmup_blocks)

@@ -16,6 +16,8 @@ from typing import Any
 
 from harness import __version__
 from harness import backend as backends
+from harness.commands import interrupts
+from harness.commands.bounds import count, threshold
 from harness.commands.options import (
     DATA_HELP,
     WEIGHTS,
@@ -36,7 +38,6 @@ from harness.commands.options import (
     metavar,
     name_list,
     one_of,
-    positive_int,
 )
 from harness.errors import EXIT_USAGE, USER_ERRORS, UsageError
 from harness.labs import GROUPS, LABS
@@ -47,9 +48,21 @@ __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main", "main_exit"]
 # ------------------------------------------------------------------------------------------- subcommands
 
 
+EXIT_HELP = {  # the exit statuses of the commands that judge, as ``diff``'s: scripts and CI read them
+    "compare": "exit status: 0 same (same math, within rounding noise, or not judged: no check found a "
+               "difference); 1 differs (a tier, or with --weights native the native init, found one; or beyond "
+               "rounding noise); 2 bad input (one error: line). The JSON's verdict_kind says which.",
+    "report": "exit status: 0 every lab ran and no verdict differs; 1 a lab failed, or a verdict is differs or "
+              "beyond rounding noise; 2 bad input (one error: line); 130 interrupted, 143 terminated (the "
+              "finished labs kept).",
+    "selfcheck": "exit status: 0 every planted bug caught and no false alarm; 1 a bug missed or a control failed; "
+                 "2 bad input (one error: line).",
+}
+
+
 def _sub(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str,
          description: str | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_text, description=description or help_text)
+    p = sub.add_parser(name, help=help_text, description=description or help_text, epilog=EXIT_HELP.get(name))
     p.set_defaults(func=func)
     return p
 
@@ -58,10 +71,12 @@ def _add_run(sub: Any) -> None:
     from harness.commands.core import cmd_run
 
     p = _sub(sub, "run", cmd_run, "train one lab in one framework")
-    p.add_argument("lab", help="a lab name (see `dlzta list`)")
+    p.add_argument("lab", nargs="?", help="a lab name (see `dlzta list`)")
     names = backends.names()
-    p.add_argument("--framework", required=True, type=one_of(names, "framework"), metavar=metavar(names),
-                   help="the backend to train in")
+    p.add_argument("--framework", type=one_of(names, "framework"), metavar=metavar(names),
+                   help="the backend to train in (required, unless --config gives it)")
+    p.add_argument("--config", metavar="FILE.json", help="rerun a run record (`run --out`; its `config`) or a config "
+                   "object (lab, framework, options); options given here win")
     add_weights(p, "native")
     add_masks(p)
     add_output(p, "write the result as JSON (every logged step)", "only the summary lines")
@@ -88,13 +103,13 @@ def _add_compare(sub: Any) -> None:
     g.add_argument("--a", dest="side_a", metavar="CONFIG", help="first side (default: the first registered backend)")
     g.add_argument("--b", dest="side_b", metavar="CONFIG", help="second side (default: the second)")
     g = p.add_argument_group("parity")
-    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference reported as the run's first "
-                   "divergence (figures only; the tiers judge)")
+    g.add_argument("--threshold", type=threshold(), default=1e-4, help="relative difference reported as the run's "
+                   "first divergence (figures only; the tiers judge)")
     g.add_argument("--no-noise", action="store_true", help="skip the statistical tier (float32/own masks)")
     g.add_argument("--no-exact", action="store_true", help="skip the exact (float64) tier")
-    g.add_argument("--exact-steps", type=positive_int, help="the exact tier's window (default: the whole run for "
-                   "XOR labs, 200 steps for MNIST, fewer for the largest nets)")
-    g.add_argument("--trace-steps", type=positive_int, default=2, help="steps from the start whose gradients, "
+    g.add_argument("--exact-steps", type=count("exact-steps"), help="the exact tier's window (default: the whole run "
+                   "for XOR labs, 200 steps for MNIST, fewer for the largest nets)")
+    g.add_argument("--trace-steps", type=count("trace-steps"), default=2, help="steps from the start whose gradients, "
                    "updates, weights and state the exact tier compares tensor by tensor (at most 1000)")
     g.add_argument("--referee", default="auto", type=one_of(("auto", "always", "never"), "referee"),
                    metavar="{auto,always,never}", help="the float64 referee backend in the exact tier: in its "
@@ -125,7 +140,7 @@ def _add_reproduce(sub: Any) -> None:
     add_weights(p, "shared")
     add_masks(p)
     add_device(p)
-    p.add_argument("--repeats", type=positive_int, default=1, help="runs per framework, the extra ones from the "
+    p.add_argument("--repeats", type=count("repeats"), default=1, help="runs per framework, the extra ones from the "
                    "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise")
     add_threads(p)
     add_output(p, "write every run and the table as JSON", "print only the table")
@@ -156,16 +171,19 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--modes", type=name_list(executions(), "mode"), metavar="LIST",
                    help=f"comma-separated, from {', '.join(executions())} (default: the suite's)")
     g = p.add_argument_group("timing protocol")
-    g.add_argument("--block-steps", type=positive_int,
+    g.add_argument("--block-steps", type=count("block-steps"),
                    help="steps per timed block (default 1000 XOR, 10000 for JAX fused XOR, 20 MNIST)")
-    g.add_argument("--blocks", type=positive_int, help="timed blocks (default: the suite's)")
-    g.add_argument("--warmup-blocks", type=int, help="untimed blocks after compiling (default: the suite's)")
-    g.add_argument("--fuse-steps", type=positive_int,
+    g.add_argument("--blocks", type=count("blocks"), help="timed blocks (default: the suite's)")
+    g.add_argument("--warmup-blocks", type=count("warmup-blocks"),
+                   help="untimed blocks after compiling (default: the suite's)")
+    g.add_argument("--fuse-steps", type=count("fuse-steps"),
                    help="steps per fused program (default: JAX a block; torch 10 XOR, 1 MNIST)")
-    g.add_argument("--threads", type=positive_int, help="torch threads (default: 1 for XOR, every core for MNIST)")
-    g.add_argument("--overhead-rounds", type=int, help="rounds of the harness-vs-bare-loop check (0: skip)")
-    g.add_argument("--batch-size", type=positive_int, help="override the labs' batch size")
-    g.add_argument("--peak-repeats", type=positive_int, default=20, help="matmuls timed for each peak measurement")
+    g.add_argument("--threads", type=count("threads"), help="torch threads (default: 1 for XOR, every core for MNIST)")
+    g.add_argument("--overhead-rounds", type=count("overhead-rounds"),
+                   help="rounds of the harness-vs-bare-loop check (0: skip)")
+    g.add_argument("--batch-size", type=count("batch-size"), help="override the labs' batch size")
+    g.add_argument("--peak-repeats", type=count("peak-repeats"), default=20,
+                   help="matmuls timed for each peak measurement")
     p.add_argument("--data", default="mnist-5k", help=DATA_HELP)
     g = p.add_argument_group("output and gate")
     g.add_argument("--out", help="write every figure as JSON")
@@ -178,9 +196,9 @@ def _add_bench(sub: Any) -> None:
     g.add_argument("--compare", metavar="BASELINE", help="gate against a results file: exit 1 on a regression")
     g.add_argument("--quiet", action="store_true", help="no progress line on stderr (shown only on a terminal); "
                    "the figures are printed all the same")
-    g.add_argument("--threshold", type=float, default=MIN_THRESHOLD,
+    g.add_argument("--threshold", type=threshold("bench-threshold"), default=MIN_THRESHOLD,
                    help="smallest relative drop that fails the gate; the noise of both runs widens it")
-    g.add_argument("--retries", type=int, default=3, help="measure a suspected regression again")
+    g.add_argument("--retries", type=count("retries"), default=3, help="measure a suspected regression again")
     g.add_argument("--inject", choices=INJECTIONS,
                    help="testing the gate: read the loss back after every dispatch (a deliberate slowdown)")
 
@@ -199,13 +217,13 @@ def _add_report(sub: Any) -> None:
     add_length(p, "cap every lab at this many steps (quick looks, tests)", "epochs of the MNIST labs (default: "
                 "each lab's own)")
     g = p.add_argument_group("comparison")
-    g.add_argument("--threshold", type=float, default=1e-4, help="relative difference reported as a run's first "
+    g.add_argument("--threshold", type=threshold(), default=1e-4, help="relative difference reported as a run's first "
                    "divergence (figures only; the tiers judge)")
     g.add_argument("--no-noise", dest="noise", action="store_false", help="skip the statistical tier (the one-ulp "
                    "twin ensembles): float32 runs are then not judged; the exact float64 tier still runs")
     g.add_argument("--no-init-study", dest="init_study", action="store_false",
                    help="skip the weight-initialisation comparison")
-    g.add_argument("--init-steps", type=positive_int, default=200, help="steps of each initialisation run")
+    g.add_argument("--init-steps", type=count("init-steps"), default=200, help="steps of each initialisation run")
     add_threads(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", default="report", help="output folder")
@@ -245,10 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (2: bad input; 130/143: stopped by SIGINT/SIGTERM, see
+    :mod:`harness.commands.interrupts`)."""
+    with interrupts.policy():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if getattr(args, "config", None):  # run --config FILE
+            from harness.commands.core import with_config
+
+            args = with_config(parser, args, sys.argv[1:] if argv is None else argv)
         if getattr(args, "func", None) is None:  # bare ``dlzta``: the help, as ``pip`` does
             parser.print_help()
             return 0
@@ -260,13 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print(f"error: {interrupts.message()}", file=sys.stderr)
+        return interrupts.exit_status()
 
 
 def main_exit() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point: the status, then a shutdown a signal cannot turn into a traceback."""
+    status = main()
+    interrupts.shutting_down()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

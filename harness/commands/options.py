@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness import backend as backends
+from harness.commands.bounds import count, threads
 from harness.errors import LabError, UsageError
 from harness.labs import ACTIVATIONS, INITS, OPTIMIZERS, lab_names
 from harness.run.runner import MASK_MODES, WEIGHTS, RunOptions
@@ -85,12 +86,6 @@ class LabsAction(argparse.Action):
         setattr(namespace, self.dest, list(dict.fromkeys(names)))
 
 
-def threads_arg(text: str) -> str:
-    if text != "auto" and not (text.isdigit() and int(text) >= 1):
-        raise argparse.ArgumentTypeError(f"must be auto or a positive count, got {text!r}")
-    return text
-
-
 def metavar(choices: Sequence[str]) -> str:
     return "{" + ",".join(choices) + "}"
 
@@ -119,8 +114,8 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def add_length(p: argparse.ArgumentParser, steps: str, epochs: str) -> None:
     g = p.add_argument_group("run length")
-    g.add_argument("--steps", type=positive_int, help=steps)
-    g.add_argument("--epochs", type=positive_int, help=epochs)
+    g.add_argument("--steps", type=count("steps"), help=steps)
+    g.add_argument("--epochs", type=count("epochs"), help=epochs)
 
 
 def add_frameworks(p: argparse.ArgumentParser, help_text: str, default: tuple[str, ...] | None = None) -> None:
@@ -131,9 +126,9 @@ def add_frameworks(p: argparse.ArgumentParser, help_text: str, default: tuple[st
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", default="auto", type=threads_arg,
+    p.add_argument("--threads", default="auto", type=threads,
                    help="intra-op threads of backends that set them per task: auto (1 for XOR, every core for "
-                   "MNIST; 1 on a busy machine) or a count")
+                   "MNIST; 1 on a busy machine) or a count up to 1024")
 
 
 def add_output(p: argparse.ArgumentParser, out: str, quiet: str, default: str | None = None) -> None:
@@ -158,7 +153,7 @@ def add_parallel(p: argparse.ArgumentParser) -> None:
     from harness.run.parallel import BN_MODES
 
     g = p.add_argument_group("data parallel (harness.run.parallel; docs/scaling.md)")
-    g.add_argument("--devices", type=positive_int, default=1, help="split each global batch over N devices")
+    g.add_argument("--devices", type=count("devices"), default=1, help="split each global batch over N devices")
     g.add_argument("--batch-norm", default="sync", type=one_of(tuple(BN_MODES), "batch-norm mode"),
                    metavar=metavar(tuple(BN_MODES)), help="with --devices: statistics over the global batch (sync) "
                    "or each device's shard (local)")
@@ -170,7 +165,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     add_data(p)
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, help="override the lab's seed")
-    g.add_argument("--log-every", type=positive_int, help="log the loss every N steps (1: every step; default: "
+    g.add_argument("--log-every", type=count("log-every"), help="log the loss every N steps (1: every step; default: "
                    "the lab's)")
     g.add_argument("--execution", type=one_of(executions(), "execution"), metavar=metavar(executions()),
                    help="how the backend runs its steps (default: the backend's first): " + "; ".join(
@@ -185,7 +180,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-init", dest="weight_init", type=one_of(INITS, "weight init"), metavar=metavar(INITS),
                    help="weight initialisation scheme")
     g.add_argument("--dropout", type=float, help="dropout rate of the hidden layers, in [0, 1)")
-    g.add_argument("--batch-size", type=positive_int, help="minibatch size (MNIST labs)")
+    g.add_argument("--batch-size", type=count("batch-size"), help="minibatch size (MNIST labs)")
 
 
 # Where each run option comes from: the RunOptions field and the argparse ``dest``; the lab overrides and theirs.

@@ -377,16 +377,18 @@ def render(results: dict) -> list[str]:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the chosen labs, print the table; exit 2 (after writing ``--out``) if a run diverged."""
     from harness.commands.options import run_options
+    from harness.run.machine import threads_note
     from harness.run.results import check_output_file
     from harness.run.runner import RunDiverged
 
     names, frameworks = args.labs, args.frameworks
-    if args.out:
-        check_output_file(args.out)
+    check_output_file(args.out) if args.out is not None else None
     options = run_options(args)
     options.check()
     if args.repeats > 1 and args.weights != "shared":
         raise LabError("--repeats needs --weights shared (the repeats nudge the shared weights)")
+    if note := threads_note(frameworks, args.threads, args.device):
+        print(f"note: {note}", file=sys.stderr)
     with Progress(0, "reproduce", args.quiet, unit="runs") as progress:  # the live line on a terminal
         echo = None if args.quiet else (lambda line: progress.print(line, file=sys.stderr))
         results = reproduce(names, options, frameworks, args.out, echo, args.threads, args.repeats, progress)

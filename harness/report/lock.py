@@ -16,7 +16,7 @@ from harness.errors import UsageError
 from harness.run.results import check_output_dir
 
 LOCK_NAME = ".report.lock"
-SUBFOLDERS = ("labs", "plots")
+SUBFOLDERS = ("labs", "plots", "runs")
 
 try:
     import fcntl

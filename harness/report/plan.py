@@ -1,18 +1,23 @@
-"""The job's plan: each lab's run options and thread counts, what a lab costs (for the ETA), and which saved
-results a rerun can reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``)."""
+"""The job's plan: each lab's run options and thread counts, what a lab costs (for the ETA: the seconds it took
+when it last ran here, :mod:`harness.report.history`, else a cost model), and which saved results a rerun can
+reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import harness.report.history as history
 from harness import backend as backends
 from harness.labs import Lab, get_lab
 from harness.references import LossSeries
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, OK_STATUSES, JobOptions
+from harness.report.records import LAB, problem
+from harness.report.records import STUDY as STUDY_SHAPE
 
 if TYPE_CHECKING:
     from harness.run.runner import RunOptions
@@ -83,12 +88,17 @@ def load_record(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def reusable(rec: Any, key: dict) -> dict | None:
-    """``rec`` when it is a finished result of this format with this key."""
-    if isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("key") == key \
-            and rec.get("status") in OK_STATUSES:
+def reusable(rec: Any, key: dict, shape: Any = LAB) -> dict | None:
+    """``rec`` when it is a finished result of this format with this key, with the typed ``shape`` of a fresh
+    record (:mod:`.records`)."""
+    if _matches(rec, key) and problem(rec, shape) is None:
         return rec
     return None
+
+
+def _matches(rec: Any, key: dict) -> bool:
+    return isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("key") == key \
+        and rec.get("status") in OK_STATUSES
 
 
 @dataclass
@@ -100,6 +110,10 @@ class Plan:
     estimates: dict[str, float] = field(default_factory=dict)
     previous: dict | None = None  # the folder's results.json before this run
     restore: set[str] = field(default_factory=set)  # reused from ``previous``: their lab file is written again
+    rejected: dict[str, str] = field(default_factory=dict)  # saved with the key, but malformed: recomputed
+    keys: dict[str, str] = field(default_factory=dict)  # each task's key in the cost history
+    timed: set[str] = field(default_factory=set)  # tasks whose estimate is what they took before
+    history: dict[str, float] = field(default_factory=dict)  # the cost history when the plan was made
 
     def reused(self) -> int:
         """Tasks taken over from earlier runs."""
@@ -108,28 +122,53 @@ class Plan:
 
 def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) -> dict | None:
     """The saved result of task ``name`` with ``key``: its lab file, else its record in the earlier
-    results.json (the lab file is then to be written again)."""
+    results.json (the lab file is then to be written again). A record with the key but not the typed shape of a
+    fresh one is not reused: the reason goes into ``plan.rejected``."""
     if not opts.resume:
         return None
-    rec = reusable(load_record(opts.out / "labs" / f"{name}.json"), key)
-    if rec is None and (rec := reusable(previous, key)) is not None:
-        plan.restore.add(name)
-    return rec
+    shape = STUDY_SHAPE if name == STUDY else LAB
+    for where, rec in ((f"labs/{name}.json", load_record(opts.out / "labs" / f"{name}.json")),
+                       (f"results.json ({name})", previous)):
+        if not _matches(rec, key):
+            continue
+        why = problem(rec, shape)
+        if why is None:
+            if where.startswith("results.json"):
+                plan.restore.add(name)
+            return rec
+        plan.rejected.setdefault(name, f"{where}: {why}")
+    return None
+
+
+def _estimate(plan: Plan, name: str, key: dict, previous: Any, model: Callable[[], float]) -> float:
+    """Task ``name``'s seconds: what it took before (the history, else the previous results.json's ``costs``
+    under the same key), else ``model()``."""
+    plan.keys[name] = history.task_key(name, key)
+    seconds = plan.history.get(plan.keys[name])
+    if seconds is None:
+        seconds = history.previous_seconds(previous, key)
+    if seconds is None:
+        return model()
+    plan.timed.add(name)
+    return seconds
 
 
 def make_plan(opts: JobOptions, train_size: int = MNIST_TRAIN_SIZE) -> Plan:
     """The plan of the job into ``opts.out``, whose data record (for the keys) is already set."""
-    plan = Plan([get_lab(name) for name in opts.labs], previous=load_record(opts.out / "results.json"))
+    plan = Plan([get_lab(name) for name in opts.labs], previous=load_record(opts.out / "results.json"),
+                history=history.load())
     old = plan.previous or {}
     old_labs = old.get("labs") if isinstance(old.get("labs"), dict) else {}
     for lab in plan.labs:
         key = opts.lab_key(lab)
         plan.saved[lab.name] = rec = _saved(plan, opts, lab.name, key, old_labs.get(lab.name))
-        plan.estimates[lab.name] = 0.0 if rec else estimate_seconds(lab, opts, train_size)
+        plan.estimates[lab.name] = 0.0 if rec else _estimate(
+            plan, lab.name, key, old_labs.get(lab.name), lambda lab=lab: estimate_seconds(lab, opts, train_size))
     if opts.init_study:
         plan.saved[STUDY] = rec = _saved(plan, opts, STUDY, opts.study_key(), old.get(STUDY))
         study = dataclasses.replace(opts, frameworks=(opts.study_framework(),), steps=opts.study_steps(),
                                     noise=False)
-        plan.estimates[STUDY] = 0.0 if rec else len(INIT_STUDY_SCHEMES) * estimate_seconds(
-            get_lab(INIT_STUDY_LAB), study, train_size)
+        plan.estimates[STUDY] = 0.0 if rec else _estimate(
+            plan, STUDY, opts.study_key(), old.get(STUDY),
+            lambda: len(INIT_STUDY_SCHEMES) * estimate_seconds(get_lab(INIT_STUDY_LAB), study, train_size))
     return plan

@@ -82,6 +82,7 @@ class Prepared:
     steps_per_epoch: int | None
     eval_targets: dict[str, np.ndarray]
     companion: RunSpec | None = None  # the lab's second model: same data, batches, seed and eval points
+    notes: tuple[str, ...] = ()  # overrides that do not apply to the lab (ignored; see ``inapplicable``)
 
 
 def _eval_steps(lab: Lab, steps: int, steps_per_epoch: int | None) -> tuple[int, ...]:
@@ -136,6 +137,7 @@ def _check_float32_lr(lab: Lab, dtype: str) -> None:
 def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepared:
     """Data, batch order, weights and the RunSpec of ``lab`` under ``options``."""
     options.check()
+    notes = tuple(inapplicable(lab, options))
     lab = lab.with_options(**options.overrides) if options.overrides else lab
     model = model or lab.model
     seed = lab.seed if options.seed is None else options.seed
@@ -180,7 +182,44 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
         c_masks = dropout_masks(lab.companion, batches, steps, seed) if options.mask_mode == "shared" else None
         companion = dataclasses.replace(spec, model=lab.companion, params=c_params, state=c_state, masks=c_masks)
     return Prepared(lab, options, seed, steps, spec, record, steps_per_epoch,
-                    {k: v[1] for k, v in eval_sets.items()}, companion)
+                    {k: v[1] for k, v in eval_sets.items()}, companion, notes)
+
+
+# RunOptions.overrides keys -> the names of the command-line options (and of a run record's ``config``)
+OVERRIDE_NAMES = {"lr": "lr", "optimizer_name": "optimizer", "activation": "activation", "init": "weight_init",
+                  "dropout": "dropout", "epochs": "epochs", "batch_size": "batch_size"}
+
+
+def inapplicable(lab: Lab, options: RunOptions) -> list[str]:
+    """One line for each override that does not change a run of ``lab`` (``lab`` as declared): it is ignored,
+    and said so in the output and the record."""
+    given = {OVERRIDE_NAMES.get(k, k): v for k, v in options.overrides.items() if v is not None}
+    notes = []
+    if lab.batch_size is None:
+        notes += [f"--{name.replace('_', '-')} does not apply to {lab.name} (a full-batch lab: --steps sets its "
+                  "length); ignored" for name in ("epochs", "batch_size") if name in given]
+    if lab.model.depth < 2:
+        notes += [f"--{name} does not apply to {lab.name} (no hidden layer); ignored"
+                  for name in ("activation", "dropout") if name in given]
+    return notes
+
+
+def run_config(prepared: Prepared, framework: str) -> dict:
+    """The complete effective configuration of a run, from which ``dlzta run --config`` reruns it: the options
+    as given (``overrides`` under their option names) and, in ``effective``, the values the run trained with."""
+    lab, options = prepared.lab, prepared.options
+    return {
+        "lab": lab.name, "framework": framework, "device": options.device, "dtype": options.dtype,
+        "weights": options.weights, "masks": options.mask_mode, "seed": prepared.seed, "steps": options.steps,
+        "log_every": options.log_every, "execution": resolve_execution(framework, options.execution),
+        "data": options.data, "data_dir": options.data_dir,
+        "overrides": {OVERRIDE_NAMES.get(k, k): v for k, v in options.overrides.items() if v is not None},
+        "effective": {"lr": lab.optimizer.lr, "optimizer": lab.optimizer.name, "activation": lab.model.activation,
+                      "weight_init": lab.model.init, "dropout": lab.model.dropout,
+                      "epochs": lab.epochs if lab.batch_size else None,
+                      "batch_size": lab.batch_size, "steps": prepared.steps,
+                      "log_every": options.log_every or lab.log_every},
+    }
 
 
 def logged_steps(steps: int, log_every: int) -> list[int]:
@@ -217,8 +256,10 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
         "timing": result.timing.as_dict(), "versions": _versions(framework),
-        "machine": machine_record(framework, options.device),
+        "machine": machine_record(framework, options.device), "config": run_config(prepared, framework),
     }
+    if prepared.notes:
+        record["notes"] = list(prepared.notes)
     if prepared.steps_per_epoch:
         record["epoch_cost"] = epoch_means(losses[:end], prepared.steps_per_epoch)
     if result.pretrain_recon:
@@ -270,7 +311,7 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
         exc.result = record
         raise
     for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions",
-                "machine"):
+                "machine", "config", "notes"):
         other.pop(key, None)
     other["model"] = labels[1]
     by_epoch = {row["epoch"]: row[labels[0]] for row in other.pop("epochs", [])}

@@ -75,7 +75,7 @@ def selfcheck(frameworks: tuple[str, ...], device: str = "cpu", dtype: str = "fl
             "controls": len(controls), "false_alarms": len(alarms),
             "false_alarm_settings": [{"tier": k[0], "lab": k[1], "overrides": dict(k[2])} for k in alarms],
             "wall_s": time.perf_counter() - start,
-            "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def line(row: dict) -> str:
@@ -97,10 +97,10 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     from harness.errors import UsageError
     from harness.run.results import check_output_file, write_json
 
+    if args.out is not None:
+        check_output_file(args.out)
     for fw in args.frameworks:
         check_device(fw, args.device)
-    if args.out:
-        check_output_file(args.out)
     if not [m for m in catalogue(tuple(args.frameworks)) if args.only is None or args.only.lower() in m.name.lower()]:
         raise UsageError(f"no planted bug of {', '.join(args.frameworks)} matches --only {args.only!r}")
     from harness.report.compute import backend_threads
@@ -116,10 +116,10 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     if skipped and not args.quiet:
         print(f"{len(skipped)} not judged here: " + "; ".join(f"{r['mutation']} ({r['status']})" for r in skipped))
     print(summary(rec))
-    if args.out:
+    if args.out is not None:
         write_json(args.out, rec)
     try:  # the latest selfcheck of this machine, for the report
         write_json(record_path(), rec)
-    except OSError:
+    except (OSError, UsageError):  # the cache cannot be written (or is not a regular file): the report lacks it
         pass
     return 0 if rec["caught"] == rec["judged"] and not rec["false_alarms"] else 1
