@@ -31,11 +31,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(path: str | None, obj: dict) -> None:
+def _write(path: str | None, obj: dict, kind: str) -> None:
     if path:
         from harness.results import write_json
 
-        write_json(path, obj)
+        write_json(path, obj, kind)
 
 
 def fmt(v: Any) -> str:
@@ -46,10 +46,8 @@ def fmt(v: Any) -> str:
 
 
 def final_text(final: dict) -> str:
-    """The ``final`` metrics of a run record, without the old aliases."""
-    from harness.metrics import LEGACY_FINAL_KEYS
-
-    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items() if k not in LEGACY_FINAL_KEYS)
+    """The ``final`` metrics of a run record."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in final.items())
 
 
 def _trajectory(result: dict, per_epoch: bool) -> list[str]:
@@ -78,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             result = run(lab, args.framework, run_options(args))
     except RunDiverged as exc:
-        _write(args.out, exc.result)
+        _write(args.out, exc.result, "run")
         raise
     if not args.quiet:
         print("\n".join(_trajectory(result, per_epoch=args.log_every is None)))
@@ -86,11 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line)
     final = final_text(result["final"])
     t = result["timing"]
-    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['init']}] "
+    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['weights']}] "
           f"final: {final}")
     pre = f"; RBM pre-training before it {t['pretrain_s']:.2f} s" if "pretrain_s" in t else ""
     print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s{pre}")
-    _write(args.out, result)
+    _write(args.out, result, "run")
     return 0
 
 
@@ -114,7 +112,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                              a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
                              referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
-        _write(args.out, exc.result)
+        _write(args.out, exc.result, "compare")
         raise
     for line in summary_lines(result, args.threshold, final_text):
         print(line)
@@ -124,5 +122,5 @@ def cmd_compare(args: argparse.Namespace) -> int:
         backends = tuple(side["backend"] for side in result["sides"].values())
         result["native_init"] = check_lab(lab, run_options(args, "shared"), backends)
         print(result["native_init"]["text"])
-    _write(args.out, result)
+    _write(args.out, result, "compare")
     return 0

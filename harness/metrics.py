@@ -52,22 +52,14 @@ def epoch_rows(evals: dict[int, dict[str, dict]], steps_per_epoch: int) -> list[
     return rows
 
 
-# ``final`` keys of the first result format, kept as aliases for one release: ``loss`` was the last training loss
-# for the XOR labs but the test loss for MNIST; ``accuracy`` the training set's or the test set's.
-LEGACY_FINAL_KEYS = ("loss", "accuracy", "predictions", "correct", "correct_of_first_1000", "train", "test")
-
-
 def final_metrics(train_loss: float, last: dict[str, dict]) -> dict:
     """A run record's ``final``, one meaning per key: ``train_loss`` (the last training step's loss, before its
     update), and for every evaluated set ``<set>_accuracy``, ``<set>_loss``, ... (``train_*``: the whole training
     set in eval mode after training, as the XOR labs and the batch-norm lab evaluate; its loss is
-    ``train_eval_loss``); then the old keys (:data:`LEGACY_FINAL_KEYS`) as aliases."""
+    ``train_eval_loss``)."""
     final: dict = {"train_loss": train_loss}
     for split, metrics in last.items():
         for key, value in metrics.items():
             name = "train_eval_loss" if (split, key) == ("train", "loss") else f"{split}_{key}"
             final[name] = value
-    legacy: dict = {"loss": train_loss}
-    legacy.update(next(iter(last.values())) if len(last) == 1 else last)
-    final.update({k: v for k, v in legacy.items() if k in LEGACY_FINAL_KEYS})
     return final

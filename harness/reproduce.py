@@ -186,7 +186,7 @@ def _accuracy_rows(t: _Rows, lab: Lab, course: FinalMetric | None) -> None:
     raw = bool(course and course.raw_pixels)
     what = ("test accuracy" if split == "test" else "accuracy") + (" (pixels in [0, 1])" if raw else "")
     t.add(what, _acc(course.value if course else None) + ("*" if raw else ""),
-          lambda r: _acc(r["final"].get(f"{split}_accuracy", r["final"].get("accuracy"))))
+          lambda r: _acc(r["final"].get(f"{split}_accuracy")))
     if raw:
         t.add("  same on raw 0..255 pixels, as the course", _acc(course.value),
               lambda r: _acc((r.get("raw_pixels") or {}).get("final", {}).get("accuracy")))

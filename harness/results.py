@@ -128,6 +128,11 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
     _writable_ancestor(path, path, what)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """``obj`` as indented JSON, atomically."""
+def write_json(path: str | os.PathLike, obj: Any, kind: str | None = None) -> None:
+    """``obj`` as indented JSON, atomically; with ``kind`` (a schema of :mod:`harness.schemas`), a record that
+    names its schema in a first ``"$schema"`` key."""
+    if kind is not None:
+        from harness.schemas import stamped
+
+        obj = stamped(kind, obj)
     atomic_write(path, json.dumps(to_jsonable(obj), indent=1) + "\n")

@@ -234,7 +234,7 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     record: dict[str, Any] = {
         "lab": lab.name, "framework": framework, "device": result.device,
         "dtype": "float64" if info(framework).float64_only else options.dtype,  # a referee computes in float64
-        "init": options.weights, "weights": options.weights, "seed": prepared.seed,
+        "weights": options.weights, "seed": prepared.seed,
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
         "timing": result.timing, "versions": _versions(framework),
@@ -290,7 +290,7 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
         record["status"] = "diverged"
         exc.result = record
         raise
-    for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions",
+    for key in ("lab", "framework", "device", "dtype", "weights", "seed", "execution", "data", "versions",
                 "machine"):
         other.pop(key, None)
     other["model"] = labels[1]

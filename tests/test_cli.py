@@ -65,11 +65,11 @@ def test_run_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "run.json"
     assert main(["run", "xor_mlp", "--framework", "jax", "--log-every", "1000", "--out", str(out), "--quiet"]) == 0
     record = json.loads(out.read_text())
-    for key in ("lab", "framework", "device", "dtype", "init", "seed", "steps", "loss", "final", "timing"):
+    for key in ("lab", "framework", "device", "dtype", "weights", "seed", "steps", "loss", "final", "timing"):
         assert key in record
     assert record["steps"] == list(range(0, 10001, 1000))
     assert len(record["loss"]) == 11
-    assert record["final"]["accuracy"] == 1.0
+    assert record["final"]["train_accuracy"] == 1.0
     assert record["timing"]["steps_per_s"] > 0
     assert "steps/s" in capsys.readouterr().out
 

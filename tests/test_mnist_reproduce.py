@@ -70,7 +70,7 @@ def test_manual_backprop_series_beside_the_course():
     series = record["correct_of_first_1000"]
     assert [(s["step"], s["course"]) for s in series] == [(1000, 736), (2000, 862)]
     assert all(600 < s["correct"] <= 1000 for s in series)
-    assert series[-1]["correct"] == record["final"]["correct_of_first_1000"]
+    assert series[-1]["correct"] == record["final"]["test_correct_of_first_1000"]
 
 
 def test_reproduce_command(tmp_path, capsys):

@@ -17,7 +17,7 @@ def _check_reference(lab_name: str, result: dict) -> None:
     ref = lab.reference
     for step, expected in ref["loss"].items():
         assert losses[step] == pytest.approx(expected, rel=ref["rtol"]), f"step {step}"
-    assert result["final"]["accuracy"] == ref["accuracy"]
+    assert result["final"]["train_accuracy"] == ref["accuracy"]
     if "breakout" in ref:  # the step at which the loss first falls below the threshold, within tolerance
         b = ref["breakout"]
         course_step = b["step"]
@@ -37,13 +37,13 @@ def test_jax_from_torch_init_reproduces_course(run_lab, lab):
 
 def test_perceptron_cannot_learn_xor(run_lab):
     result = run_lab("xor_perceptron", "torch", "native")
-    assert result["final"]["loss"] == pytest.approx(math.log(2), rel=1e-6)
-    assert result["final"]["predictions"] == [0, 0, 0, 0]
+    assert result["final"]["train_loss"] == pytest.approx(math.log(2), rel=1e-6)
+    assert result["final"]["train_predictions"] == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_gates_learns_and_or_not_xor(run_lab, framework):
-    acc = run_lab("gates", framework, "native")["final"]["accuracy"]
+    acc = run_lab("gates", framework, "native")["final"]["train_accuracy"]
     assert acc["AND"] == 1.0 and acc["OR"] == 1.0
     assert acc["XOR"] < 1.0
 
@@ -51,5 +51,5 @@ def test_gates_learns_and_or_not_xor(run_lab, framework):
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_manual_backprop_learns_xor(run_lab, framework):
     result = run_lab("xor_backprop_manual", framework, "native")
-    assert result["final"]["accuracy"] == 1.0
-    assert result["final"]["loss"] < 1e-3
+    assert result["final"]["train_accuracy"] == 1.0
+    assert result["final"]["train_loss"] < 1e-3

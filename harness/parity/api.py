@@ -161,7 +161,7 @@ def _header(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tup
     spec = prepared.spec
     masks = "shared" if spec.masks is not None else "own" if spec.model.dropout > 0 else "none"
     return {"lab": prepared.lab.name, "dtype": "/".join(dict.fromkeys(c.dtype for c in configs)),
-            "device": "/".join(dict.fromkeys(c.device for c in configs)), "init": "shared", "masks": masks,
+            "device": "/".join(dict.fromkeys(c.device for c in configs)), "weights": "shared", "masks": masks,
             "sides": {n: c.as_dict() for n, c in zip(names, configs)}}
 
 

@@ -126,7 +126,7 @@ def _native(lab: Lab, options: Any, opts: JobOptions, shared: dict) -> dict:
     for fw in course_frameworks(opts):
         with phase(f"native run {fw}"):
             if same_start(lab, options, fw, shared.get(fw)):
-                native[fw] = {**shared[fw], "init": "native", "weights": "native", "same_as_shared": True}
+                native[fw] = {**shared[fw], "weights": "native", "same_as_shared": True}
                 continue
             try:
                 native[fw] = run(lab, fw, dataclasses.replace(options, weights="native"))

@@ -114,10 +114,12 @@ class Job:
         self.results: dict[str, Any] = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
-            "job": {"status": "running", "computed": [], "reused": [], "errors": []},
+            "job": {"status": "running", "computed": [], "reused": [], "errors": [],
+                    **({"notes": list(plan.notes)} if plan.notes else {})},
             "selfcheck": latest_selfcheck(),  # the parity checks' own test on this machine, if it was run
         }
         self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
+        self.err = err
         self.costs = Costs()  # the job's own phases (start-up, peak, study, writes); each lab records its own
         # plots are drawn beside the next lab's training (one thread: matplotlib's figures are not shared)
         self.drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
@@ -148,6 +150,8 @@ class Job:
                      f"{', '.join(single)} on one thread; timings are not representative")
         if self.keep_previous:
             self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
+        for note in self.plan.notes:  # a saved record that fails its schema: said even when quiet
+            print(f"note: {note}", file=self.err)
 
     def run(self) -> dict:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
@@ -204,7 +208,7 @@ class Job:
         with held_signals(), recording(self.costs):  # the writes: the job's phases, summed over the labs
             if seconds is not None or lab.name in self.plan.restore:
                 with phase("lab files"):
-                    write_json(self.opts.out / "labs" / f"{lab.name}.json", rec)
+                    write_json(self.opts.out / "labs" / f"{lab.name}.json", rec, "lab")
             self.results["job"]["computed" if seconds is not None else "reused"].append(lab.name)
             self.results["labs"][lab.name] = rec
             self.results["pending"].remove(lab.name)
@@ -223,7 +227,7 @@ class Job:
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():
             if seconds is not None or STUDY in self.plan.restore:
-                write_json(self.opts.out / "labs" / f"{STUDY}.json", study)
+                write_json(self.opts.out / "labs" / f"{STUDY}.json", study, "init-study")
             if study["status"] == "error":
                 self.results["job"]["errors"].append(STUDY)
             self.results["init_study"] = study

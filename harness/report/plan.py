@@ -1,5 +1,7 @@
 """The job's plan: each lab's run options and thread counts, what a lab costs (for the ETA), and which saved
-results a rerun can reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``)."""
+results a rerun can reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``). A saved record
+is reused only when it is as valid as a freshly written one (its schema, :mod:`harness.schemas`); one that is
+not is computed again, with a one-line note."""
 
 from __future__ import annotations
 
@@ -82,12 +84,22 @@ def load_record(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def reusable(rec: Any, key: dict) -> dict | None:
-    """``rec`` when it is a finished result of this format with this key."""
-    if isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("key") == key \
-            and rec.get("status") in OK_STATUSES:
-        return rec
-    return None
+def reusable(rec: Any, key: dict, kind: str = "lab", notes: list[str] | None = None, where: str = "") -> dict | None:
+    """``rec`` (without its ``"$schema"``) when it is a finished result of this format with this key that is a
+    valid record of ``kind`` (:mod:`harness.schemas`); a record that matches but fails its schema adds a line to
+    ``notes`` (naming ``where`` it was found) and is not reused."""
+    from harness import schemas
+
+    if not (isinstance(rec, dict) and rec.get("format") == FORMAT and rec.get("key") == key
+            and rec.get("status") in OK_STATUSES):
+        return None
+    try:
+        schemas.validate(kind, rec)
+    except schemas.SchemaError as exc:
+        if notes is not None:
+            notes.append(f"{where}: {exc}; computing it again")
+        return None
+    return {k: v for k, v in rec.items() if k != "$schema"}
 
 
 @dataclass
@@ -99,6 +111,7 @@ class Plan:
     estimates: dict[str, float] = field(default_factory=dict)
     previous: dict | None = None  # the folder's results.json before this run
     restore: set[str] = field(default_factory=set)  # reused from ``previous``: their lab file is written again
+    notes: list[str] = field(default_factory=list)  # saved records not reused because they fail their schema
 
     def reused(self) -> int:
         """Tasks taken over from earlier runs."""
@@ -107,11 +120,12 @@ class Plan:
 
 def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) -> dict | None:
     """The saved result of task ``name`` with ``key``: its lab file, else its record in the earlier
-    results.json (the lab file is then to be written again)."""
+    results.json (the lab file is then to be written again); either only when valid against its schema."""
     if not opts.resume:
         return None
-    rec = reusable(load_record(opts.out / "labs" / f"{name}.json"), key)
-    if rec is None and (rec := reusable(previous, key)) is not None:
+    kind, path = ("init-study" if name == STUDY else "lab"), opts.out / "labs" / f"{name}.json"
+    rec = reusable(load_record(path), key, kind, plan.notes, str(path))
+    if rec is None and (rec := reusable(previous, key, kind, plan.notes, f"{opts.out / 'results.json'} ({name})")):
         plan.restore.add(name)
     return rec
 

@@ -285,7 +285,7 @@ def init_figure(study: dict) -> bytes:
         ax.plot(run["steps"], smooth(run["loss"], window), lw=1.2, label=name)
         names.append(name)
         final = run.get("final", {})
-        accs.append(final.get("test_accuracy", final.get("accuracy", 0.0)))
+        accs.append(final.get("test_accuracy", 0.0))
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss" + (f" (mean of {window} steps)" if window > 1 else ""))

@@ -285,7 +285,7 @@ def write_report(out: Path, results: dict, html: bool = True, final: bool = Fals
                      plots.throughput_figure(rows, modes, results["options"].get("device", "cpu")))
     has = {p.relative_to(out).as_posix() for p in (out / "plots").glob("*.png")} if (out / "plots").exists() else set()
     doc = build(results, has)
-    write_json(out / "results.json", results)
+    write_json(out / "results.json", results, "results")
     atomic_write(out / "report.md", doc.markdown())
     if html:
         atomic_write(out / "report.html", doc.html(lambda p: (out / p).read_bytes() if (out / p).exists() else None))
