@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TextIO
 
 from harness import backend as backends
+from harness import schemas
 from harness.costs import Costs, phase, recording
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
@@ -204,6 +205,7 @@ class Job:
             seconds = time.perf_counter() - t
             rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
             rec["costs"] = costs.table()  # what this lab cost, phase by phase
+            rec = schemas.stamped("lab", rec)  # in results.json as in its own file
         self.progress.advance(self.plan.estimates[lab.name])
         with held_signals(), recording(self.costs):  # the writes: the job's phases, summed over the labs
             if seconds is not None or lab.name in self.plan.restore:
@@ -222,7 +224,7 @@ class Job:
             self.progress.begin(STUDY, self.plan.estimates[STUDY])
             t = time.perf_counter()
             with recording(self.costs), phase("init study"):
-                study = compute.compute_init_study(self.opts)
+                study = schemas.stamped("init-study", compute.compute_init_study(self.opts))
             seconds = time.perf_counter() - t
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():

@@ -85,8 +85,8 @@ def load_record(path: Path) -> dict | None:
 
 
 def reusable(rec: Any, key: dict, kind: str = "lab", notes: list[str] | None = None, where: str = "") -> dict | None:
-    """``rec`` (without its ``"$schema"``) when it is a finished result of this format with this key that is a
-    valid record of ``kind`` (:mod:`harness.schemas`); a record that matches but fails its schema adds a line to
+    """``rec`` (naming its schema) when it is a finished result of this format with this key that is a valid
+    record of ``kind`` (:mod:`harness.schemas`); a record that matches but fails its schema adds a line to
     ``notes`` (naming ``where`` it was found) and is not reused."""
     from harness import schemas
 
@@ -99,7 +99,7 @@ def reusable(rec: Any, key: dict, kind: str = "lab", notes: list[str] | None = N
         if notes is not None:
             notes.append(f"{where}: {exc}; computing it again")
         return None
-    return {k: v for k, v in rec.items() if k != "$schema"}
+    return schemas.stamped(kind, rec)
 
 
 @dataclass
