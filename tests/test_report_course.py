@@ -1,6 +1,6 @@
 """The report's presentation without training: the course's figures beside ours of the same kind, the metric
-keys old and new, the HTML (Markdown rendering, tables in scrolling boxes, figure sizes) and the plots with any
-number of registered backends."""
+keys (old records are refused by their schema), the HTML (Markdown rendering, tables in scrolling boxes, figure
+sizes) and the plots with any number of registered backends."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def _run(fw: str, steps: int, loss0: float = 0.7, **extra: object) -> dict:
 
 
 def _xor(steps: int) -> dict:
-    runs = {fw: _run(fw, steps, final={"loss": 0.1, "accuracy": 1.0}) for fw in ("torch", "jax")}
-    return {"lab": "xor_mlp", "title": "XOR", "status": "ok", "runs": runs,
+    runs = {fw: _run(fw, steps, final={"train_loss": 0.1, "train_accuracy": 1.0}) for fw in ("torch", "jax")}
+    return {"lab": "xor_mlp", "title": "XOR", "task": "xor", "status": "ok", "runs": runs,
             "reference": {"loss": {"0": 0.7434, "2100": 0.6562, "10000": 0.0012345}, "accuracy": 1.0}}
 
 
@@ -33,40 +33,43 @@ def _mnist_bn(epochs: int) -> dict:
                                     "valid_acc": 0.91},
              "plain": {"train_loss": 0.4, "train_acc": 0.8, "valid_loss": 0.41 - e / 100, "valid_acc": 0.81}}
             for e in range(epochs)]
-    final = {"loss": 0.05, "test": {"accuracy": 0.93, "loss": 0.26}, "train": {"accuracy": 0.95, "loss": 0.15}}
+    final = {"train_loss": 0.05, "test_accuracy": 0.93, "test_loss": 0.26, "train_accuracy": 0.95,
+             "train_eval_loss": 0.15}
     runs = {fw: _run(fw, 125 * epochs, 2.3, epochs=rows, final=final, data={"train_size": 4000, "test_size": 1000})
             for fw in ("torch", "jax")}
     ref = {"epoch_10": {"bn": {"train_loss": 0.0463, "train_acc": 0.99, "valid_loss": 0.09259, "valid_acc": 0.97},
                         "plain": {"train_loss": 0.0996, "train_acc": 0.97, "valid_loss": 0.1675, "valid_acc": 0.96}}}
-    return {"lab": "mnist_batchnorm", "title": "BN", "status": "ok", "runs": runs, "reference": ref,
+    return {"lab": "mnist_batchnorm", "title": "BN", "task": "mnist", "status": "ok", "runs": runs, "reference": ref,
             "model_labels": ["bn", "plain"]}
 
 
 def _mnist(epochs_done: int) -> dict:
     runs = {fw: _run(fw, 40 * epochs_done, 2.3, epoch_cost=[1.0 / (e + 1) for e in range(epochs_done)],
-                     final={"loss": 0.2, "accuracy": 0.95}, data={"train_size": 4000, "test_size": 1000})
+                     final={"train_loss": 0.19, "test_loss": 0.2, "test_accuracy": 0.95},
+                     data={"train_size": 4000, "test_size": 1000})
             for fw in ("torch", "jax")}
-    return {"lab": "mnist_relu_xavier", "title": "ReLU", "status": "ok", "runs": runs, "raw_pixel_reference": True,
+    return {"lab": "mnist_relu_xavier", "title": "ReLU", "task": "mnist", "status": "ok", "runs": runs,
+            "raw_pixel_reference": True,
             "reference": {"cost": {"1": 0.2499, "15": 0.0062}, "accuracy": 0.9805}}
 
 
 # ----------------------------------------------------------------------------------------------- metrics
 
 
-def test_metric_prefers_the_new_keys_and_reads_old_records():
-    new = {"final": {"train_loss": 0.01, "test_loss": 0.2, "test_accuracy": 0.97, "train_accuracy": 0.99,
-                     "loss": 0.2, "accuracy": 0.97}, "loss": [0.5, 0.03]}
+def test_metric_reads_the_one_meaning_keys_and_old_records_are_refused():
+    from harness import schemas
+
+    new = {"final": {"train_loss": 0.01, "test_loss": 0.2, "test_accuracy": 0.97, "train_accuracy": 0.99},
+           "loss": [0.5, 0.03]}
     assert [course.metric(new, k) for k in course.METRICS] == [0.01, 0.2, 0.97, 0.99]
-    # old MNIST record: flat final.loss/accuracy were the test set's; train_loss is the last step's loss
-    old = {"final": {"loss": 0.2, "accuracy": 0.95}, "loss": [0.5, 0.03], "data": {"test_size": 1000}}
-    assert [course.metric(old, k) for k in course.METRICS] == [0.03, 0.2, 0.95, None]
-    # old XOR record: the same keys meant the training set
-    xor = {"final": {"loss": 0.1, "accuracy": 1.0}, "loss": [0.7, 0.1], "data": {"train_size": 4}}
+    xor = {"final": {"train_loss": 0.1, "train_accuracy": 1.0}, "loss": [0.7, 0.1]}
     assert [course.metric(xor, k) for k in course.METRICS] == [0.1, None, None, 1.0]
-    # old batch-norm record: nested test/train evaluations; its flat final.loss was a training step's
-    bn = _mnist_bn(1)["runs"]["torch"]
-    assert course.metric(bn, "test_loss") == 0.26 and course.metric(bn, "train_accuracy") == 0.95
-    assert course.metric(bn, "train_loss") == bn["loss"][-1]
+    # a diverged run has no final: its training loss is the last logged step's
+    assert [course.metric({"loss": [0.5, 0.03]}, k) for k in course.METRICS] == [0.03, None, None, None]
+    # records of the first format (flat final.loss/accuracy, nested final.test/train) fail the run schema, so a
+    # rerun computes them again rather than reading them
+    for old in ({"loss": 0.2, "accuracy": 0.95}, {"train_loss": 0.05, "test": {"accuracy": 0.93, "loss": 0.26}}):
+        assert any(e.startswith("at $.final") for e in schemas.errors("run", {"final": old}))
 
 
 # ----------------------------------------------------------------------------------------------- like with like
@@ -100,8 +103,10 @@ def test_mnist_cost_and_raw_pixel_accuracy():
 
 def test_summary_tables_name_the_kind():
     labs = {"mnist_batchnorm": _mnist_bn(2), "mnist_relu_xavier": _mnist(15)}
-    results = {"options": {"frameworks": ["torch", "jax"], "threshold": 1e-4, "device": "cpu", "dtype": "float32"},
-               "job": {"status": "complete"}, "labs": labs, "machine": {}}
+    results = {"options": {"frameworks": ["torch", "jax"], "threshold": 1e-4, "device": "cpu", "dtype": "float32",
+                           "steps": None, "epochs": None},
+               "job": {"status": "complete", "computed": list(labs), "reused": [], "errors": []}, "labs": labs,
+               "machine": {}, "command": "dlzta report", "data": None, "peak": {}, "pending": [], "init_study": None}
     md = render.build(results, set()).markdown()
     assert ("| [mnist_batchnorm](#mnist_batchnorm) | BN: validation loss, epoch 10 (ours: epoch 2) | 0.09259 | 0.3 "
             "| 0.3 |") in md

@@ -174,3 +174,26 @@ def test_check_jsonschema_validates_offline_as_documented(tmp_path):
     out.write_text(json.dumps({**_load(out), "seed": "777"}))
     bad = subprocess.run(argv, capture_output=True, text=True)
     assert bad.returncode == 1 and "$.seed" in bad.stdout
+
+
+@pytest.mark.parametrize("typed,kind,pointer,unset", [
+    ("RunRecord", "run", "", ()),
+    ("LabRecord", "lab", "", ()),
+    ("StudyRecord", "init-study", "", ()),
+    ("Results", "results", "", ("generated", "summary")),  # set when results.json is written
+    ("JobStatus", "results", "/$defs/job", ()),
+    ("Parity", "compare", "/$defs/parity", ()),
+    ("LabKey", "lab", "/$defs/key", ()),
+    ("Timing", "common", "/$defs/timing", ()),
+])
+def test_the_typed_records_agree_with_the_schemas(typed, kind, pointer, unset):
+    """harness.report.records' TypedDicts name the schema's keys, required where the schema requires them (so
+    code may index those keys of a computed or validated record)."""
+    from harness.report import records
+
+    td = getattr(records, typed)
+    schema = schemas.load(kind)
+    for part in filter(None, pointer.split("/")):
+        schema = schema[part]
+    assert td.__required_keys__ == set(schema["required"]) - set(unset)
+    assert td.__required_keys__ | td.__optional_keys__ == set(schema["properties"]) - {"$schema"}

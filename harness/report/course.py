@@ -2,9 +2,9 @@
 same kind (training loss at the same step, validation loss at the same epoch, accuracy on the same set), with
 the kind named, and where our run stopped earlier, where ours was taken.
 
-Reads the JSON form of a lab's record (``OUT/labs/<lab>.json``). Run records name one meaning per key in
-``final`` (``train_loss``, ``test_loss``, ``test_accuracy``, ``train_accuracy``); :func:`metric` reads records
-written before those keys existed too.
+Reads the JSON form of a lab's record (``OUT/labs/<lab>.json``, :class:`harness.report.records.LabRecord`): one
+the job computed, or one it reused after checking it against its schema. Run records name one meaning per key in
+``final`` (``train_loss``, ``test_loss``, ``test_accuracy``, ``train_accuracy``).
 """
 
 from __future__ import annotations
@@ -12,29 +12,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.report.records import RunRecord
+
 METRICS = ("train_loss", "test_loss", "test_accuracy", "train_accuracy")
 RAW_PIXELS = "raw pixels *"  # the course's accuracy came from raw 0..255 test pixels
 
 
-def metric(run: dict, key: str) -> Any:
-    """``final[key]`` of a run (``key`` in :data:`METRICS`). Older records: ``train_loss`` is the last logged
-    step's loss, the nested ``final.test``/``final.train`` dicts give the rest, and a flat ``final.loss`` /
-    ``final.accuracy`` meant the test set for the labs with one (MNIST), the training set for the others."""
-    final = run.get("final") or {}
-    if key in final:
-        return final[key]
-    split, what = key.split("_")
-    if key == "train_loss":
-        return run["loss"][-1] if run.get("loss") else None
-    if isinstance(final.get(split), dict):
-        return final[split].get(what)
-    if "test" in final or "train" in final:
-        return None
-    has_test = bool((run.get("data") or {}).get("test_size"))
-    return final.get(what) if split == ("test" if has_test else "train") else None
+def metric(run: RunRecord, key: str) -> Any:
+    """``final[key]`` of a run (``key`` in :data:`METRICS`; None where the run has no such figure). A run that
+    diverged has no ``final``: its training loss is then its last logged step's."""
+    if "final" in run:
+        return run["final"].get(key)
+    return run["loss"][-1] if key == "train_loss" and run["loss"] else None
 
 
-def accuracy(run: dict) -> tuple[Any, str]:
+def accuracy(run: RunRecord) -> tuple[Any, str]:
     """The run's headline accuracy and its set: test accuracy where there is a test set, else training-set."""
     test = metric(run, "test_accuracy")
     return (test, "test") if test is not None else (metric(run, "train_accuracy"), "training set")

@@ -31,6 +31,7 @@ from harness.report import compute
 from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
+from harness.report.records import LabRecord, Results
 from harness.report.signals import held_signals
 from harness.results import clean_stale_temps, write_json
 from harness.selfcheck.run import latest as latest_selfcheck
@@ -88,15 +89,15 @@ def preload() -> None:
     from harness.report import plots, render  # noqa: F401
 
 
-def lab_line(i: int, n: int, rec: dict, seconds: float | None) -> str:
+def lab_line(i: int, n: int, rec: LabRecord, seconds: float | None) -> str:
     """The log line of a finished (or reused) lab."""
     from harness.parity.verdict import brief
     from harness.report.render import final_metrics
 
     when = "reused" if seconds is None else f"{seconds:6.1f} s"
     if rec["status"] == "ok":
-        verdict = brief(rec["parity"]) if rec.get("parity") else "ran"
-        finals = "  ".join(f"{fw} loss {final_metrics(run)[0]:.4g}" for fw, run in rec.get("runs", {}).items()
+        verdict = brief(rec["parity"]) if "parity" in rec else "ran"
+        finals = "  ".join(f"{fw} loss {final_metrics(run)[0]:.4g}" for fw, run in rec["runs"].items()
                            if final_metrics(run)[0] is not None)
     else:
         verdict, finals = rec["status"], rec.get("error", "")
@@ -112,7 +113,7 @@ class Job:
         # a complete report is already there: the report is written only when this run completes
         self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
         opts.busy, self.contention = machine_busy()
-        self.results: dict[str, Any] = {
+        self.results: Results = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
             "job": {"status": "running", "computed": [], "reused": [], "errors": [],
@@ -154,7 +155,7 @@ class Job:
         for note in self.plan.notes:  # a saved record that fails its schema: said even when quiet
             print(f"note: {note}", file=self.err)
 
-    def run(self) -> dict:
+    def run(self) -> Results:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
         opts, job = self.opts, self.results["job"]
         self.results["machine"] = machine(opts, self.contention)
@@ -284,7 +285,7 @@ class Job:
             render.write_report(self.opts.out, self.results, html=self.opts.html, final=True)
 
 
-def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> dict:
+def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> Results:
     """Run the job and write the report; the results (``results.json``'s content). On KeyboardInterrupt the
     report of the labs finished so far is written (see the module's notes) and the results come back with job
     status "interrupted"."""
