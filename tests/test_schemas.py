@@ -92,6 +92,17 @@ def test_compare_out_validates(tmp_path):
         schemas.validate("run", run)
 
 
+def test_a_diverged_compare_out_validates(tmp_path):
+    out = tmp_path / "cmp.json"
+    argv = ["compare", "mnist_relu_normal", "--data", "mnist-5k", "--steps", "30", "--lr", "1e12", "--optimizer", "sgd",
+            "--no-noise", "--out", str(out)]
+    assert main(argv) == 2
+    record = _load(out)
+    assert record["$schema"] == schemas.schema_id("compare") and "verdict" not in record
+    assert "diverged" in {run["status"] for run in record["runs"].values()}
+    schemas.validate("compare", record)
+
+
 def test_bench_out_and_github_action_files_validate(tmp_path):
     out, prefix = tmp_path / "bench.json", str(tmp_path / "ga")
     assert main([*BENCH, "--targets", "--out", str(out), "--github-action", prefix]) == 0

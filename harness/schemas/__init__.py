@@ -24,6 +24,7 @@ KINDS = {
     "init-study": "dlzta report: OUT/labs/init_study.json",
     "results": "dlzta report: OUT/results.json",
     "bench": "dlzta bench --out",
+    "scaling": "dlzta bench --devices N,M,... --out (data-parallel scaling)",
     "github-action": "dlzta bench --github-action PREFIX (both files)",
     "common": "(definitions the others share)",
 }
