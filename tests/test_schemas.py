@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from harness import schemas
 from harness.bench.formats import github_action_paths
 from harness.cli import main
+from harness.labs import LABS
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ["bench", "xor_mlp", "--frameworks", "torch,jax", "--modes", "eager,per_step", "--block-steps", "200",
@@ -208,3 +209,16 @@ def test_the_typed_records_agree_with_the_schemas(typed, kind, pointer, unset):
         schema = schema[part]
     assert td.__required_keys__ == set(schema["required"]) - set(unset)
     assert td.__required_keys__ | td.__optional_keys__ == set(schema["properties"]) - {"$schema"}
+
+
+@pytest.mark.slow
+def test_every_labs_report_record_validates(tmp_path):
+    """`make run`'s files, every lab (shortened): each lab record, the study and results.json validate."""
+    out = tmp_path / "report"
+    assert main(["report", "--out", str(out), "--steps", "20", "--epochs", "1", "--data", "mnist-5k",
+                 "--init-steps", "10", "--quiet", "--no-html"]) == 0
+    results = _load(out / "results.json")
+    schemas.validate("results", results)
+    assert list(results["labs"]) == list(LABS)
+    for path in (out / "labs").glob("*.json"):
+        schemas.validate("init-study" if path.stem == "init_study" else "lab", _load(path))
