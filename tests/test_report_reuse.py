@@ -127,3 +127,27 @@ def test_the_fingerprint_follows_a_newly_registered_backend(tmp_path, monkeypatc
         assert code_fingerprint() != registered
     finally:
         backends.unregister(info.name)
+
+
+@pytest.mark.parametrize("path,value", [
+    (("parity", "tiers", "exact", "tolerance"), None),  # the report writes max(floor, factor x twin) from these
+    (("parity", "tiers", "exact", "internals"), "x"),
+    (("parity", "tiers", "exact", "max_rel_diff"), "x"),
+    (("reference", "loss", "0"), None),  # the course's loss beside ours
+    (("reference", "rtol"), "x"),
+    (("costs", "compute", "wall_s"), None),  # summed in "where the time went"
+    (("runs", "torch", "final", "train_loss"), "x"),
+])
+def test_what_the_report_reads_is_in_the_schema(finished, path, value):
+    """Values that crashed the report's rendering when found in a saved record (a mutation sweep over real
+    records) fail the lab schema, so a rerun computes the lab again instead."""
+    rec = json.loads((finished / "labs" / "xor_mlp.json").read_text())
+    schemas.validate("lab", rec)
+    node = rec
+    for key in path[:-1]:
+        node = node[key]
+    if value is None and path[-1] == "tolerance":
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    assert not schemas.is_valid("lab", rec)

@@ -119,14 +119,21 @@ def _correct(rec: dict, runs: dict, ref: dict) -> list[Figure]:
     return [Figure(f"correct of the first 1000 test images, iteration {it}", table[str(it)], ours, at, _raw(rec))]
 
 
+def _valid_loss(run: RunRecord, epoch: int, model: str) -> float | None:
+    """``model``'s validation loss after ``epoch`` (None: the run has no such per-epoch record)."""
+    rows = run.get("epochs") or []
+    return rows[epoch - 1].get(model, {}).get("valid_loss") if len(rows) >= epoch else None
+
+
 def _epochs_table(rec: dict, runs: dict, ref: dict) -> list[Figure]:
     """Batch norm: the course's validation loss of each model at epoch 10 beside ours at the same epoch."""
     epoch = int(next(k for k in ref if k.startswith("epoch_")).split("_")[1])
     course = ref[f"epoch_{epoch}"]
     figures = []
     for model, name in (("bn", "BN"), ("plain", "no BN")):
-        values = {fw: _epoch_value(r, epoch, lambda run, e, m=model: run["epochs"][e - 1].get(m, {}).get("valid_loss"))
-                  for fw, r in runs.items()}
+        if model not in course:
+            continue
+        values = {fw: _epoch_value(r, epoch, lambda run, e, m=model: _valid_loss(run, e, m)) for fw, r in runs.items()}
         figures.append(Figure(f"{name}: validation loss, epoch {epoch}", course[model]["valid_loss"],
                               {fw: v for fw, (v, _) in values.items()}, _at_epoch([e for _, e in values.values()])))
     return figures
