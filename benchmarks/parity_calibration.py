@@ -31,7 +31,8 @@ from harness import backend as registry  # noqa: E402
 from harness.backend import RunSpec  # noqa: E402
 from harness.labs import LABS, get_lab  # noqa: E402
 from harness.parity import ensemble as tier  # noqa: E402
-from harness.runner import Prepared, RunOptions, prepare  # noqa: E402
+from harness.parity.configs import RunConfig, config_of  # noqa: E402
+from harness.run.runner import Prepared, RunOptions, prepare  # noqa: E402
 
 SEED = 20240  # base of the weight-nudge draws (variant k draws from [SEED, k])
 
@@ -40,7 +41,7 @@ def prepared_variant(name: str, variant: int, data: str) -> Prepared:
     """The lab prepared as the main job prepares it (shared weights, shared masks where it has dropout), its
     shared weights nudged by draw ``variant`` (0: as drawn)."""
     lab = get_lab(name)
-    prepared = prepare(lab, RunOptions(init="shared", data=data, masks="shared" if lab.model.dropout else "own"))
+    prepared = prepare(lab, RunOptions(weights="shared", data=data, mask_mode="shared" if lab.model.dropout else "own"))
     if variant:
         params = tier.signed_nudge(prepared.spec.params, np.random.default_rng([SEED, variant]))
         prepared = dataclasses.replace(prepared, spec=dataclasses.replace(prepared.spec, params=params))
@@ -50,25 +51,26 @@ def prepared_variant(name: str, variant: int, data: str) -> Prepared:
 @contextlib.contextmanager
 def with_bug(backend: str, factor: float) -> Iterator[None]:
     """Within the block, ``backend``'s learning rate is scaled by ``factor`` inside the tier (monkeypatch)."""
-    original = tier.side_spec
+    original = tier.retarget
 
-    def buggy(spec: RunSpec, side: tier.Side) -> RunSpec:
+    def buggy(spec: RunSpec, side: RunConfig) -> RunSpec:
         spec = original(spec, side)
         if side.backend != backend:
             return spec
         return dataclasses.replace(spec, lab=spec.lab.with_options(lr=spec.lab.optimizer.lr * factor))
 
-    tier.side_spec = buggy
+    tier.retarget = buggy
     try:
         yield
     finally:
-        tier.side_spec = original
+        tier.retarget = original
 
 
 def run_one(prepared: Prepared, sides: list[str], members: int, seed: int, steps: int) -> tuple[list[np.ndarray], dict]:
     """Both sides' ensembles (losses ``[1 + members, steps]``), and wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
-    losses = [tier.run_side(prepared, tier.Side(s), i, members, seed, steps, False)[0] for i, s in enumerate(sides)]
+    losses = [tier.run_side(prepared, config_of(prepared.spec, s), i, members, seed, steps, False)[0]
+              for i, s in enumerate(sides)]
     return losses, {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
 
 

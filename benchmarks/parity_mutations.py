@@ -27,14 +27,14 @@ from harness.labs import LABS, get_lab  # noqa: E402
 from harness.parity.api import statistical_tier  # noqa: E402
 from harness.parity.configs import default_configs, run_keys  # noqa: E402
 from harness.parity.exact import exact_tier  # noqa: E402
-from harness.results import write_json  # noqa: E402
-from harness.runner import RunOptions, prepare  # noqa: E402
+from harness.run.results import write_json  # noqa: E402
+from harness.run.runner import RunOptions, prepare  # noqa: E402
 from harness.selfcheck import Mutation, catalogue, patched  # noqa: E402
 
 
-def _prepared(lab: str, dtype: str, overrides: dict, steps: int | None = None) -> tuple:
+def _prepared(lab: str, dtype: str, overrides: dict, steps: int | None = None, seed: int | None = None) -> tuple:
     options = RunOptions(data="mnist-5k", dtype=dtype, weights="shared", mask_mode="shared", steps=steps,
-                         overrides=overrides)
+                         overrides=overrides, seed=seed)
     prepared = prepare(get_lab(lab), options)
     return prepared, default_configs(options)
 
@@ -68,24 +68,27 @@ def measure_mutation(m: Mutation, ensemble: bool) -> dict:
     return row
 
 
-def measure_correct(labs: list[str], dtypes: list[str]) -> list[dict]:
-    """The exact tier on correct code: every lab in each dtype, and every mutation's lab settings."""
-    cases = [(lab, dtype, {}) for lab in labs for dtype in dtypes]
-    cases += [(m.lab, "float32", m.overrides) for m in catalogue() if m.overrides]
+def measure_correct(labs: list[str], dtypes: list[str], seeds: list[int | None] | None = None,
+                    settings: bool = True) -> list[dict]:
+    """The exact tier on correct code: every lab in each dtype and seed (None: the lab's own), and (``settings``)
+    every mutation's lab settings."""
+    cases = [(lab, dtype, {}, seed) for seed in seeds or [None] for lab in labs for dtype in dtypes]
+    cases += [(m.lab, "float32", m.overrides, None) for m in catalogue() if m.overrides and settings]
     rows = []
-    for lab, dtype, overrides in dict.fromkeys((c[0], c[1], tuple(sorted(c[2].items()))) for c in cases):
-        prepared, (a, b) = _prepared(lab, dtype, dict(overrides))
+    for lab, dtype, overrides, seed in dict.fromkeys((c[0], c[1], tuple(sorted(c[2].items())), c[3]) for c in cases):
+        prepared, (a, b) = _prepared(lab, dtype, dict(overrides), seed=seed)
         start, cpu, load = time.perf_counter(), time.process_time(), loadavg()
         tier = exact_tier(prepared, a, b, run_keys(a, b))
         margin = max((f["max_rel_judged"] / f["tolerance"], name) for name, f in tier["quantities"].items()
                      if f["tolerance"] and f["max_rel_judged"] == f["max_rel_judged"])
-        rows.append({"lab": lab, "dtype": dtype, "overrides": dict(overrides), "ok": tier["ok"],
+        rows.append({"lab": lab, "dtype": dtype, "seed": seed, "overrides": dict(overrides), "ok": tier["ok"],
                      "text": tier["text"], "window": tier["steps"], "judged": tier["judged_steps"],
                      "closest": {"quantity": margin[1], "share_of_tolerance": margin[0]},
                      "internals_closest": tier["internals"].get("closest"),
                      "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
                      "loadavg": load})
-        print(f"correct {lab:<28} {dtype} {dict(overrides) or ''}: {tier['text']} "
+        print(f"correct {lab:<28} {dtype} {dict(overrides) or ''}{'' if seed is None else f'seed {seed}'}: "
+              f"{tier['text']} "
               f"[{rows[-1]['wall_s']:.1f} s wall, {rows[-1]['cpu_s']:.1f} s cpu; closest: {margin[1]} at "
               f"{margin[0]:.1e} of its tolerance]", flush=True)
     return rows
@@ -115,13 +118,15 @@ def correct_table(rows: list[dict]) -> str:
              "tolerance) | wall / CPU s | load |", "|---|---|---|---|---|---|---|"]
     for c in (c for c in rows if not c["overrides"]):
         top = c["text"].rsplit("max ", 1)[-1].rstrip(")") if c["ok"] else "FALSE ALARM: " + c["text"]
-        lines.append(f"| {c['lab']} | {c['dtype']} | {c['window']} ({c['judged']}) | {top} | "
+        seed = "" if c.get("seed") is None else f" (seed {c['seed']})"
+        lines.append(f"| {c['lab']}{seed} | {c['dtype']} | {c['window']} ({c['judged']}) | {top} | "
                      f"{c['closest']['quantity']} ({c['closest']['share_of_tolerance']:.1e}) | "
                      f"{c['wall_s']:.1f} / {c['cpu_s']:.1f} | {c['loadavg'][0]:.1f} |")
     settings = [f"{c['lab']} {', '.join(f'{k}={v}' for k, v in c['overrides'].items())}: "
                 f"{'ok' if c['ok'] else 'FALSE ALARM'} (closest {c['closest']['quantity']} at "
                 f"{c['closest']['share_of_tolerance']:.1e})" for c in rows if c["overrides"]]
-    return "\n".join(lines) + "\n\nThe mutations' lab settings, unmutated: " + "; ".join(settings) + "."
+    return "\n".join(lines) + ("\n\nThe mutations' lab settings, unmutated: " + "; ".join(settings) + "."
+                                if settings else "")
 
 
 def main() -> None:
@@ -130,6 +135,9 @@ def main() -> None:
     parser.add_argument("--no-correct", action="store_true", help="skip the false-alarm runs on correct code")
     parser.add_argument("--no-mutations", action="store_true", help="skip the mutations")
     parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--labs", default=",".join(LABS), help="correct code: these labs (default: all)")
+    parser.add_argument("--seeds", help="correct code: these seeds (comma-separated; default: each lab's own); "
+                        "the mutations' lab settings are then left out")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", help="write every figure as JSON")
     args = parser.parse_args()
@@ -142,7 +150,9 @@ def main() -> None:
         rows.append(measure_mutation(m, args.ensemble))
         print(f"mutation {m.name}: {rows[-1]['exact']['text']}"
               + (f" | statistical: {rows[-1]['ensemble']['text']}" if rows[-1].get("ensemble") else ""), flush=True)
-    correct = [] if args.no_correct else measure_correct(list(LABS), args.dtypes.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    correct = [] if args.no_correct else measure_correct(args.labs.split(","), args.dtypes.split(","), seeds,
+                                                         settings=seeds is None)
     print(table(rows))
     if correct:
         print(correct_table(correct))

@@ -2,7 +2,7 @@
 
 The plain loop is the course's notebook code (``nn.Sequential`` of Linear + Sigmoid, ``nn.BCELoss``,
 ``torch.optim.SGD``; ``zero_grad``, forward, ``backward``, ``step``, the cost read every 100 steps as the notebooks
-print it); the harness's is ``harness.runner.execute`` of the same lab in torch (eager, shared weights), timed by
+print it); the harness's is ``harness.run.runner.execute`` of the same lab in torch (eager, shared weights), timed by
 its own steady-state clock. Both run the lab's 10,001 steps on one intra-op thread, in one process, alternating
 ``--repeats`` times; step 0 is left out of both (warm-up). Prints the median steps/s of each with the p10..p90
 spread, their ratio and the load average; ``--out`` writes it all as JSON.
@@ -27,9 +27,9 @@ from torch import nn  # noqa: E402
 
 from harness.bench.peak import loadavg  # noqa: E402
 from harness.labs import get_lab  # noqa: E402
-from harness.machine import cpu_model  # noqa: E402
-from harness.results import write_json  # noqa: E402
-from harness.runner import RunOptions, execute, prepare  # noqa: E402
+from harness.run.machine import cpu_model  # noqa: E402
+from harness.run.results import write_json  # noqa: E402
+from harness.run.runner import RunOptions, execute, prepare  # noqa: E402
 
 LABS = ("gates", "xor_perceptron", "xor_mlp", "xor_wide_deep")
 

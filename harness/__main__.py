@@ -1,7 +1,5 @@
 """``python -m harness``."""
 
-import sys
+from harness.commands.cli import main_exit
 
-from harness.cli import main
-
-sys.exit(main())
+main_exit()

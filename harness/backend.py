@@ -53,7 +53,7 @@ class RunSpec:
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     execution: str | None = None  # None: the backend's default (the registry entry's first execution)
     progress: Callable[[int, int], None] | None = None  # called with (steps done, total)
-    # RBM pre-training (``lab.pretrain``; ``harness.pretrain``): the example indices of every CD step
+    # RBM pre-training (``lab.pretrain``; ``harness.run.pretrain``): the example indices of every CD step
     # [steps, batch] and, per RBM, the uniforms of its hidden samples [steps, k, batch, hidden]
     pretrain_batches: np.ndarray | None = None
     pretrain_uniforms: list[np.ndarray] | None = None

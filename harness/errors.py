@@ -1,6 +1,6 @@
 """The error types a user can cause, below every other harness module (no imports, no cycles).
 
-Each ends a command with one ``error: <message>`` line on stderr and exit status 2 (see ``harness.cli``).
+Each ends a command with one ``error: <message>`` line on stderr and exit status 2 (see ``harness.commands.cli``).
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 series, an epoch-mean training cost, a test accuracy, ...), on which split, at which step or epoch, and whether
 the course computed it on raw 0..255 pixels, so that a table can set it beside ours of the same kind.
 
-``legacy_dict`` gives the untyped layout that results files and older readers use (``{"loss": {step: value},
-"cost": {epoch: value}, "accuracy": ..., "correct_of_first_1000": {...}, "epoch_10": {...}}``), kept for a release.
+``as_dict`` gives the layout results files hold (``{"loss": {step: value}, "cost": {epoch: value}, "accuracy": ...,
+"correct_of_first_1000": {...}, "epoch_10": {...}}``); ``records_json`` the typed records as JSON objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,9 +71,8 @@ Record = LossSeries | FinalMetric | CorrectSeries | EpochTable
 
 
 @dataclass(frozen=True)
-class Reference(Mapping):
-    """Everything the course printed for one lab: typed ``records``; read as a mapping it is the untyped
-    :func:`legacy_dict` (results files, older readers), kept for a release."""
+class Reference:
+    """Everything the course printed for one lab, as typed ``records`` (:func:`as_dict`: the results-file layout)."""
 
     records: tuple[Record, ...] = ()
     published_variant: str | None = None  # the lab whose network the course's numbers actually came from
@@ -87,18 +86,9 @@ class Reference(Mapping):
         """The FinalMetric records of ``kind``."""
         return [r for r in self.of(FinalMetric) if r.kind == kind]
 
-    def __getitem__(self, key: str) -> Any:
-        return legacy_dict(self)[key]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(legacy_dict(self))
-
-    def __len__(self) -> int:
-        return len(legacy_dict(self))
-
-
-def legacy_dict(ref: Reference) -> dict[str, Any]:
-    """The untyped layout of the reference (see the module docstring)."""
+def as_dict(ref: Reference) -> dict[str, Any]:
+    """The reference in the results-file layout (see the module docstring)."""
     out: dict[str, Any] = {}
     for r in ref.records:
         if isinstance(r, LossSeries):

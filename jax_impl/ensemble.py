@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from harness.backend import RunSpec
-from harness.init import Params
 from harness.parity.ensemble import window_spec
+from harness.weights import Params
 from jax_impl import rbm, train
 
 

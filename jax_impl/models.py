@@ -11,8 +11,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from harness.init import bias_distribution, weight_distribution
 from harness.labs import Model, Optimizer, pick
+from harness.weights import bias_distribution, weight_distribution
 
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "leaky_relu": jax.nn.leaky_relu,
@@ -45,7 +45,7 @@ class BatchNorm(nnx.Module):
         return (x - mean) / jnp.sqrt(var + self.eps) * self.scale.get_value() + self.bias.get_value()
 
 
-INITIALIZERS = {  # the distributions of ``harness.init`` (weight_distribution, bias_distribution)
+INITIALIZERS = {  # the distributions of ``harness.weights`` (weight_distribution, bias_distribution)
     "uniform": lambda scale: lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -scale, scale),
     "normal": lambda scale: nnx.initializers.normal(scale),
     "truncated_normal": lambda scale: lambda key, shape, dtype: scale * jax.random.truncated_normal(

@@ -58,7 +58,7 @@ def _bce_unclamped(mp: Patch) -> None:
 
 def _init_scheme(change: Callable) -> Callable[[Patch], None]:
     """A patch of the declared weight distribution as this package's native init reads it: ``change(original,
-    scheme, fan_in, fan_out)`` in place of ``harness.init.weight_distribution``."""
+    scheme, fan_in, fan_out)`` in place of ``harness.weights.weight_distribution``."""
     def patch(mp: Patch) -> None:
         original = models.weight_distribution
         mp.setattr(models, "weight_distribution", lambda *a: change(original, *a))

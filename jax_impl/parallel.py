@@ -1,4 +1,4 @@
-"""Data-parallel training in JAX (mirrors ``torch_impl/parallel.py``; semantics in ``harness.parallel``).
+"""Data-parallel training in JAX (mirrors ``torch_impl/parallel.py``; semantics in ``harness.run.parallel``).
 
 ``jax.sharding``: a ``Mesh`` over N devices (axis ``data``), every step's batch and shared masks placed with a
 ``NamedSharding`` that splits their rows over it, the weights and optimizer state replicated, and the trainer's
@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from harness.backend import BackendError, RunSpec, Stepper, TrainResult
-from harness.parallel import Parallel
+from harness.run.parallel import Parallel
 from jax_impl import models
 from jax_impl import train as jax_train
 

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import pretrain as neutral
 from harness.backend import RunSpec
+from harness.run import pretrain as neutral
 from jax_impl import models
 
 Arrays = dict[str, jax.Array]
@@ -131,7 +131,7 @@ def _records(i: int, first: Arrays, errors: jax.Array, stats: Arrays, after: Arr
 def pretrained(spec: RunSpec, dtype: jnp.dtype) -> tuple[RunSpec, dict[str, np.ndarray], list[np.ndarray], float]:
     """``spec`` with its network's hidden layers initialised by the trained RBMs (shared params, no RBM weights
     left in them), the RBMs' final weights, their reconstruction errors per step and the seconds it took (compile
-    included; a repeat of one of the last few: those of the first, ``harness.pretrain.memo``); ``spec`` itself
+    included; a repeat of one of the last few: those of the first, ``harness.run.pretrain.memo``); ``spec`` itself
     where the lab has no pre-training."""
     if spec.lab.pretrain is None:
         return spec, {}, [], 0.0

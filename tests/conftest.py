@@ -8,16 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.compare import compare
 from harness.labs import get_lab
-from harness.runner import RunOptions, run
+from harness.parity.api import compare
+from harness.run.runner import RunOptions, run
 
 
 @functools.cache
 def cached_run(lab: str, framework: str, init: str = "native", dtype: str = "float32",
                steps: int | None = None) -> dict:
     """One run, computed once per test session."""
-    return run(get_lab(lab), framework, RunOptions(init=init, dtype=dtype, log_every=1, steps=steps))
+    return run(get_lab(lab), framework, RunOptions(weights=init, dtype=dtype, log_every=1, steps=steps))
 
 
 @functools.cache

@@ -12,8 +12,8 @@ import pytest
 
 import harness
 from harness import backend as backends
-from harness import machine
-from harness.cli import main
+from harness.commands.cli import main
+from harness.run import machine
 
 
 def _harness_modules() -> list[str]:
@@ -23,13 +23,13 @@ def _harness_modules() -> list[str]:
 
 def test_no_harness_module_imports_a_framework():
     modules = _harness_modules()
-    assert "harness.cli" in modules and "harness.runner" in modules and len(modules) > 10
+    assert "harness.commands.cli" in modules and "harness.run.runner" in modules and len(modules) > 10
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"
             "    bad = [f for f in ('torch', 'jax', 'flax', 'optax') if f in sys.modules]\n"
             "    assert not bad, (name, bad)\n"
-            "from harness.cli import build_parser\n"
+            "from harness.commands.cli import build_parser\n"
             "build_parser().format_help()\n"
             "assert 'torch' not in sys.modules and 'jax' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -14,7 +14,7 @@ import pytest
 
 from harness import bench
 from harness.bench.gate import compared
-from harness.cli import main
+from harness.commands.cli import main
 
 
 def _entry(key: str, ms: float, peak: float, flops: float = 1e6, spread: float = 0.02, matmul: float = 1.0) -> dict:

@@ -16,7 +16,7 @@ from harness import bench
 from harness.bench import peak
 from harness.errors import BackendError
 from harness.labs import get_lab
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 from torch_impl import train as torch_train
 
 POOL = 4
@@ -25,7 +25,7 @@ POOL = 4
 def _spec(lab: str, **overrides):
     if get_lab(lab).task == "mnist":
         overrides = {"batch_size": 10, **overrides}  # small batches: these tests check steps, not speed
-    opts = RunOptions(steps=POOL, data="mnist-5k", init="shared", overrides=overrides)
+    opts = RunOptions(steps=POOL, data="mnist-5k", weights="shared", overrides=overrides)
     return prepare(get_lab(lab), opts).spec
 
 

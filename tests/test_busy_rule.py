@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness import machine
+from harness.run import machine
 
 
 def _spin(seconds: float) -> None:

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import get_lab
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def _error_line(capsys) -> str:
@@ -32,7 +32,7 @@ def test_list_names_every_lab(capsys):
     (["run", "xor_mlq", "--framework", "jax"], "unknown lab 'xor_mlq' (did you mean xor_mlp?)"),
     (["run", "xor_mlp", "--framework", "mxnet"], "unknown framework 'mxnet'"),
     (["run", "xor_mlp", "--framework", "jax", "--dtype", "float16"], "unknown dtype 'float16'"),
-    (["run", "xor_mlp", "--framework", "jax", "--init", "random"], "unknown init 'random'"),
+    (["run", "xor_mlp", "--framework", "jax", "--weights", "random"], "unknown weight source 'random'"),
     (["run", "xor_mlp", "--framework", "jax", "--device", "gpu"], "device 'gpu' is not present for jax"),
     (["run", "xor_mlp", "--framework", "torch", "--device", "tpu"], "device 'tpu' is not present for torch"),
     (["run", "xor_mlp", "--framework", "jax", "--steps", "0"], "--steps: must be at least 1"),

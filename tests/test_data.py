@@ -1,4 +1,4 @@
-"""Tests for harness.data: MNIST sources (bundled, TFDS, IDX), disk cache, auto, XOR data, batch order."""
+"""Tests for harness.data.datasets: MNIST sources (bundled, TFDS, IDX), disk cache, auto, XOR data, batch order."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import data, idx, mnist_sources
-from harness.data import DataError, batch_order, gates_data, load_mnist, xor_data
+from harness.data import datasets as data
+from harness.data import idx
+from harness.data import tfds as mnist_sources
+from harness.data.datasets import DataError, batch_order, gates_data, load_mnist, xor_data
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tfds_mnist_tiny"
@@ -257,7 +259,7 @@ def test_auto_falls_back_to_bundled(tmp_path, monkeypatch):
 
 def test_bundled_path_never_imports_tfds(tmp_path):
     code = (
-        "import sys; from harness.data import load_mnist; "
+        "import sys; from harness.data.datasets import load_mnist; "
         f"assert load_mnist('auto', data_dir={str(tmp_path)!r}).record['source'] == 'mnist-5k'; "
         "assert load_mnist('mnist-5k').train_x.shape == (4000, 784); "
         "assert 'tensorflow_datasets' not in sys.modules and 'tensorflow' not in sys.modules"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.init import TorchGenerator, init_params, init_state, nudge
 from harness.labs import LABS, get_lab
+from harness.weights import TorchGenerator, init_params, init_state, nudge
 from torch_impl.models import build, get_params
 
 

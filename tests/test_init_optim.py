@@ -20,8 +20,8 @@ import optax
 import pytest
 import torch
 
-from harness.init import init_params
 from harness.labs import ACTIVATIONS, INITS, MANUAL_LOSSES, MODULE_LOSSES, OPTIMIZERS, LabError, Model, Optimizer
+from harness.weights import init_params
 from jax_impl import manual as jmanual
 from jax_impl import models as jm
 from jax_impl.train import x64
@@ -34,7 +34,7 @@ TAIL = math.erfc(2 / math.sqrt(2))  # P(|z| > 2) of a standard normal, 0.0455
 
 
 def expected(scheme: str, fan_in: int, fan_out: int) -> dict:
-    """The scheme's formula (LABS.md), written out independently of harness.init: the variance of the
+    """The scheme's formula (LABS.md), written out independently of harness.weights: the variance of the
     weights, the bound of a uniform draw, and the mass beyond twice the (untruncated) standard deviation."""
     if scheme == "normal":
         return {"var": 1.0, "std": 1.0, "tail": TAIL}

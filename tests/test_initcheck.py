@@ -13,11 +13,11 @@ import re
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.init import _truncated_normal, weight_distribution
+from harness.commands.cli import main
 from harness.labs import INITS, LABS, Model, get_lab
 from harness.parity import initcheck
 from harness.selfcheck import catalogue
+from harness.weights import _truncated_normal, weight_distribution
 
 
 def _sample(rng: np.random.Generator, kind: str, scale: float, n: int) -> np.ndarray:
@@ -135,6 +135,8 @@ def test_compare_weights_native_prints_the_check(backends, capsys, tmp_path):
     out = tmp_path / "c.json"
     assert main(["compare", "xor_mlp", "--weights", "native", "--steps", "10", "--no-exact", "--no-noise",
                  "--quiet", "--out", str(out)]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("native init: PyTorch and JAX/Flax draw the declared distributions"), last
-    assert json.loads(out.read_text())["native_init"]["ok"] is True
+    native, last = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert native.strip().startswith("native init: PyTorch and JAX/Flax draw the declared distributions"), native
+    result = json.loads(out.read_text())
+    assert result["native_init"]["ok"] is True
+    assert last == f"  verdict: {result['verdict']}" and result["verdict"].endswith("; native init as declared")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import xor_data
-from harness.init import init_params
+from harness.data.datasets import xor_data
 from harness.labs import Model
+from harness.weights import init_params
 from jax_impl import manual as jmanual
 from torch_impl import manual as tmanual
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
+from harness.commands.reproduce import accuracy_spread, render, reproduce
 from harness.labs import GROUPS, LABS, LabError, get_lab, lab_names
-from harness.reproduce import accuracy_spread, render, reproduce
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 
 def test_lab_names_and_groups():
@@ -25,14 +25,14 @@ def test_lab_names_and_groups():
 @pytest.fixture(scope="module")
 def short(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "reproduce.json"
-    options = RunOptions(data="mnist-5k", steps=130, init="shared")
+    options = RunOptions(data="mnist-5k", steps=130, weights="shared")
     return reproduce(("mnist_softmax", "mnist_batchnorm"), options, out=str(out)), out
 
 
 def test_reproduce_puts_the_course_next_to_both_frameworks(short):
     results, out = short
     assert json.loads(out.read_text())["labs"].keys() == {"mnist_softmax", "mnist_batchnorm"}
-    assert results["data"]["mnist-5k"]["train_size"] == 4000 and results["init"] == "shared"
+    assert results["data"]["mnist-5k"]["train_size"] == 4000 and results["weights"] == "shared"
     soft = results["labs"]["mnist_softmax"]
     assert soft["reference_raw_pixels"] and soft["steps"] == 130
     for fw in ("torch", "jax"):
@@ -82,14 +82,14 @@ def test_reproduce_command(tmp_path, capsys):
     assert json.loads(out.read_text())["labs"]["mnist_softmax"]["runs"]["jax"]["status"] == "ok"
     assert main(["reproduce", "--labs", "nope"]) == 2
     assert main(["reproduce", "--frameworks", "mxnet"]) == 2
-    assert main(["reproduce", "--torch-threads", "zero"]) == 2
-    assert main(["reproduce", "--repeats", "2", "--init", "native"]) == 2
+    assert main(["reproduce", "--threads", "zero"]) == 2
+    assert main(["reproduce", "--repeats", "2", "--weights", "native"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 4 and "nope" in err and "mxnet" in err and "--weights shared" in err
 
 
 def test_repeats_draw_the_rounding_noise_spread():
-    options = RunOptions(data="mnist-5k", steps=40, init="shared")
+    options = RunOptions(data="mnist-5k", steps=40, weights="shared")
     results = reproduce(("mnist_softmax",), options, frameworks=("jax",), repeats=3)
     run_ = results["labs"]["mnist_softmax"]["runs"]["jax"]
     assert [r["nudge_ulps"] for r in run_["repeats"]] == [1, 2]

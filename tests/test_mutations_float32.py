@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("jax")
 
-from harness.cli import main  # noqa: E402
+from harness.commands.cli import main  # noqa: E402
 from harness.selfcheck import catalogue, tiers  # noqa: E402
 
 FLOAT32 = tuple(m for m in catalogue(("torch", "jax")) if m.tier == "statistical")
@@ -75,7 +75,7 @@ def test_selfcheck_bad_input_is_one_error_line(capsys):
 
 
 def test_the_report_says_whether_a_selfcheck_ran(tmp_path, monkeypatch):
-    from harness.report.sections import selfcheck_text
+    from harness.report.job_sections import selfcheck_text
     from harness.selfcheck.run import latest, record_path
 
     monkeypatch.setenv("DLZTA_CACHE_DIR", str(tmp_path))

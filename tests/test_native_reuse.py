@@ -8,7 +8,7 @@ import pytest
 
 from harness.labs import get_lab
 from harness.report.compute import same_start
-from harness.runner import RunOptions, run
+from harness.run.runner import RunOptions, run
 
 pytest.importorskip("torch")
 pytest.importorskip("jax")

@@ -1,4 +1,4 @@
-"""Data-parallel training (harness.parallel): in float64, N devices with synchronised batch norm equal one device on
+"""Data-parallel training (harness.run.parallel): in float64, N devices with synchronised batch norm equal one device on
 the same global batch (every step's loss to 1e-12 relative), in torch (DDP over N gloo processes) and JAX (a mesh of
 N host devices; and two processes joined by jax.distributed), and torch equals JAX; per-device batch norm differs
 and the harness says by how much; summing the gradients instead of averaging them is caught.
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness import parallel
 from harness.errors import LabError
 from harness.labs import get_lab
-from harness.parallel import Parallel
-from harness.runner import RunOptions, execute, prepare
+from harness.run import parallel
+from harness.run.parallel import Parallel
+from harness.run.runner import RunOptions, execute, prepare
 
 LABS = ("mnist_relu_xavier", "mnist_dropout", "mnist_batchnorm")
 DEVICES = (2, 4)
@@ -181,11 +181,11 @@ def test_parity_summary_on_planted_differences():
 
 
 def test_compare_devices_says_how_much_per_device_batch_norm_differs(tmp_path, capsys):
-    from harness.cli import main
+    from harness.commands.cli import main
 
     out = tmp_path / "compare.json"
     assert main(["compare", "mnist_batchnorm", "--devices", "2", "--batch-norm", "local", "--dtype", "float64",
-                 "--steps", "3", "--data", "mnist-5k", "--out", str(out)]) == 0
+                 "--steps", "3", "--data", "mnist-5k", "--out", str(out)]) == 1  # differs: exit 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("mnist_batchnorm [float64, 2 x cpu, batch 32 = 2 x 16, batch norm local]")
     assert all("vs one device: differs: training loss at step 0 (rel " in line for line in lines[1:3]), lines
@@ -253,7 +253,7 @@ def test_worker_failures_and_timeouts_end_in_one_error():
 
 
 def test_cli_refuses_a_batch_that_does_not_split(capsys):
-    from harness.cli import main
+    from harness.commands.cli import main
 
     assert main(["run", "mnist_relu_xavier", "--framework", "torch", "--devices", "3", "--data", "mnist-5k",
                  "--steps", "2"]) == 2

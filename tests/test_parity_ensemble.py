@@ -13,7 +13,8 @@ import pytest
 from harness import backend as registry
 from harness.labs import get_lab
 from harness.parity import ensemble as tier
-from harness.runner import RunOptions, prepare
+from harness.parity.configs import RunConfig, as_config, retarget
+from harness.run.runner import RunOptions, prepare
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -21,7 +22,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 @functools.cache
 def prepared(lab: str, steps: int = 40, **overrides: object) -> object:
     masks = "shared" if get_lab(lab).model.dropout and not overrides.pop("own", False) else "own"
-    return prepare(get_lab(lab), RunOptions(init="shared", steps=steps, masks=masks, overrides=dict(overrides)))
+    return prepare(get_lab(lab), RunOptions(weights="shared", steps=steps, mask_mode=masks, overrides=dict(overrides)))
 
 
 # ------------------------------------------------------------------------------------ the judged figures
@@ -177,16 +178,16 @@ def test_own_dropout_masks_are_judged_against_the_mask_spread():
     assert result["ok"] and "own dropout masks" in result["text"]
 
 
-def test_sides_from_configuration_objects():
-    config = types.SimpleNamespace(backend="jax", device=None, execution="per_step", dtype="float64")
-    side = tier.as_side(config)
-    assert side == tier.Side("jax", None, "per_step", "float64") and side.name == "jax/per_step/float64"
-    assert tier.as_side("torch").name == "torch"
-    spec = tier.side_spec(prepared("xor_mlp").spec, side)
+def test_sides_from_run_configurations():
+    base = prepared("xor_mlp").spec
+    side = as_config(RunConfig("jax", base.device, "per_step", "float64"), base)
+    assert side == RunConfig("jax", "cpu", "per_step", "float64") and side.name_beside(base) == "jax/per_step/float64"
+    assert as_config("torch", base).name_beside(base) == "torch"
+    spec = retarget(base, side)
     assert spec.dtype == "float64" and spec.params["dense0/kernel"].dtype == np.float64
     assert spec.execution == "per_step" and spec.train_x.dtype == np.float64
     with pytest.raises(TypeError):
-        tier.as_side(3)
+        as_config(3, base)
 
 
 def test_a_diverged_side_is_beyond_any_band():

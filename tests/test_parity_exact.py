@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import backend as registry
-from harness.cli import main
+from harness.commands.cli import main
 from harness.errors import UsageError
 from harness.labs import LABS, get_lab
 from harness.parity import localise as loc
@@ -20,7 +20,7 @@ from harness.parity.divergence import tensor_diff
 from harness.parity.exact import CHAOS, exact_spec, exact_tier, judge
 from harness.parity.quantities import Quantity
 from harness.parity.verdict import combine
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 
 FAST_STEPS = {"xor": 100, "gates": 100, "mnist": 4}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare import divergence, growth_rate
+from harness.parity.divergence import divergence, growth_rate
 
 EXACT_LABS = ("gates", "xor_perceptron", "xor_mlp", "xor_backprop_manual")
 

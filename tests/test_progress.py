@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from harness import progress as progress_mod
-from harness.progress import Progress, clock
+from harness.commands import progress as progress_mod
+from harness.commands.progress import Progress, clock
 
 
 class Terminal(io.StringIO):

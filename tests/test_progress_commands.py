@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harness import reproduce as reproduce_mod
-from harness.cli import main
+from harness.commands import reproduce as reproduce_mod
+from harness.commands.cli import main
 from harness.parity import api as parity_api
 
 bench_measure = importlib.import_module("harness.bench.measure")  # the module (``harness.bench.measure``: a function)

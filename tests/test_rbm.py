@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from harness import backend as backends
-from harness import pretrain
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import LabError, Pretrain, get_lab
 from harness.referee import losses, model
 from harness.referee import rbm as referee_rbm
-from harness.runner import RunOptions, execute, prepare, run
+from harness.run import pretrain
+from harness.run.runner import RunOptions, execute, prepare, run
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -168,8 +168,8 @@ def test_bad_pretraining_declarations_are_refused(change, fragment):
 
 @pytest.mark.slow  # 11 s here: the vmap-ed ensemble's compilation and two float64 runs
 def test_jax_ensemble_members_pretrain_each_from_their_own_weights():
-    from harness.init import nudge
     from harness.parity.ensemble import window_spec
+    from harness.weights import nudge
     from jax_impl import ensemble
     from jax_impl import train as jax_train
 

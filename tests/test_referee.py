@@ -15,7 +15,7 @@ from harness.backend import BackendError, TrainResult
 from harness.labs import ACTIVATIONS, LABS, LOSSES, OPTIMIZERS, Lab, Model
 from harness.referee import backend as referee
 from harness.referee import losses, model, optim
-from harness.runner import Prepared, RunOptions, prepare
+from harness.run.runner import Prepared, RunOptions, prepare
 
 torch = pytest.importorskip("torch")
 

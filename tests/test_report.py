@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness import report
-from harness.cli import main
+from harness.commands.cli import main
 from harness.parity.verdict import brief
 from harness.report import compute as report_compute
 from harness.report.doc import Doc
@@ -140,7 +140,8 @@ def test_tables_hold_the_measured_numbers(small_report):
         assert len(rec["per_step"]["rel_diff"]) == torch_run["steps"][-1] + 1
     # machine-readable summary agrees with the runs
     summary = {row["lab"]: row for row in results["summary"]}
-    assert summary["xor_mlp"]["torch"]["loss"] == results["labs"]["xor_mlp"]["runs"]["torch"]["final"]["train_loss"]
+    torch_final = results["labs"]["xor_mlp"]["runs"]["torch"]["final"]
+    assert summary["xor_mlp"]["torch"]["train_loss"] == torch_final["train_loss"]
 
 
 def test_course_reference_and_native_run(small_report):
@@ -273,7 +274,7 @@ def test_crashing_lab_is_reported_and_retried(tmp_path, monkeypatch, capsys):
     (["--frameworks", "torch,mxnet"], "unknown framework 'mxnet'"),
     (["--device", "tpu"], "device 'tpu' is not present"),
     (["--labs", "mnist_softmax", "--data", "idx:/nonexistent"], "/nonexistent"),
-    (["--torch-threads", "0"], "must be auto or a positive count"),
+    (["--threads", "0"], "must be auto or a positive count"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, argv, fragment):
     assert main(["report", "--out", str(tmp_path / "r"), *argv]) == 2

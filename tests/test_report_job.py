@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import backend as backends
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import get_lab
 from harness.report.options import JobOptions
 from harness.report.plan import WORK_FLOPS, estimate_seconds, flops_per_step, thread_counts
@@ -83,7 +83,7 @@ def test_estimate_from_registered_costs(third_backend):
 def test_thread_counts_follow_the_policy(third_backend):
     opts = JobOptions(frameworks=("torch", "jax", third_backend))
     assert thread_counts("xor", opts) == {"torch": 1}  # only per-task backends are set
-    assert thread_counts("mnist", JobOptions(frameworks=("torch",), torch_threads="3")) == {"torch": 3}
+    assert thread_counts("mnist", JobOptions(frameworks=("torch",), threads="3")) == {"torch": 3}
     assert thread_counts("mnist", JobOptions(frameworks=("torch",), busy=True)) == {"torch": 1}
     assert thread_counts("mnist", JobOptions(frameworks=("torch",), device="gpu")) == {}
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import copy
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from jsonschema import Draft202012Validator
 
 from harness import schemas
 from harness.bench.formats import github_action_paths
-from harness.cli import main
+from harness.commands.cli import main
 from harness.labs import LABS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,8 +129,8 @@ def test_the_committed_benchmark_files_validate():
 @pytest.fixture(scope="module")
 def run_record():
     from harness.labs import get_lab
-    from harness.results import to_jsonable
-    from harness.runner import RunOptions, run
+    from harness.run.results import to_jsonable
+    from harness.run.runner import RunOptions, run
 
     return json.loads(json.dumps(to_jsonable(run(get_lab("xor_mlp"), "torch", RunOptions(steps=20)))))
 
@@ -199,9 +199,9 @@ def test_check_jsonschema_validates_offline_as_documented(tmp_path):
     ("Timing", "common", "/$defs/timing", ()),
 ])
 def test_the_typed_records_agree_with_the_schemas(typed, kind, pointer, unset):
-    """harness.report.records' TypedDicts name the schema's keys, required where the schema requires them (so
+    """harness.report.typed's TypedDicts name the schema's keys, required where the schema requires them (so
     code may index those keys of a computed or validated record)."""
-    from harness.report import records
+    from harness.report import typed as records
 
     td = getattr(records, typed)
     schema = schemas.load(kind)

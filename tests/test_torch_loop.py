@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.labs import OPTIMIZERS, get_lab
-from harness.runner import RunOptions, prepare
+from harness.run.runner import RunOptions, prepare
 
 torch = pytest.importorskip("torch")
 

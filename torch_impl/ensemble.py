@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness.backend import RunSpec
-from harness.init import Params
 from harness.parity.ensemble import window_spec
+from harness.weights import Params
 from torch_impl import train
 
 

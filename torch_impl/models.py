@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import LabError
-from harness.init import bias_distribution, weight_distribution
 from harness.labs import Model, Optimizer, pick
+from harness.weights import bias_distribution, weight_distribution
 
 ACTIVATIONS = {
     "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu, "leaky_relu": F.leaky_relu, "selu": F.selu,
@@ -42,7 +42,7 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.spec.output == "sigmoid" else x
 
 
-DRAWS = {  # the distributions of ``harness.init`` (weight_distribution, bias_distribution)
+DRAWS = {  # the distributions of ``harness.weights`` (weight_distribution, bias_distribution)
     "uniform": lambda t, scale: nn.init.uniform_(t, -scale, scale),
     "normal": lambda t, scale: nn.init.normal_(t, 0.0, scale),
     "truncated_normal": lambda t, scale: nn.init.trunc_normal_(t, 0.0, scale, -2 * scale, 2 * scale),

@@ -1,9 +1,9 @@
-"""Data-parallel training in PyTorch (mirrors ``jax_impl/parallel.py``; semantics in ``harness.parallel``).
+"""Data-parallel training in PyTorch (mirrors ``jax_impl/parallel.py``; semantics in ``harness.run.parallel``).
 
 ``torch.distributed`` with ``DistributedDataParallel``: one process per device (gloo on a CPU, NCCL on GPUs), each
 training the lab's own learner (``train._ModuleLearner``) on its shard of every global batch; DDP averages the
 gradients. Ranks are started here with ``torch.multiprocessing.spawn`` (a file rendezvous in a private folder,
-bounded by a timeout), or are already running under ``torchrun`` (or :func:`harness.parallel.launch` with several
+bounded by a timeout), or are already running under ``torchrun`` (or :func:`harness.run.parallel.launch` with several
 processes): then this process is one rank and ``init_method="env://"``.
 
 Batch norm: ``sync`` is ``torch.nn.SyncBatchNorm`` on GPUs; torch 2.13's SyncBatchNorm refuses CPU tensors
@@ -35,7 +35,7 @@ from torch.distributed import _functional_collectives as collectives
 from torch.nn.parallel import DistributedDataParallel
 
 from harness.backend import BackendError, RunSpec, Stepper, TrainResult
-from harness.parallel import Parallel, shard_spec
+from harness.run.parallel import Parallel, shard_spec
 from torch_impl import train as torch_train
 
 EXECUTIONS = ("eager",)  # data-parallel runs: DDP's eager step
@@ -57,7 +57,7 @@ def multiprocess_env(index: int, count: int, address: str) -> dict[str, str]:
 
 
 def _launched() -> bool:
-    """Whether this process is a rank already (torchrun, or ``harness.parallel.launch`` with several processes)."""
+    """Whether this process is a rank already (torchrun, or ``harness.run.parallel.launch`` with several processes)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 

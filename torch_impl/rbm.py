@@ -10,8 +10,8 @@ import time
 import numpy as np
 import torch
 
-from harness import pretrain as neutral
 from harness.backend import RunSpec
+from harness.run import pretrain as neutral
 from torch_impl import models
 
 Tensors = dict[str, torch.Tensor]

@@ -15,12 +15,11 @@ The rooms:
 - :mod:`~harness.bench.gate`: the regression gate against a baseline results file.
 - :mod:`~harness.bench.formats`: printed lines, markdown tables, the results JSON, github-action-benchmark files.
 - :mod:`~harness.bench.targets`: the project's development targets (``--targets``).
-- :mod:`~harness.bench.command`: ``dlzta bench`` itself (its options live in :mod:`harness.cli`).
+- :mod:`~harness.bench.command`: ``dlzta bench`` itself (its options live in :mod:`harness.commands.cli`).
 """
 
 from __future__ import annotations
 
-from harness.bench.command import cmd_bench
 from harness.bench.formats import format_entry, format_markdown, github_action, github_action_paths, write_outputs
 from harness.bench.gate import (
     EXIT_REGRESSION,
@@ -53,7 +52,7 @@ from harness.errors import BackendError
 
 __all__ = ["BLOCK_STEPS", "EXIT_REGRESSION", "INJECTIONS", "MATMUL_BOUND_PCT", "MAX_THRESHOLD", "MIN_THRESHOLD",
            "NOISE_FACTOR", "PEAK_N", "SCHEMA", "SUITES", "TARGETS", "BackendError", "GateError", "Overrides", "Suite",
-           "Workload", "add_peak_figures", "all_modes", "check_baseline", "check_targets", "cmd_bench",
+           "Workload", "add_peak_figures", "all_modes", "check_baseline", "check_targets",
            "compare_entry", "default_threads", "format_entry", "format_gate", "format_markdown", "format_targets",
            "gate", "github_action", "github_action_paths", "harness_overhead", "inject_sync", "load_baseline",
            "matmul_times", "measure", "measure_peak", "merge_rerun", "ms_stats", "plan", "regressions",

@@ -1,5 +1,5 @@
 """``dlzta bench``: plan the workloads, check a baseline before measuring, time them, print and write the
-figures, gate them. Its options are declared in :mod:`harness.cli`."""
+figures, gate them. Its options are declared in :mod:`harness.commands.cli`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from harness.bench.formats import write_outputs
+from harness.bench.formats import check_outputs, write_outputs
 from harness.bench.gate import (
     EXIT_REGRESSION,
     GateError,
@@ -23,8 +23,8 @@ from harness.bench.gate import (
 from harness.bench.measure import merge_rerun, run
 from harness.bench.targets import check_targets, format_targets
 from harness.bench.workloads import MIN_MEANINGFUL_BLOCKS, SUITES, Overrides, Workload, plan
+from harness.commands.progress import Progress
 from harness.errors import UsageError
-from harness.progress import Progress
 
 
 def _plan(args: argparse.Namespace) -> list[Workload]:
@@ -76,10 +76,11 @@ def _gate(record: dict, baseline: dict, work: list[Workload], args: argparse.Nam
     return EXIT_REGRESSION if failed else 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks; print, write and gate them."""
+def bench_suite(args: argparse.Namespace) -> int:
+    """``dlzta bench`` on one device kind: run the benchmarks; print, write and gate them."""
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    check_outputs(args.out, args.github_action, args.markdown)
     work = _plan(args)
     baseline = _baseline(args, work)
     blocks = min(w.blocks for w in work)
@@ -95,6 +96,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("development targets (docs/benchmarks.md):\n" + format_targets(record["targets"]))
     status = _gate(record, baseline, work, args) if baseline is not None else 0
     write_outputs(record, args.out, args.github_action, args.markdown)
+    ran = [e for e in record["results"] if e.get("status") != "unavailable"]
+    if not ran:
+        reasons = sorted({str(e.get("reason")) for e in record["results"]})
+        raise UsageError(f"no workload could run ({len(record['results'])} unavailable: {'; '.join(reasons)})")
     if baseline is not None and not record["gate"]["compared"]:
         raise UsageError(f"nothing compared against {args.compare}: no workload of this run was measured in both "
                          "(see the table above)")

@@ -100,10 +100,26 @@ def github_action_paths(prefix: str) -> tuple[str, str]:
     return f"{prefix}-smaller-is-better.json", f"{prefix}-bigger-is-better.json"
 
 
+def check_outputs(out: str | None, github: str | None, markdown: str | None, suffixes: tuple[str, ...] = ("",)) -> None:
+    """Every file ``write_outputs`` would write (each with every suffix: one per device kind of a scaling run),
+    checked before anything is measured (:func:`harness.run.results.check_output_files`)."""
+    from harness.errors import UsageError
+    from harness.run.results import check_output_files
+
+    if github is not None and not github.strip():
+        raise UsageError("--github-action is empty; give a file name prefix")
+    for suffix in suffixes:
+        paths = {"--out": out and out + suffix, "--markdown": markdown and markdown + suffix}
+        if github:
+            small, big = github_action_paths(github + suffix)
+            paths.update({"--github-action": small, "--github-action ": big})
+        check_output_files(paths)
+
+
 def write_outputs(record: dict, out: str | None, github: str | None, markdown: str | None = None) -> None:
     """The results JSON, the markdown tables and, with a prefix, the two github-action-benchmark files (each
     written atomically)."""
-    from harness.results import atomic_write, write_json
+    from harness.run.results import atomic_write, write_json
 
     if out:
         write_json(out, record, "bench")

@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from harness.bench.measure import SCHEMA
+from harness.run.results import read_input
 
 EXIT_REGRESSION = 1
 MIN_THRESHOLD = 0.25  # never flag less than a 25% drop: this 2-core machine is shared and noisy
@@ -78,7 +78,7 @@ def check_baseline(record: Any, path: str) -> dict:
 def load_baseline(path: str) -> dict:
     """A checked baseline read from ``path``; a GateError naming the problem otherwise."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = json.loads(read_input(path, "baseline"))
     except OSError as exc:
         raise GateError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -10,15 +10,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import harness.bench.peak as peak_mod
 from harness import backend as backends
 from harness.backend import BackendError
-from harness.bench import peak as peak_mod
 from harness.bench.protocol import harness_overhead, inject_sync, ms_stats, time_stepper
 from harness.bench.workloads import Workload, sets_threads
+from harness.commands.progress import Progress
 from harness.labs import get_lab
-from harness.machine import threads_set
-from harness.progress import Progress
-from harness.runner import RunOptions, prepare
+from harness.run.machine import threads_set
+from harness.run.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-bench/1"
 PEAK_N = {"cpu": 1024, "gpu": 8192, "tpu": 8192}
@@ -147,7 +147,7 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
         return entry
 
     record: dict[str, Any] = {
-        "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "frameworks": {}, "results": [],
     }
     groups: dict[tuple[str, str], list[Workload]] = {}

@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from harness.labs import Model
-from harness.machine import cpu_model, loadavg
+from harness.run.machine import cpu_model, loadavg
 
 __all__ = ["cpu_flags", "cpu_model", "flops_per_step", "loadavg", "machine_info", "merge_peaks", "peak_record",
            "quantile"]

@@ -1,5 +1,5 @@
 """Scaling figures of data-parallel training (``dlzta bench --devices 1,2,...``): for each lab, backend and device
-count N, steps/s and samples/s of the data-parallel step (:mod:`harness.parallel`) under the bench protocol
+count N, steps/s and samples/s of the data-parallel step (:mod:`harness.run.parallel`) under the bench protocol
 (:func:`harness.bench.protocol.time_stepper`: the first dispatch, which compiles, and the warm-up blocks timed
 apart; then blocks of steps each ended by a device sync; medians over blocks), and the efficiency against the
 smallest N measured (one device when N = 1 is in the list).
@@ -21,16 +21,18 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import harness.bench.peak as peak_mod
 from harness import backend as backends
-from harness import parallel
-from harness.bench import peak as peak_mod
+from harness.bench.formats import check_outputs
 from harness.bench.protocol import ms_stats, time_stepper
+from harness.commands.bounds import COUNTS
+from harness.commands.progress import Progress
 from harness.errors import UsageError
 from harness.labs import get_lab
-from harness.machine import machine_busy
-from harness.progress import Progress
-from harness.results import atomic_write, check_output_file, write_json
-from harness.runner import RunOptions, prepare
+from harness.run import parallel
+from harness.run.machine import machine_busy
+from harness.run.results import atomic_write, write_json
+from harness.run.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-scaling/1"
 DEFAULT_LABS = ("mnist_relu_xavier", "mnist_batchnorm")
@@ -88,7 +90,7 @@ def add_efficiency(entries: list[dict], weak: bool) -> None:
 def plan(labs: tuple[str, ...], device: str, devices: tuple[int, ...], protocol: Protocol, bn: str = "sync",
          data: str = "mnist-5k", batch: int | None = None, weak: bool = False,
          threads: int | None = None) -> list[tuple[Any, parallel.Parallel, Protocol]]:
-    """One ``harness.parallel.bench_many`` job per lab x device count (labs outer); ``threads``: intra-op threads
+    """One ``harness.run.parallel.bench_many`` job per lab x device count (labs outer); ``threads``: intra-op threads
     per device process where the backend sets them (None: the cores shared out)."""
     return [(_spec(lab, device, n, protocol, data, batch, weak), parallel.Parallel(n, bn=bn, threads=threads),
              protocol) for lab in labs for n in devices]
@@ -121,7 +123,7 @@ def run(labs: tuple[str, ...], frameworks: tuple[str, ...], device: str, devices
     progress = progress or Progress(0, quiet=True)
     progress.total = len(frameworks)
     record: dict[str, Any] = {
-        "schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "device": device,
         "devices": list(devices), "scaling": "weak" if weak else "strong", "scaling_means": MODES["weak" if weak
                                                                                                     else "strong"],
@@ -181,18 +183,21 @@ def write(record: dict, out: str | None, markdown: str | None) -> None:
         atomic_write(markdown, format_markdown(record))
 
 
+MAX_DEVICES = COUNTS["devices"][1]
+
+
 def devices_arg(text: str) -> tuple[str | int, ...]:
     """``bench --devices``: device kinds (``cpu,gpu``), device counts (``1,2,4``: scaling figures on cpu) or both
     (``gpu,1,2,4``: scaling figures on gpu); kinds as given, counts ascending without repeats."""
     kinds, counts = [], set()
     for word in (w.strip() for w in text.split(",") if w.strip()):
-        if word.isdigit() and int(word) >= 1:
+        if word.isdigit() and 1 <= int(word) <= MAX_DEVICES:
             counts.add(int(word))
         elif word in backends.DEVICES:
             kinds.append(word)
         else:
             raise argparse.ArgumentTypeError(f"unknown device {word!r}: give kinds ({', '.join(backends.DEVICES)}) "
-                                             "and/or device counts (1,2,4)")
+                                             f"and/or device counts (1,2,4; at most {MAX_DEVICES})")
     if not kinds and not counts:
         raise argparse.ArgumentTypeError(f"no device in {text!r}")
     return (*dict.fromkeys(kinds), *sorted(counts))
@@ -201,21 +206,12 @@ def devices_arg(text: str) -> tuple[str | int, ...]:
 UNSCALED = ("compare", "github_action", "inject", "targets", "modes", "fuse_steps", "overhead_rounds")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``dlzta bench``: device counts in ``--devices`` give the scaling figures; otherwise the usual bench."""
-    kinds = tuple(d for d in args.devices if isinstance(d, str)) or ("cpu",)
-    counts = tuple(d for d in args.devices if isinstance(d, int))
-    if not counts:
-        from harness.bench.command import cmd_bench as bench
-
-        args.devices = kinds
-        return bench(args)
+def bench_scaling(args: argparse.Namespace, kinds: tuple[str, ...], counts: tuple[int, ...]) -> int:
+    """``dlzta bench --devices`` with device counts: the scaling figures of each device kind at each count."""
     given = [f"--{o.replace('_', '-')}" for o in UNSCALED if getattr(args, o, None)]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be combined with device counts in --devices")
-    for path in (args.out, args.markdown):
-        if path:
-            check_output_file(path)
+    check_outputs(args.out, None, args.markdown, tuple(f".{k}" for k in kinds) if len(kinds) > 1 else ("",))
     base = Protocol()
     protocol = Protocol(args.block_steps or base.block_steps, args.blocks or base.blocks,
                         base.warmup_blocks if args.warmup_blocks is None else args.warmup_blocks)

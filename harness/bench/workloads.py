@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from harness import backend as backends
 from harness.labs import get_lab
-from harness.machine import default_threads
+from harness.run.machine import default_threads
 
 # Steps per timed block, per task: about 0.05-1 s a block on a 2-core CPU (a block shorter than a scheduler's time
 # slice is at the mercy of neighbours; a backend whose steps are much shorter asks for longer blocks).

@@ -11,39 +11,28 @@ comparison the statistical tier (``harness.parity.ensemble``). ``verdict`` says 
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 from typing import Any
 
+import harness.parity.quantities as qty
+import harness.parity.verdict as words
 from harness import backend as registry
 from harness.backend import TrainResult
-from harness.costs import phase
+from harness.commands.progress import Progress
 from harness.errors import RunDiverged
 from harness.labs import Lab
-from harness.parity import quantities as qty
-from harness.parity import verdict as words
 from harness.parity.configs import RunConfig, default_configs, for_config, lowest_dtype, parse_config, run_keys
 from harness.parity.divergence import divergence, public
 from harness.parity.ensemble import ensemble_tier
 from harness.parity.exact import TRACE_STEPS, exact_tier, window
-from harness.progress import Progress
-from harness.runner import Prepared, RunOptions, prepare, run_prepared
+from harness.run.costs import phase
+from harness.run.runner import Prepared, RunOptions, prepare, run_prepared
 
 
 def statistical_tier(prepared: Prepared, a: RunConfig, b: RunConfig,
                      runs: tuple[Any, Any] | None = None) -> dict:
     """The statistical (ensemble) tier of :mod:`harness.parity.ensemble` on sides ``a`` and ``b``; ``runs``: the
     training losses of the sides' own runs (the cross difference is taken between them)."""
-    return ensemble_tier(prepared, _plain(a, prepared), _plain(b, prepared), runs=runs)
-
-
-def _plain(config: RunConfig, prepared: Prepared) -> SimpleNamespace:
-    """``config`` with the fields it shares with ``prepared`` (and the backend's default execution) left out,
-    so that the statistical tier names the sides as plainly as it can ("PyTorch", not "torch/cpu/eager/...")."""
-    spec = prepared.spec
-    default = registry.info(config.backend).executions[0]
-    return SimpleNamespace(backend=config.backend, device=None if config.device == spec.device else config.device,
-                           execution=None if config.execution == default else config.execution,
-                           dtype=None if config.dtype == spec.dtype else config.dtype)
+    return ensemble_tier(prepared, a, b, runs=runs)
 
 
 def _train_sides(prepared: Prepared, configs: tuple[RunConfig, RunConfig], names: tuple[str, str],

@@ -15,7 +15,7 @@ import numpy as np
 from harness import backend as registry
 from harness.backend import DEVICES, DTYPES, RunSpec
 from harness.errors import UsageError
-from harness.runner import Prepared, RunOptions
+from harness.run.runner import Prepared, RunOptions
 
 SYNTAX = "BACKEND[:DEVICE][:EXECUTION][:DTYPE]"
 
@@ -37,9 +37,21 @@ class RunConfig:
         """The four fields, for results."""
         return dataclasses.asdict(self)
 
+    def name_beside(self, spec: RunSpec) -> str:
+        """The side named as plainly as it can be beside the run ``spec`` describes: ``torch``, or
+        ``jax/per_step/float64`` with the fields that differ from ``spec`` (the execution: from the backend's
+        default)."""
+        default = registry.info(self.backend).executions[0] if self.backend in registry.names() else None
+        fields = (None if self.device == spec.device else self.device,
+                  None if self.execution in ("", default) else self.execution,
+                  None if self.dtype == spec.dtype else self.dtype)
+        return "/".join(v for v in (self.backend, *fields) if v)
+
 
 def _execution(backend: str, wanted: str | None) -> str:
     """``wanted`` as ``backend`` runs it; its default where it has no such mode."""
+    if backend not in registry.names():  # a test's backend object: runs what it is given
+        return wanted or ""
     entry = registry.info(backend)
     if wanted in entry.executions or wanted in entry.execution_aliases:
         return registry.resolve_execution(backend, wanted)
@@ -65,6 +77,20 @@ def parse_config(text: str, options: RunOptions) -> RunConfig:
     execution = (registry.resolve_execution(backend, chosen["execution"]) if "execution" in chosen
                  else _execution(backend, options.execution))
     return RunConfig(backend, chosen.get("device", options.device), execution, chosen.get("dtype", options.dtype))
+
+
+def config_of(spec: RunSpec, backend: str) -> RunConfig:
+    """``backend`` as the run ``spec`` describes it (its device and dtype; its execution where the backend has it)."""
+    return RunConfig(backend, spec.device, _execution(backend, spec.execution), spec.dtype)
+
+
+def as_config(side: RunConfig | str, spec: RunSpec) -> RunConfig:
+    """A side given as a RunConfig, or as a backend name run as ``spec`` describes."""
+    if isinstance(side, RunConfig):
+        return side
+    if isinstance(side, str):
+        return config_of(spec, side)
+    raise TypeError(f"not a run configuration: {side!r}")
 
 
 def default_configs(options: RunOptions) -> tuple[RunConfig, RunConfig]:
@@ -99,10 +125,19 @@ def cast_arrays(arrays: dict | None, dtype: str) -> dict | None:
     return {k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in arrays.items()}
 
 
+def _cast(a: np.ndarray | None, dtype: str) -> np.ndarray | None:
+    return a.astype(dtype) if a is not None and np.issubdtype(a.dtype, np.floating) else a
+
+
 def retarget(spec: RunSpec, config: RunConfig) -> RunSpec:
-    """``spec`` as ``config`` runs it: its device, execution and dtype, the shared weights cast to that dtype."""
-    return dataclasses.replace(spec, device=config.device, execution=config.execution, dtype=config.dtype,
-                               params=cast_arrays(spec.params, config.dtype),
+    """``spec`` as ``config`` runs it: its device, execution and dtype, the float arrays (weights, state, inputs)
+    in that dtype (labels and masks kept; each backend converts its inputs to its dtype the same way)."""
+    if config.dtype != spec.dtype:
+        spec = dataclasses.replace(spec, train_x=_cast(spec.train_x, config.dtype),
+                                   train_y=_cast(spec.train_y, config.dtype),
+                                   eval_sets={k: (_cast(x, config.dtype), y) for k, (x, y) in spec.eval_sets.items()})
+    return dataclasses.replace(spec, device=config.device, execution=config.execution or spec.execution,
+                               dtype=config.dtype, params=cast_arrays(spec.params, config.dtype),
                                state=cast_arrays(spec.state, config.dtype))
 
 

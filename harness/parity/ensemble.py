@@ -25,49 +25,20 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness import backend as registry
 from harness.backend import RunSpec
-from harness.init import Params
+from harness.parity.configs import RunConfig, as_config, retarget
+from harness.weights import Params
 
 MEMBERS = 4  # twins per side
 WINDOW = 20  # step cap of the judged window
 SATURATION = 1e-2  # the window ends where the band reaches this relative spread
 LAG = 1  # steps by which a jump of the twins may lead or trail the cross difference
 LIMIT = 100.0  # cross / band above this is beyond rounding noise (calibrated: docs/parity.md)
-
-
-@dataclass(frozen=True)
-class Side:
-    """One run configuration of a comparison: a backend, and optionally a device, execution mode and dtype
-    other than the prepared run's."""
-
-    backend: str
-    device: str | None = None
-    execution: str | None = None
-    dtype: str | None = None
-
-    @property
-    def name(self) -> str:
-        """``torch``, or ``torch/gpu/compiled/float64`` when more than the backend is chosen."""
-        return "/".join(v for v in (self.backend, self.device, self.execution, self.dtype) if v)
-
-
-def as_side(config: Any) -> Side:
-    """A Side from a backend name, a Side, or any object with ``backend`` (or ``framework``) and optionally
-    ``device``, ``execution``, ``dtype`` attributes."""
-    if isinstance(config, Side):
-        return config
-    if isinstance(config, str):
-        return Side(config)
-    name = getattr(config, "backend", None) or getattr(config, "framework", None)
-    if not isinstance(name, str):
-        raise TypeError(f"not a run configuration: {config!r}")
-    return Side(name, *(getattr(config, k, None) for k in ("device", "execution", "dtype")))
 
 
 def signed_nudge(params: Params, rng: np.random.Generator) -> Params:
@@ -88,26 +59,6 @@ def window_spec(spec: RunSpec, steps: int, params: Params | None = None, seed: i
         params=spec.params if params is None else params, seed=spec.seed if seed is None else seed,
         batches=None if spec.batches is None else spec.batches[:steps],
         masks=None if spec.masks is None else [m[:steps] for m in spec.masks])
-
-
-def _cast(spec: RunSpec, dtype: str) -> RunSpec:
-    """``spec`` in another float dtype: weights, state and inputs converted (labels and masks kept)."""
-    def conv(a: np.ndarray | None) -> np.ndarray | None:
-        return a.astype(dtype) if a is not None and np.issubdtype(a.dtype, np.floating) else a
-
-    def tree(d: dict | None) -> dict | None:
-        return None if d is None else {k: conv(v) for k, v in d.items()}
-
-    return dataclasses.replace(spec, dtype=dtype, params=tree(spec.params), state=tree(spec.state),
-                               train_x=conv(spec.train_x), train_y=conv(spec.train_y),
-                               eval_sets={k: (conv(x), y) for k, (x, y) in spec.eval_sets.items()})
-
-
-def side_spec(spec: RunSpec, side: Side) -> RunSpec:
-    """``spec`` as ``side`` runs it."""
-    if side.dtype and side.dtype != spec.dtype:
-        spec = _cast(spec, side.dtype)
-    return dataclasses.replace(spec, device=side.device or spec.device, execution=side.execution or spec.execution)
 
 
 def ensemble_fn(backend: str) -> Callable[..., np.ndarray]:
@@ -216,7 +167,7 @@ def describe(fig: dict, dtype: str, a: str, b: str, own_masks: bool) -> tuple[st
 
 def _accuracy(prepared: Any, outputs: dict) -> float | dict | None:
     """Final accuracy of one run on its test set (training set for the XOR labs)."""
-    from harness.metrics import evaluate
+    from harness.run.metrics import evaluate
 
     sets = outputs[max(outputs)] if outputs else {}
     name = "test" if "test" in sets else "train" if "train" in sets else None
@@ -236,13 +187,13 @@ def spread(values: Sequence[float | dict | None]) -> dict | None:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def run_side(prepared: Any, side: Side, number: int, members: int, seed: int, steps: int,
+def run_side(prepared: Any, side: RunConfig, number: int, members: int, seed: int, steps: int,
              finals: bool) -> tuple[np.ndarray, dict | None]:
     """Losses ``[1 + members, steps]`` of side number ``number``'s ensemble (row 0 unnudged); with ``finals``
     every member trains the whole run (through the backend's ``train``) and the spread of its final accuracies
     comes back too."""
-    registry.check_device(side.backend, side.device or prepared.spec.device)
-    spec = side_spec(prepared.spec, side)
+    registry.check_device(side.backend, side.device)
+    spec = retarget(prepared.spec, side)
     params_list, seeds = members_of(spec.params, members, seed, number, own_masks(spec), spec.seed)
     if not finals:
         return ensemble_fn(side.backend)(spec, params_list, steps, seeds), None
@@ -261,32 +212,33 @@ def own_masks(spec: RunSpec) -> bool:
 def ensemble_tier(prepared: Any, a: Any, b: Any, members: int = MEMBERS, window: int | None = None,
                   seed: int = 0, limit: float = LIMIT, finals: bool = False,
                   runs: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """The statistical tier of ``prepared`` (a ``harness.runner.Prepared`` with shared weights) between run
-    configurations ``a`` and ``b`` (backend names or :class:`Side`-like objects): ``members`` twins per side,
-    judged over the first ``window`` steps (default ``WINDOW``) or until the band saturates. ``finals``: every
+    """The statistical tier of ``prepared`` (a ``harness.run.runner.Prepared`` with shared weights) between run
+    configurations ``a`` and ``b`` (RunConfigs, or backend names run as ``prepared`` describes): ``members`` twins
+    per side, judged over the first ``window`` steps (default ``WINDOW``) or until the band saturates. ``finals``: every
     member also trains the whole run, and the final accuracies are reported as mean and spread (not judged).
     ``runs``: the training losses of each side's own run (``compare`` passes the user's): the cross difference is
     taken between those, so that a side's execution mode is judged as it ran (JAX's ensemble is one ``vmap``
     program whatever the mode, so a bug of a ``lax.scan`` or compiled path alone shows only there)."""
     if prepared.spec.params is None:
-        raise ValueError("the ensemble tier needs shared initial weights (init='shared')")
+        raise ValueError("the ensemble tier needs shared initial weights (weights='shared')")
     if members < 1:
         raise ValueError(f"members must be at least 1, got {members}")
-    sides = [as_side(a), as_side(b)]
+    sides = [as_config(a, prepared.spec), as_config(b, prepared.spec)]
+    names = [side.name_beside(prepared.spec) for side in sides]
     window = min(window or WINDOW, prepared.steps)
     steps = min(window + LAG, prepared.steps)
     losses, finals_by_side = [], {}
     for number, side in enumerate(sides):
         side_losses, accuracy = run_side(prepared, side, number, members, seed, steps, finals)
         losses.append(side_losses)
-        finals_by_side[side.name] = accuracy
-    dtypes = [side.dtype or prepared.spec.dtype for side in sides]
+        finals_by_side[names[number]] = accuracy
+    dtypes = [side.dtype for side in sides]
     eps = max(float(np.finfo(np.dtype(d)).eps) for d in dtypes)
     own = own_masks(prepared.spec)
     fig = judge(losses[0], losses[1], eps, limit, window, own, runs=runs)
-    labels = [registry.label(s.backend) if s.name == s.backend else s.name for s in sides]
+    labels = [registry.label(s.backend) if n == s.backend else n for s, n in zip(sides, names)]
     text, summary = describe(fig, "/".join(dict.fromkeys(dtypes)), *labels, own)
-    return {"tier": "ensemble", "sides": [s.name for s in sides], "members": members, "seed": seed,
+    return {"tier": "ensemble", "sides": names, "members": members, "seed": seed,
             "masks": "own" if own else "shared" if prepared.spec.masks is not None else "none",
             **fig, "text": text, "summary": summary,
             "final_accuracy": finals_by_side if finals else None}

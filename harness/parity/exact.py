@@ -27,17 +27,17 @@ from typing import TypeVar
 
 import numpy as np
 
+import harness.parity.localise as loc
+import harness.parity.quantities as qty
+import harness.parity.verdict as verdict
 from harness import backend as registry
 from harness.backend import RunSpec, TrainResult
-from harness.costs import phase
 from harness.errors import BackendError
-from harness.init import nudge
-from harness.machine import SMALL_TASKS
-from harness.parity import localise as loc
-from harness.parity import quantities as qty
-from harness.parity import verdict
 from harness.parity.configs import RunConfig, cast_arrays, retarget
-from harness.runner import Prepared, dropout_masks
+from harness.run.costs import phase
+from harness.run.machine import SMALL_TASKS
+from harness.run.runner import Prepared, dropout_masks
+from harness.weights import nudge
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -310,7 +310,7 @@ def exact_tier(prepared: Prepared, a: RunConfig, b: RunConfig, names: tuple[str,
     with phase("traces"):
         internals, found, t = check_internals(sides, specs, figs, n, trace_steps)
         if prepared.lab.pretrain is not None:  # RBM pre-training comes first: a difference there is the answer
-            from harness.parity import pretrain
+            import harness.parity.rbm_trace as pretrain
 
             internals, found, t = pretrain.check(sides, specs[0], figs, internals, found, t, trace_steps)
     failure = first_failure(figs)

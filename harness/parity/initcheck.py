@@ -4,7 +4,7 @@
 fan_in + fan_out is declared, a truncated normal where an untruncated one is, a standard deviation taken for a
 variance) passes every parity tier while ``run --weights native`` trains another model. This check draws a
 model's initial parameters through each backend's ``native_params(model, seed, dtype)`` (the code path of
-``run --weights native``, no training) and tests every tensor against ``harness.init.weight_distribution`` /
+``run --weights native``, no training) and tests every tensor against ``harness.weights.weight_distribution`` /
 ``bias_distribution``:
 
 - a Kolmogorov-Smirnov test against the declared CDF (asymptotic Kolmogorov p-value with Stephens' small-sample
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from harness import backend as registry
-from harness.init import bias_distribution, weight_distribution
 from harness.labs import Lab, Model
+from harness.weights import bias_distribution, weight_distribution
 
 ALPHA = 1e-6  # family-wise false-alarm rate of one check (Bonferroni over its tests)
 MIN_DRAWS = 1000  # pool seeds until the smallest tensor has this many draws ...
 MAX_SEEDS = 16  # ... or this many seeds were drawn
 MOMENT_MIN = 1000  # the moment z-tests need this many draws (normal approximation of the sample moments)
-TRUNCATION = 2.0  # truncated normals are cut at two standard deviations (JAX's convention, harness.init)
+TRUNCATION = 2.0  # truncated normals are cut at two standard deviations (JAX's convention, harness.weights)
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 

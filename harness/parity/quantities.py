@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.backend import RunSpec, TrainResult
-from harness.metrics import evaluate
 from harness.parity.divergence import first_over, norm, rel_series, tensor_diff
-from harness.runner import Prepared
+from harness.run.metrics import evaluate
+from harness.run.runner import Prepared
 
 
 @dataclass

@@ -62,5 +62,7 @@ def summary_lines(result: dict, threshold: float, final_text: Callable[[dict], s
         nfirst = nf["first_divergence_step"]
         lines.append(f"  noise floor ({nf['framework']} twin, {nf['nudge']}): max rel diff {nf['max_rel_diff']:.3e}, "
                      f"first step over {threshold:g}: {'never' if nfirst is None else nfirst}")
+    if "native_init" in result:
+        lines.append(f"  {result['native_init']['text']}")
     lines.append(f"  verdict: {result['verdict']}")
     return lines

@@ -12,11 +12,18 @@ A float32 (or mixed, or own-mask) comparison says both: ``same math (...); float
 ``kind`` sums a verdict up in one word for tables and counts: "same math", "within rounding noise",
 "beyond rounding noise", "differs", or "not judged"; :func:`brief` gives the kind and its key figure for a table
 cell ("same math (max 3e-15)", "float32 within rounding noise (1.8x band)").
+
+``compare --weights native`` adds a third check, each side's own initial draw against the declared distributions
+(:mod:`harness.parity.initcheck`): :func:`with_native_init` folds it into the same verdict (a wrong draw makes it
+"differs", whatever the trained tiers said). :func:`exit_status` turns the kind into the exit status scripts read,
+as ``diff`` does: 0 nothing found to differ, 1 differs (or beyond rounding noise); bad input exits 2 elsewhere.
 """
 
 from __future__ import annotations
 
 KINDS = ("same math", "within rounding noise", "beyond rounding noise", "differs", "not judged")
+DIFFERENT = ("differs", "beyond rounding noise")  # the kinds that exit 1
+EXIT_SAME, EXIT_DIFFERS = 0, 1  # and 2, bad input (harness.errors.EXIT_USAGE)
 
 
 def _num(x: float | None) -> str:
@@ -52,11 +59,31 @@ def combine(exact: dict | None, statistical: dict | None, needs: str | None, why
     return "; ".join(parts), "within rounding noise" if statistical["ok"] else "beyond rounding noise"
 
 
+def with_native_init(verdict: str, kind: str, native: dict | None) -> tuple[str, str]:
+    """The verdict and kind once the native-initialisation check (``native``, None where it did not run) is
+    added: a failed check leads the text and makes the kind "differs"; a passed one is appended."""
+    if native is None:
+        return verdict, kind
+    if not native["ok"]:
+        return f"{native['text']}; trained from shared weights: {verdict}", "differs"
+    return f"{verdict}; native init as declared", kind
+
+
+def exit_status(kinds: str | list[str] | tuple[str, ...]) -> int:
+    """The exit status for one verdict kind (or several: 1 if any differs): 0 same math, within rounding noise,
+    or not judged (nothing was found to differ); 1 differs or beyond rounding noise."""
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    return EXIT_DIFFERS if any(k in DIFFERENT for k in kinds) else EXIT_SAME
+
+
 def brief(result: dict) -> str:
     """The short form of ``result``'s verdict (a ``compare`` result, or a report's parity record): the kind and
     its key figure, without the referee's reasoning; the full ``verdict`` where the tiers are not recorded."""
     kind, tiers, full = result.get("verdict_kind"), result.get("tiers") or {}, result.get("verdict") or ""
     exact, stats = tiers.get("exact"), tiers.get("ensemble")
+    native = result.get("native_init")
+    if kind == "differs" and native is not None and not native.get("ok", True) and (exact is None or exact["ok"]):
+        return native["text"]
     if kind == "differs" and exact is not None:
         off = (exact.get("referee") or {}).get("off")
         return exact["text"].split("; ")[0] + (f"; {off} is off" if off else "")

@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from harness import pretrain as neutral
 from harness.backend import BackendError, RunSpec
 from harness.labs import Pretrain
 from harness.referee.model import sigmoid
+from harness.run import pretrain as neutral
 
 Arrays = dict[str, np.ndarray]
 
@@ -88,7 +88,7 @@ def run_rbms(spec: RunSpec, record: tuple[int, int] | None = None) -> tuple[Arra
 def pretrained(spec: RunSpec) -> tuple[RunSpec, Arrays, list[np.ndarray], float]:
     """``spec`` with its network's hidden layers initialised by the trained RBMs (and no RBM weights left in its
     params), the RBMs' final weights, their reconstruction errors per step and the seconds it took (a repeat of
-    one of the last few: those of the first, ``harness.pretrain.memo``); ``spec`` itself where the lab has none."""
+    one of the last few: those of the first, ``harness.run.pretrain.memo``); ``spec`` itself where the lab has none."""
     if spec.lab.pretrain is None:
         return spec, {}, [], 0.0
     def compute() -> tuple:

@@ -8,8 +8,10 @@ import time
 
 import numpy as np
 
+import harness.referee.losses as losses
+import harness.referee.optim as optim
+import harness.referee.rbm as rbm
 from harness.backend import BackendError, RunSpec, TrainResult
-from harness.referee import losses, optim, rbm
 from harness.referee.model import Arrays, backward, forward, layout
 
 EXECUTIONS = ("loop",)  # one Python step per iteration

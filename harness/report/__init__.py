@@ -12,7 +12,7 @@ The rooms: :mod:`.options` (what the job runs, the reuse keys), :mod:`.plan` (ru
 what a rerun reuses), :mod:`.compute` (one lab, the init study, the matmul peak), :mod:`.job` (check -> plan ->
 compute -> write), :mod:`.lock` (the output folder: checked, cleaned, locked), :mod:`.signals` (interrupts),
 :mod:`.fingerprint` (the training code's files, from its imports); :mod:`.render`, :mod:`.doc` and :mod:`.plots`
-write the report. The live progress line is :mod:`harness.progress`.
+write the report. The live progress line is :mod:`harness.commands.progress`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.commands import interrupts
 from harness.report.compute import compute_init_study, compute_lab
 from harness.report.job import run_job
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, JobOptions, code_fingerprint
@@ -37,7 +38,7 @@ def options_from(args: argparse.Namespace) -> JobOptions:
         out=Path(args.out), labs=args.labs, frameworks=args.frameworks, data=args.data, data_dir=args.data_dir,
         device=args.device, dtype=args.dtype, steps=args.steps, epochs=args.epochs, threshold=args.threshold,
         noise=args.noise, init_study=args.init_study, init_steps=args.init_steps, resume=args.resume,
-        quiet=args.quiet, html=args.html, torch_threads=args.torch_threads,
+        quiet=args.quiet, html=args.html, threads=args.threads,
         command=" ".join(["dlzta", *sys.argv[1:]]),
     )
 
@@ -54,16 +55,21 @@ def interrupted_note(results: dict, opts: JobOptions) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Run the job; 0 when every lab ran (diverging runs are results too), 1 when a lab crashed, 130 when
-    interrupted."""
+    """Run the job; 0 when every lab ran (diverging runs are results too) and no comparison found the backends
+    to differ, 1 when a lab crashed or a verdict is "differs" or "beyond rounding noise", 130 when interrupted
+    (143 by SIGTERM: :mod:`harness.commands.interrupts`)."""
+    from harness.parity.verdict import exit_status
     from harness.report.render import summary_line
+    from harness.run.results import check_output_dir
 
+    check_output_dir(args.out)  # the name as given: Path("") would be the current folder
     opts = options_from(args)
     with term_as_interrupt():
         results = run_job(opts)
     if not results["job"].get("kept_previous"):
-        print(summary_line(results, opts.out))
+        print(summary_line(results, Path(results["job"].get("written_beside") or opts.out)))
     if results["job"]["status"] == "interrupted":
         print(interrupted_note(results, opts), file=sys.stderr)
-        return 130
-    return 1 if results["job"]["errors"] else 0
+        return interrupts.exit_status()
+    kinds = [(rec.get("parity") or {}).get("verdict_kind") or "" for rec in results["labs"].values()]
+    return 1 if results["job"]["errors"] else exit_status(kinds)

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness import backend as backends
-from harness.costs import phase
 from harness.labs import Lab, get_lab
+from harness.references import LossSeries, as_dict
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_LABS, INIT_STUDY_SCHEMES, JobOptions
 from harness.report.plan import course_frameworks, flops_per_step, run_options, thread_counts
-from harness.report.records import LabRecord, StudyRecord
-from harness.results import to_jsonable
+from harness.report.typed import LabRecord, StudyRecord
+from harness.run.costs import phase
+from harness.run.results import to_jsonable
 
 PARITY_KEYS = ("steps", "threshold", "max_abs_diff", "max_rel_diff", "first_divergence_step", "growth_per_step",
                "noise_floor", "sides", "quantities", "tiers", "verdict", "verdict_kind")
@@ -35,7 +36,7 @@ def _round(values: Any, digits: int = 4) -> list[float]:
 @contextlib.contextmanager
 def backend_threads(counts: dict[str, int]) -> Iterator[None]:
     """Run the body with each named backend on its intra-op thread count, restored afterwards."""
-    from harness.machine import threads_set
+    from harness.run.machine import threads_set
 
     with contextlib.ExitStack() as stack:
         for fw, count in counts.items():
@@ -66,9 +67,9 @@ def compared_pair(opts: JobOptions) -> tuple[str, str]:
 
 
 def _compare(lab: Lab, options: Any, opts: JobOptions) -> dict:
-    """The parity comparison of the chosen frameworks (``harness.compare``: figures, tiers, verdict), in the
+    """The parity comparison of the chosen frameworks (``harness.parity.api``: figures, tiers, verdict), in the
     record's layout."""
-    from harness.compare import compare
+    from harness.parity.api import compare
 
     a, b = compared_pair(opts)
     result = compare(lab, options, threshold=opts.threshold, noise=opts.noise, a=a, b=b)
@@ -85,7 +86,7 @@ def _train(lab: Lab, options: Any, opts: JobOptions) -> dict:
     """The lab's runs in every chosen framework, in their order, and the parity figures of the comparison (two
     or more frameworks; figures only for the frameworks it covers): ``status`` "ok" or "diverged"."""
     from harness.errors import RunDiverged
-    from harness.runner import run
+    from harness.run.runner import run
 
     try:
         rec = _compare(lab, options, opts) if opts.compares else {"runs": {}}
@@ -105,7 +106,7 @@ def same_start(lab: Lab, options: Any, fw: str, shared: dict | None) -> bool:
     would repeat that run exactly."""
     import numpy as np
 
-    from harness.runner import shared_weights
+    from harness.run.runner import shared_weights
 
     native = getattr(backends.load(fw), "native_params", None)
     if native is None or not shared or shared.get("status") != "ok" or lab.companion is not None:
@@ -121,7 +122,7 @@ def _native(lab: Lab, options: Any, opts: JobOptions, shared: dict) -> dict:
     (native) initial weights; where those are bit for bit the shared weights its compared run started from
     (:func:`same_start`), that run's record stands for it (``same_as_shared``), not trained again."""
     from harness.errors import RunDiverged
-    from harness.runner import run
+    from harness.run.runner import run
 
     native = {}
     for fw in course_frameworks(opts):
@@ -141,7 +142,7 @@ def compute_lab(lab: Lab, opts: JobOptions) -> LabRecord:
     for labs with the course's printed loss trajectory, once more natively (:func:`_native`)."""
     options = run_options(lab, opts)
     counts = thread_counts(lab.task, opts)
-    rec: dict[str, Any] = {**lab_header(lab, opts), "reference": lab.reference, "notes": lab.notes,
+    rec: dict[str, Any] = {**lab_header(lab, opts), "reference": as_dict(lab.reference), "notes": lab.notes,
                            "masks": options.mask_mode, "flops_per_step": flops_per_step(lab),
                            "raw_pixel_reference": lab.reference_raw_pixels}
     if lab.companion is not None:
@@ -149,9 +150,8 @@ def compute_lab(lab: Lab, opts: JobOptions) -> LabRecord:
     start = time.perf_counter()
     with backend_threads(counts):
         rec["threads"] = thread_record(opts, counts)
-        rec.update({f"{fw}_threads": n for fw, n in counts.items()})  # the old key (torch_threads), for a release
         rec.update(_train(lab, options, opts))
-        if isinstance(lab.reference.get("loss"), dict) and course_frameworks(opts):
+        if lab.reference.of(LossSeries) and course_frameworks(opts):
             rec["native"] = _native(lab, options, opts, rec.get("runs", {}))
     rec["wall_s"] = time.perf_counter() - start
     return jsonable(rec)
@@ -162,7 +162,7 @@ def compute_init_study(opts: JobOptions) -> StudyRecord:
     its own lab, the same network and training), in ``opts.study_framework()``; a scheme whose run fails is
     recorded with its error."""
     from harness.errors import RunDiverged
-    from harness.runner import run
+    from harness.run.runner import run
 
     lab = get_lab(INIT_STUDY_LAB)
     fw, steps = opts.study_framework(), opts.study_steps()

@@ -2,7 +2,7 @@
 same kind (training loss at the same step, validation loss at the same epoch, accuracy on the same set), with
 the kind named, and where our run stopped earlier, where ours was taken.
 
-Reads the JSON form of a lab's record (``OUT/labs/<lab>.json``, :class:`harness.report.records.LabRecord`): one
+Reads the JSON form of a lab's record (``OUT/labs/<lab>.json``, :class:`harness.report.typed.LabRecord`): one
 the job computed, or one it reused after checking it against its schema. Run records name one meaning per key in
 ``final`` (``train_loss``, ``test_loss``, ``test_accuracy``, ``train_accuracy``).
 """
@@ -12,18 +12,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.report.records import RunRecord
+from harness.report.typed import RunRecord
 
 METRICS = ("train_loss", "test_loss", "test_accuracy", "train_accuracy")
 RAW_PIXELS = "raw pixels *"  # the course's accuracy came from raw 0..255 test pixels
 
 
-def metric(run: RunRecord, key: str) -> Any:
-    """``final[key]`` of a run (``key`` in :data:`METRICS`; None where the run has no such figure). A run that
-    diverged has no ``final``: its training loss is then its last logged step's."""
-    if "final" in run:
-        return run["final"].get(key)
-    return run["loss"][-1] if key == "train_loss" and run["loss"] else None
+def metric(run: dict, key: str) -> Any:
+    """``final[key]`` of a run (``key`` in :data:`METRICS`; None where the run has no such figure)."""
+    return (run.get("final") or {}).get(key)
 
 
 def accuracy(run: RunRecord) -> tuple[Any, str]:

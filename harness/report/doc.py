@@ -95,9 +95,11 @@ class Doc:
         return "\n".join(out).rstrip() + "\n"
 
     def html(self, images: Callable[[str], bytes | None]) -> str:
-        """The document as one self-contained HTML page, readable from phone to desktop: tables scroll inside
-        their own box, images (``images(path)`` gives the PNG bytes; None: link to the file) shrink to the
-        page's width and are shown at the size their PNG's resolution records (sharp on high-density screens)."""
+        """The document as one self-contained HTML page, readable from phone to desktop: prose keeps a readable
+        width, tables take the width they need up to the screen's and scroll inside their own box beyond it,
+        names wrap only after an underscore; images (``images(path)`` gives the PNG bytes; None: link to the
+        file) shrink to the page's width, are shown at the size their PNG's resolution records (sharp on
+        high-density screens) and link to their file (full resolution)."""
         body = [f"<h1>{_inline(self.title)}</h1>"]
         for kind, value in self.blocks:
             if kind == "heading":
@@ -122,8 +124,16 @@ _MD = MarkdownIt("commonmark", {"html": False})
 
 
 def _inline(text: str) -> str:
-    """Inline Markdown (emphasis, code, links) to HTML by markdown-it-py; raw HTML in the text is escaped."""
-    return _MD.renderInline(str(text))
+    """Inline Markdown (emphasis, code, links) to HTML by markdown-it-py; raw HTML in the text is escaped.
+    Names wrap only after an underscore (``<wbr>``), never inside a word."""
+    return wrap_names(_MD.renderInline(str(text)))
+
+
+def wrap_names(markup: str) -> str:
+    """``markup`` with a ``<wbr>`` after every underscore of its text (not inside tags or attributes): the only
+    places where a long name such as ``mnist_deep_xavier_published`` may wrap."""
+    parts = re.split(r"(<[^>]*>)", markup)
+    return "".join(p if p.startswith("<") else p.replace("_", "_<wbr>") for p in parts)
 
 
 def _table_html(header: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -161,15 +171,17 @@ def png_size(data: bytes) -> tuple[int, int, float | None]:
 
 
 def _image_html(path: str, alt: str, data: bytes | None) -> str:
-    """A figure: the PNG inlined, its CSS size its physical size (at 96 CSS px an inch), at most the page width."""
-    caption = f"<figcaption>{_inline(alt)}</figcaption>"
+    """A figure: the PNG inlined, its CSS size its physical size (at 96 CSS px an inch), at most the page width;
+    a link to its file (``path``, beside the report) opens it at full resolution, to zoom on a phone."""
+    caption = f"<figcaption>{_inline(alt)} (<a href=\"{html.escape(path)}\">full size</a>)</figcaption>"
+    link = f'<a class="full" href="{html.escape(path)}" title="open at full size">'
     if not data:
-        return f'<figure><img src="{html.escape(path)}" alt="{html.escape(alt)}">{caption}</figure>'
+        return f'<figure>{link}<img src="{html.escape(path)}" alt="{html.escape(alt)}"></a>{caption}</figure>'
     width, height, dpi = png_size(data)
     scale = 96.0 / dpi if dpi else 1.0
     src = f"data:image/png;base64,{base64.b64encode(data).decode()}"
-    return (f'<figure><img src="{src}" alt="{html.escape(alt)}" width="{round(width * scale)}" '
-            f'height="{round(height * scale)}">{caption}</figure>')
+    return (f'<figure>{link}<img src="{src}" alt="{html.escape(alt)}" width="{round(width * scale)}" '
+            f'height="{round(height * scale)}"></a>{caption}</figure>')
 
 
 _PAGE = """<!DOCTYPE html>
@@ -177,11 +189,13 @@ _PAGE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 64rem; margin: 0 auto; padding: 1rem; line-height: 1.45;
+body {{ font-family: system-ui, sans-serif; margin: 0; padding: 1rem; line-height: 1.45;
        overflow-wrap: break-word; color: #1b1b1b; }}
+body > * {{ max-width: 64rem; margin-left: auto; margin-right: auto; }}
 h1 {{ font-size: 1.7em; line-height: 1.2; }}
-.scroll {{ overflow-x: auto; max-width: 100%; margin: 0.8em 0; }}
-table {{ border-collapse: collapse; font-size: 0.9em; overflow-wrap: normal; }}
+body > .scroll {{ overflow-x: auto; width: fit-content; min-width: min(64rem, 100%); max-width: 100%;
+                 margin: 0.8em auto; }}
+table {{ border-collapse: collapse; font-size: 0.9em; overflow-wrap: normal; word-break: normal; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; vertical-align: top; }}
 th {{ background: #f3f3f3; }}
 td.r, th.r {{ text-align: right; font-variant-numeric: tabular-nums; }}
@@ -189,9 +203,10 @@ td.r {{ white-space: nowrap; }}
 td.w {{ min-width: 14em; }}
 tr > :first-child {{ position: sticky; left: 0; background: #fff; }}
 thead tr > :first-child {{ background: #f3f3f3; }}
-code {{ background: #f3f3f3; padding: 0 0.2em; overflow-wrap: anywhere; }}
-figure {{ margin: 1em 0; }}
-img {{ max-width: 100%; height: auto; }}
+code {{ background: #f3f3f3; padding: 0 0.2em; }}
+figure {{ margin: 1em auto; }}
+a.full {{ display: inline-block; max-width: 100%; cursor: zoom-in; }}
+img {{ max-width: 100%; height: auto; vertical-align: top; }}
 figcaption {{ font-size: 0.85em; color: #555; }}
 @media (max-width: 40rem) {{
   body {{ padding: 0.5rem; font-size: 0.95em; }}

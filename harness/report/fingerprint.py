@@ -20,7 +20,7 @@ from harness import backend as backends
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the harness package
 # Where the training path starts, besides each backend's package: the runner (prepare, execute, summarize) and the
 # comparison (both tiers, the native-init check) whose figures a lab record holds.
-ROOTS = ("harness.runner", "harness.parity")
+ROOTS = ("harness.run.runner", "harness.parity")
 
 
 @functools.cache

@@ -8,32 +8,38 @@ the labs done so far.
 
 A complete report already in the folder is never replaced by a smaller one: while it is there, this run writes
 only its lab files, and writes the report when it completes; interrupted, it leaves the earlier report as it
-was (its lab records stay reusable from its ``results.json``).
+was (its lab records stay reusable from its ``results.json``). When it completes, its report replaces the
+earlier one if it covers every lab (and the init study) that one has; otherwise the larger report stays and this
+run's report (``report.md``, ``report.html``, ``results.json``, ``plots/``) is written to ``OUT/runs/<id>/``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TextIO
 
+import harness.report.compute as compute
+import harness.report.history as history
 from harness import backend as backends
 from harness import schemas
-from harness.costs import Costs, phase, recording
+from harness.commands.progress import Progress, clock
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
-from harness.machine import busy_text, machine_busy
-from harness.progress import Progress, clock
-from harness.report import compute
 from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
-from harness.report.records import LabRecord, Results
 from harness.report.signals import held_signals
-from harness.results import clean_stale_temps, write_json
+from harness.report.typed import LabRecord, Results
+from harness.run.costs import Costs, phase, recording
+from harness.run.machine import busy_text, machine_busy, threads_note
+from harness.run.results import clean_stale_temps, write_json
 from harness.selfcheck.run import latest as latest_selfcheck
 
 COMPLETE = ("complete", "errors")  # job statuses of a report that covers every lab it was asked for
@@ -59,7 +65,7 @@ def check(opts: JobOptions) -> None:
 def load_data(opts: JobOptions, labs: list[Lab]) -> int | None:
     """Load the MNIST data when a lab (or the study) needs it, setting ``opts``'s data record; the training-set
     size (None: no MNIST)."""
-    from harness import data as data_mod
+    from harness.data import datasets as data_mod
 
     if not (any(lab.task == "mnist" for lab in labs) or opts.init_study):
         return None
@@ -72,7 +78,7 @@ def machine(opts: JobOptions, measured: dict) -> dict:
     """Where the job ran: CPU model and count, platform, every backend's threads, the device, the load."""
     import platform
 
-    from harness.machine import machine_record
+    from harness.run.machine import machine_record
 
     rec = {**machine_record(), "machine": platform.machine(), "processor": platform.processor(),
            "cpus": os.cpu_count(), "loadavg_start": measured.get("loadavg"), "contention": measured}
@@ -86,7 +92,7 @@ def preload() -> None:
     half-made module that a later write would fail on."""
     import matplotlib.figure  # noqa: F401
 
-    from harness.report import plots, render  # noqa: F401
+    import harness.report.plots as plots  # noqa: F401
 
 
 def lab_line(i: int, n: int, rec: LabRecord, seconds: float | None) -> str:
@@ -112,16 +118,18 @@ class Job:
         previous = (plan.previous or {}).get("job")
         # a complete report is already there: the report is written only when this run completes
         self.keep_previous = isinstance(previous, dict) and previous.get("status") in COMPLETE
+        # ... and covers more than this run will: kept for good, this run's report is written beside it
+        self.beside = beside(opts, plan.previous) if self.keep_previous else None
+        self.notes = [n for n in (threads_note(opts.frameworks, opts.threads, opts.device),) if n]
         opts.busy, self.contention = machine_busy()
         self.results: Results = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
-            "job": {"status": "running", "computed": [], "reused": [], "errors": [],
-                    **({"notes": list(plan.notes)} if plan.notes else {})},
+            "job": {"status": "running", "computed": [], "reused": [], "errors": []},
             "selfcheck": latest_selfcheck(),  # the parity checks' own test on this machine, if it was run
+            "notes": self.notes,  # options that do not apply (ignored)
         }
         self.progress = Progress(sum(plan.estimates.values()), "report", opts.quiet, err, seconds=True)
-        self.err = err
         self.costs = Costs()  # the job's own phases (start-up, peak, study, writes); each lab records its own
         # plots are drawn beside the next lab's training (one thread: matplotlib's figures are not shared)
         self.drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
@@ -145,15 +153,28 @@ class Job:
                     f"test)" if data else "")
         n = len(self.plan.labs)
         self.say(f"report: {n} lab{'' if n == 1 else 's'} in {', '.join(opts.frameworks)}{data_txt} -> {opts.out}/ "
-                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused)")
-        single = thread_counts("mnist", opts) if opts.busy and opts.torch_threads == "auto" else {}
+                 f"(about {clock(self.progress.eta() or 0)} of work, {self.plan.reused()} tasks reused"
+                 f"{self._timed()})")
+        single = thread_counts("mnist", opts) if opts.busy and opts.threads == "auto" else {}
         if single:
             self.say(f"the machine is busy ({busy_text(self.contention)}): "
                      f"{', '.join(single)} on one thread; timings are not representative")
-        if self.keep_previous:
+        for note in self.notes:
+            self.say(f"note: {note}")
+        for name, why in self.plan.rejected.items():
+            if self.plan.saved.get(name) is None:
+                self.say(f"{name}: the saved record is not reused ({why}); computed again")
+        if self.beside is not None:
+            self.say(f"{opts.out}/ holds a complete report of more labs: it is kept; this run's report goes to "
+                     f"{self.beside}/ when it completes")
+        elif self.keep_previous:
             self.say(f"{opts.out}/ holds a complete report: it is replaced only when this run completes")
-        for note in self.plan.notes:  # a saved record that fails its schema: said even when quiet
-            print(f"note: {note}", file=self.err)
+
+    def _timed(self) -> str:
+        """How many estimates are the seconds those tasks took here before (the rest: the cost model)."""
+        todo = [name for name, seconds in self.plan.estimates.items() if seconds]
+        timed = sum(1 for name in todo if name in self.plan.timed)
+        return f"; {timed} of {len(todo)} timed here before" if todo else ""
 
     def run(self) -> Results:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
@@ -204,6 +225,8 @@ class Job:
                     rec = compute.error_record(lab, self.opts, exc)
                     self.results["job"]["errors"].append(lab.name)
             seconds = time.perf_counter() - t
+            if lab.name not in self.results["job"]["errors"]:  # the next job's ETA starts from it
+                history.record({self.plan.keys[lab.name]: seconds})
             rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
             rec["costs"] = costs.table()  # what this lab cost, phase by phase
             rec = schemas.stamped("lab", rec)  # in results.json as in its own file
@@ -227,6 +250,8 @@ class Job:
             with recording(self.costs), phase("init study"):
                 study = schemas.stamped("init-study", compute.compute_init_study(self.opts))
             seconds = time.perf_counter() - t
+            if study["status"] != "error":
+                history.record({self.plan.keys[STUDY]: seconds})
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():
             if seconds is not None or STUDY in self.plan.restore:
@@ -244,7 +269,7 @@ class Job:
         """Draw with ``plots(render)`` in the background (beside the next lab's training) and rewrite the report
         now, with the plots drawn so far; deferred while a complete report is kept. The final write waits for
         every plot (:meth:`wait_plots`)."""
-        from harness.report import render
+        import harness.report.render as render
 
         if self.keep_previous:
             return
@@ -253,7 +278,7 @@ class Job:
             render.write_report(self.opts.out, self.results, html=self.opts.html)
 
     def _draw(self, plots: Callable[[Any], None]) -> None:
-        from harness.report import render
+        import harness.report.render as render
 
         wall, cpu = time.perf_counter(), time.thread_time()
         plots(render)
@@ -268,7 +293,7 @@ class Job:
     def finish(self) -> None:
         """The final write, held whole against a second signal: the report of this run, unless an earlier
         complete report stays (this run did not complete)."""
-        from harness.report import render
+        import harness.report.render as render
 
         status = self.results["job"]["status"]
         with held_signals(reraise=False):
@@ -277,12 +302,34 @@ class Job:
                     self.results["job"]["kept_previous"] = True
                     return
                 self.keep_previous = False
+                fresh = self.beside is not None
+                if fresh:
+                    self.results["job"]["written_beside"] = str(self.beside)
                 for name, rec in self.results["labs"].items():
-                    render.lab_plots(self.opts.out, rec, force=name in self.results["job"]["computed"])
+                    render.lab_plots(self.target, rec, force=fresh or name in self.results["job"]["computed"])
                 study = self.results["init_study"]
                 if study and study["runs"]:
-                    render.study_plot(self.opts.out, study, force=self.plan.saved.get(STUDY) is None)
-            render.write_report(self.opts.out, self.results, html=self.opts.html, final=True)
+                    render.study_plot(self.target, study, force=fresh or self.plan.saved.get(STUDY) is None)
+            render.write_report(self.target, self.results, html=self.opts.html, final=True)
+
+    @property
+    def target(self) -> Path:
+        """The folder the report is written to: ``--out``, or the folder beside a larger report kept there."""
+        return self.beside if self.beside is not None else self.opts.out
+
+
+def beside(opts: JobOptions, previous: dict | None) -> Path | None:
+    """Where this run's report goes when the complete report in ``opts.out`` (``previous``) has a lab (or the
+    init study) this run does not: ``OUT/runs/<hash of this run's options>/`` (the same options, the same folder);
+    None when this run covers all of it (its report replaces the earlier one)."""
+    old = previous or {}
+    labs = old.get("labs") if isinstance(old.get("labs"), dict) else {}
+    more = set(labs) - set(opts.labs) or (old.get("init_study") and not opts.init_study)
+    if not more:
+        return None
+    options = {k: v for k, v in opts.record().items() if k not in ("out", "quiet", "resume", "html")}
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return opts.out / "runs" / digest
 
 
 def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> Results:

@@ -1,4 +1,4 @@
-"""The report folder before any work: writable (:func:`harness.results.check_output_dir`, tried by writing),
+"""The report folder before any work: writable (:func:`harness.run.results.check_output_dir`, tried by writing),
 cleared of temporary files that a killed run left, and held by one job at a time (a lock file holding the
 holder's pid).
 
@@ -13,10 +13,10 @@ from pathlib import Path
 from types import TracebackType
 
 from harness.errors import UsageError
-from harness.results import check_output_dir
+from harness.run.results import check_output_dir
 
 LOCK_NAME = ".report.lock"
-SUBFOLDERS = ("labs", "plots")
+SUBFOLDERS = ("labs", "plots", "runs")
 
 try:
     import fcntl

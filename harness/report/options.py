@@ -53,7 +53,7 @@ class JobOptions:
     resume: bool = True
     quiet: bool = False
     html: bool = True
-    torch_threads: str = "auto"  # threads of the backends set per task ("per_task" policy): "auto" or a count
+    threads: str = "auto"  # threads of the backends set per task ("per_task" policy): "auto" or a count
     busy: bool = False  # the machine was busy when the job started (set by run_job)
     command: str = ""
     _data_record: dict | None = field(default=None, repr=False)

@@ -3,7 +3,9 @@
 Every function takes the JSON form of the results (what ``report/labs/<lab>.json`` holds), so a resumed lab
 plots exactly like a fresh one. Backends are named and coloured from the registry (:mod:`harness.backend`).
 The PNGs are drawn at 1.5 times the screen's 96 pixels an inch (sharp on high-density screens; the HTML shows
-them at their physical size) and stored with a 64-colour palette, which keeps them small.
+them at their physical size, each a link to its file for a phone's reader to open at full resolution) and stored
+with a 64-colour palette, which keeps them small. Legends and axis labels are 9 to 10 points (titles 10), so
+that a figure scaled down to a phone's width keeps what can be read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from harness import backend
 from harness.report.doc import pct as fmt_pct
-from harness.report.records import LabRecord, StudyRecord
+from harness.report.typed import LabRecord, StudyRecord
 
 DPI = 144  # 1.5 pixels per CSS pixel (96 an inch): sharp on high-density screens, 30% fewer bytes than 2
 COLORS = 64  # palette size: the plots' few colours and their anti-aliasing
@@ -149,7 +151,7 @@ def _loss_panel(ax: Any, record: LabRecord) -> int:
     ax.set_ylabel("training loss" + (f"\n(mean of the last {window} steps)" if window > 1 else ""))
     ax.set_title(f"{record['lab']}: {record['title']}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     return last
 
 
@@ -206,7 +208,7 @@ def _parity_panel(ax: Any, record: LabRecord) -> None:
         ax.set_yscale("log")
     ax.set_ylabel("relative difference of\nthe per-step losses")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
 
 
 def lab_figure(record: LabRecord) -> bytes:
@@ -222,7 +224,7 @@ def lab_figure(record: LabRecord) -> bytes:
     axes[-1][0].set_xlim(-0.01 * last, last * 1.01 + 1)
     if per_epoch:
         top = axes[0][0].secondary_xaxis("top", functions=(lambda s: s / per_epoch, lambda e: e * per_epoch))
-        top.set_xlabel("epoch", fontsize=8)
+        top.set_xlabel("epoch", fontsize=10)
         top.tick_params(labelsize=7)
     return to_png(fig)
 
@@ -257,8 +259,8 @@ def batchnorm_figure(lines: Sequence[tuple[str, str, dict[str, list[float]]]], t
             if key in figures and epochs >= reference_epoch and model in models:
                 ax.plot([reference_epoch], [figures[key]], "*", ms=9, color=MODEL_COLORS[models.index(model) % 4],
                         mec="black", mew=0.5, label=f"{model}, course")
-        ax.set_title(label, fontsize=9)
-        ax.set_ylabel("cross-entropy loss" if key.endswith("loss") else "accuracy", fontsize=8)
+        ax.set_title(label, fontsize=11)
+        ax.set_ylabel("cross-entropy loss" if key.endswith("loss") else "accuracy", fontsize=10)
         if i >= 2:
             ax.set_xlabel("epoch")
         if last <= 15:
@@ -267,7 +269,7 @@ def batchnorm_figure(lines: Sequence[tuple[str, str, dict[str, list[float]]]], t
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.6, last + 0.4)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     return to_png(fig)
@@ -293,16 +295,16 @@ def init_figure(study: StudyRecord) -> bytes:
     ax.set_title(f"{study['lab']}: weight initialisation ({backend.label(study['framework'])}, "
                  f"{study['steps']} steps)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10)
     y = np.arange(len(names))
     bar.barh(y, accs, color="#4c9a6a")
-    bar.set_yticks(y, names, fontsize=8)
+    bar.set_yticks(y, names, fontsize=10)
     bar.invert_yaxis()
     bar.set_xlim(0, 1)
     bar.set_xlabel("test accuracy")
-    bar.set_title("after training", fontsize=10)
+    bar.set_title("after training", fontsize=12)
     for yi, a in zip(y, accs):
-        bar.text(min(a, 0.98), yi, f"{a:.3f}", va="center", ha="right", fontsize=7, color="white")
+        bar.text(min(a, 0.98), yi, f"{a:.3f}", va="center", ha="right", fontsize=9, color="white")
     return to_png(fig)
 
 
@@ -327,15 +329,15 @@ def throughput_figure(rows: list[dict], modes: dict[str, str], device: str = "cp
             ax.barh(p, sps / best, height, color=color(fw))
             pct = r.get(fw, {}).get("pct_peak")
             ax.text(sps / best, p, f" {sps:,.0f}/s" + (f", {fmt_pct(pct)}% of peak" if pct is not None else ""),
-                    va="center", fontsize=7)
-    ax.set_yticks(y, [r["lab"] for r in rows], fontsize=8)
+                    va="center", fontsize=9)
+    ax.set_yticks(y, [r["lab"] for r in rows], fontsize=10)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.5)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "¼", "½", "¾", "fastest"])
     ax.set_xlabel("training steps per second, as a share of the fastest backend on the lab (linear axis)",
-                  fontsize=8)
-    ax.set_title(f"Training speed on the {device.upper()}, steady state: "
+                  fontsize=10)
+    fig.suptitle(f"Training speed on the {device.upper()}, steady state: "  # over the figure, not the axes
                  + " vs ".join(f"{backend.label(fw)} {modes[fw]}" for fw in fws), fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    fig.legend(loc="outside lower center", ncols=len(fws), fontsize=8)
+    fig.legend(loc="outside lower center", ncols=len(fws), fontsize=10)
     return to_png(fig)

@@ -1,168 +1,105 @@
-"""The report's records, typed: what ``OUT/labs/<lab>.json``, ``OUT/labs/init_study.json`` and
-``OUT/results.json`` hold, as :class:`TypedDict` s mirroring their JSON Schemas (``harness/schemas/``: lab,
-init-study, results; a run: run). A key that is ``Required`` here is required by the schema (a test checks the
-two agree), so code reading a record the job computed, or one it reused (reuse validates it first), indexes
-those keys directly; ``NotRequired`` keys are read with ``.get``.
+"""The typed shape of the records a rerun reuses (``OUT/labs/<lab>.json``, the init study, the lab records in
+an earlier ``results.json``): a record is reused only when it has the shape a fresh one has, so a file that
+parses but holds the wrong types (``"parity": "x"``, a loss that is a string) is recomputed, never a crash.
 
-The records stay plain dicts (JSON in, JSON out): these types document them and let a type checker follow
-them; nothing converts. (No ``from __future__ import annotations`` here: ``Required`` must be evaluated for
-``__required_keys__``.)"""
+A shape is a type (or a tuple of types; ``bool`` is not an ``int`` here), a dict of keys (``"name?"``: may be
+missing; ``"*"``: every other key) or a one-element list (a list of that shape); :class:`Maybe` allows None.
+"""
 
-from typing import Any, Literal, Required, TypedDict
+from __future__ import annotations
 
-Status = Literal["ok", "diverged", "error"]
-VerdictKind = Literal["same math", "within rounding noise", "beyond rounding noise", "differs", "not judged"]
+from typing import Any
 
-
-class Timing(TypedDict, total=False):
-    """A run's timing in seconds (``compile_s``: backends that compile; ``pretrain_s``: RBM pre-training)."""
-
-    warmup_s: Required[float | None]
-    run_s: Required[float | None]
-    total_s: Required[float | None]
-    steps_per_s: Required[float | None]
-    compile_s: float | None
-    pretrain_s: float | None
+ANY = object
 
 
-class RunRecord(TypedDict, total=False):
-    """One run of a lab in one backend (``run.schema.json``): ``final`` and ``evals`` once it finished ("ok"),
-    ``error`` where it diverged."""
+class Maybe:
+    """``shape`` or None."""
 
-    lab: Required[str]
-    framework: Required[str]
-    device: Required[str]
-    dtype: Required[str]
-    weights: Required[Literal["native", "shared"]]
-    seed: Required[int]
-    execution: Required[str]
-    data: Required[dict[str, Any]]
-    steps: Required[list[int]]
-    loss: Required[list[float | None]]
-    timing: Required[Timing]
-    versions: Required[dict[str, str]]
-    machine: Required[dict[str, Any]]
-    status: Required[Literal["ok", "diverged"]]
-    error: str
-    final: dict[str, Any]  # train_loss, train_eval_loss, <set>_<metric>: one meaning per key
-    evals: dict[str, dict[str, dict[str, Any]]]  # steps done -> set -> metric
-    epoch_cost: list[float | None]
-    epochs: list[dict[str, Any]]
-    pretrain: dict[str, Any]
-    correct_of_first_1000: list[dict[str, Any]]
-    companion: dict[str, Any]
-    parallel: dict[str, Any]
-    same_as_shared: bool
+    def __init__(self, shape: Any) -> None:
+        self.shape = shape
 
 
-class Parity(TypedDict, total=False):
-    """The comparison of a lab's first two backends (``compare.schema.json#/$defs/parity``)."""
+NUM = (int, float, type(None))  # a figure (NaN and inf are written as null)
 
-    steps: Required[int]
-    threshold: Required[float]
-    max_abs_diff: Required[float | None]
-    max_rel_diff: Required[float | None]
-    first_divergence_step: Required[int | None]
-    sides: Required[dict[str, dict[str, Any]]]
-    verdict: Required[str]
-    verdict_kind: Required[VerdictKind]
-    growth_per_step: float | None
-    noise_floor: dict[str, Any]
-    quantities: dict[str, dict[str, Any]]
-    tiers: dict[str, dict[str, Any]]
+RUN = {
+    "lab?": str, "framework?": str, "device?": str, "dtype?": str, "weights?": str, "init?": str, "seed?": int,
+    "execution?": str, "status?": str, "error?": str, "steps": [int], "loss": [NUM], "timing?": {"*": ANY},
+    "final?": {"*": ANY}, "evals?": {"*": dict}, "epoch_cost?": [NUM], "epochs?": [dict], "data?": dict,
+    "machine?": dict, "versions?": {"*": str}, "companion?": {"steps": [int], "loss": [NUM], "*": ANY},
+    "pretrain?": dict, "same_as_shared?": bool, "*": ANY,
+}
 
+PARITY = {
+    "verdict": str, "verdict_kind?": str, "steps?": int, "threshold?": NUM, "max_abs_diff?": NUM,
+    "max_rel_diff?": NUM, "first_divergence_step?": Maybe(int), "growth_per_step?": NUM, "sides?": {"*": dict},
+    "quantities?": {"*": dict}, "tiers?": {"*": Maybe(dict)}, "*": ANY,
+}
 
-class LabKey(TypedDict, total=False):
-    """Everything a lab's result depends on; a rerun reuses a record only when its key is equal."""
+LAB = {
+    "format": int, "lab": str, "status": str, "key": dict, "title?": str, "notebook?": str, "task?": str,
+    "notes?": Maybe(str), "masks?": str, "reference?": dict, "flops_per_step?": int, "raw_pixel_reference?": bool,
+    "model_labels?": [str], "threads?": {"*": Maybe(int)}, "runs?": {"*": RUN}, "native?": {"*": RUN},
+    "parity?": Maybe(PARITY), "per_step?": {"*": [NUM]}, "companion_parity?": Maybe(dict), "wall_s?": NUM,
+    "peak?": {"*": {"gflops": NUM, "*": ANY}}, "costs?": {"*": {"wall_s": NUM, "cpu_s": NUM, "*": ANY}},
+    "error?": str, "*": ANY,
+}
 
-    lab_sha: Required[str]
-    code: Required[str]
-    frameworks: Required[list[str]]
-    device: Required[str]
-    dtype: Required[str]
-    steps: Required[int | None]
-    threshold: Required[float]
-    noise: Required[bool]
-    data: str | None
-    epochs: int | None
-
-
-class LabRecord(TypedDict, total=False):
-    """One lab of the main job (``lab.schema.json``). "ok": the runs (and, with two or more backends, the
-    parity); "diverged": what ran, and the error; "error": the lab crashed, and the error (a rerun tries it
-    again)."""
-
-    format: Required[int]
-    lab: Required[str]
-    title: Required[str]
-    notebook: Required[str]
-    task: Required[Literal["gates", "xor", "mnist"]]
-    key: Required[LabKey]
-    status: Required[Status]
-    error: str
-    reference: dict[str, Any]
-    notes: str
-    masks: Literal["shared", "own"]
-    flops_per_step: int
-    raw_pixel_reference: bool
-    model_labels: list[str]
-    threads: dict[str, int | None]
-    runs: dict[str, RunRecord]
-    parity: Parity
-    companion_parity: dict[str, Any]
-    per_step: dict[str, list[float | None]]
-    native: dict[str, RunRecord]
-    wall_s: float | None
-    peak: dict[str, dict[str, Any]]
-    costs: dict[str, dict[str, float]]
+STUDY = {
+    "format": int, "lab": str, "framework": str, "steps": int, "key": dict, "status": str, "runs": {"*": RUN},
+    "native_init?": Maybe({"ok": bool, "text": {"*": str}, "*": ANY}), "errors?": {"*": str}, "error?": str,
+    "wall_s?": NUM, "*": ANY,
+}
 
 
-class StudyRecord(TypedDict, total=False):
-    """The initialisation study (``init-study.schema.json``): a run per scheme, the native-init check."""
-
-    format: Required[int]
-    lab: Required[str]
-    framework: Required[str]
-    steps: Required[int]
-    key: Required[dict[str, Any]]
-    runs: Required[dict[str, RunRecord]]
-    status: Required[Literal["ok", "error"]]
-    native_init: Required[dict[str, Any] | None]
-    wall_s: Required[float | None]
-    errors: dict[str, str]
-    error: str
+def _type_ok(value: Any, types: tuple) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
 
 
-class JobStatus(TypedDict, total=False):
-    """What the job did: its status, the labs computed, reused and failed, its time and costs."""
-
-    status: Required[Literal["running", "complete", "errors", "interrupted", "failed"]]
-    computed: Required[list[str]]
-    reused: Required[list[str]]
-    errors: Required[list[str]]
-    wall_s: float
-    costs: dict[str, dict[str, float]]
-    kept_previous: bool
-    notes: list[str]
+def _name(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "an object"
+    if isinstance(shape, list):
+        return "a list"
+    types = shape if isinstance(shape, tuple) else (shape,)
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
 
 
-class Results(TypedDict, total=False):
-    """``results.json`` (``results.schema.json``): ``generated`` and ``summary`` are set when it is written."""
-
-    format: Required[int]
-    command: Required[str]
-    options: Required[dict[str, Any]]
-    machine: Required[dict[str, Any]]
-    data: Required[dict[str, Any] | None]
-    peak: Required[dict[str, dict[str, Any]]]
-    labs: Required[dict[str, LabRecord]]
-    init_study: Required[StudyRecord | None]
-    pending: Required[list[str]]
-    job: Required[JobStatus]
-    selfcheck: Required[dict[str, Any] | None]
-    generated: str
-    summary: list[dict[str, Any]]
-
-
-__all__ = ["JobStatus", "LabKey", "LabRecord", "Parity", "Results", "RunRecord", "Status",
-           "StudyRecord", "Timing", "VerdictKind"]
+def problem(value: Any, shape: Any, where: str = "") -> str | None:
+    """The first place where ``value`` does not have ``shape`` ("parity: expected an object, got str"), or
+    None when it has it."""
+    if shape is ANY:
+        return None
+    if isinstance(shape, Maybe):
+        return None if value is None else problem(value, shape.shape, where)
+    got = "null" if value is None else type(value).__name__
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'record'}: expected an object, got {got}"
+        for key, sub in shape.items():
+            name = key.rstrip("?")
+            if key == "*":
+                continue
+            if name not in value:
+                if key.endswith("?"):
+                    continue
+                return f"{where + '.' if where else ''}{name}: missing"
+            found = problem(value[name], sub, f"{where + '.' if where else ''}{name}")
+            if found:
+                return found
+        rest = shape.get("*")
+        for key, item in value.items():
+            if rest is not None and f"{key}?" not in shape and key not in shape:
+                found = problem(item, rest, f"{where + '.' if where else ''}{key}")
+                if found:
+                    return found
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where}: expected a list, got {got}"
+        return next((p for i, item in enumerate(value) if (p := problem(item, shape[0], f"{where}[{i}]"))), None)
+    if not _type_ok(value, shape if isinstance(shape, tuple) else (shape,)):
+        return f"{where}: expected {_name(shape)}, got {got}"
+    return None

@@ -12,15 +12,17 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import harness.report.course as course
+import harness.report.job_sections as job_sections
+import harness.report.sections as sections
+import harness.report.time_spent as report_costs
 from harness import backend
 from harness.parity.verdict import brief
-from harness.report import costs as report_costs
-from harness.report import course, sections
 from harness.report.doc import Doc, num
 from harness.report.doc import pct as fmt_pct
-from harness.report.records import LabRecord, Results, RunRecord, StudyRecord
 from harness.report.sections import bn_lines, fmt_acc, pct_peak
-from harness.results import atomic_write, write_json
+from harness.report.typed import LabRecord, Results, RunRecord, StudyRecord
+from harness.run.results import atomic_write, write_json
 
 __all__ = ["build", "final_metrics", "fmt_acc", "lab_plots", "pct_peak", "study_plot", "summary_line",
            "summary_rows", "verdict_help", "write_report"]
@@ -60,10 +62,9 @@ def final_metrics(run: RunRecord) -> tuple[float | None, Any]:
 
 
 def _backend_row(rec: LabRecord, fw: str, run: RunRecord, peak: dict) -> dict:
-    loss, acc = final_metrics(run)
     row = {key: course.metric(run, key) for key in course.METRICS}
     row.update({"steps_per_s": run["timing"]["steps_per_s"], "pct_peak": pct_peak(rec, fw, peak),
-                "execution": run["execution"], "loss": loss, "accuracy": acc})  # loss, accuracy: as progress prints
+                "execution": run["execution"]})
     return row
 
 
@@ -177,8 +178,8 @@ def _intro(doc: Doc, results: Results) -> None:
                      f"{len(job['reused'])} reused from an earlier run)")
     m = results["machine"]
     load, cpus, measured = m.get("loadavg_start"), m.get("cpus", m.get("cpu_count")), m.get("contention")
-    if measured:  # what the busy rule measured (harness.machine.machine_busy)
-        from harness.machine import busy_text
+    if measured:  # what the busy rule measured (harness.run.machine.machine_busy)
+        from harness.run.machine import busy_text
 
         items.append(f"contention when the job started: {busy_text(measured)}"
                      + (f" (load average {load[0]:.2f})" if load else "")
@@ -237,11 +238,11 @@ def build(results: Results, has: set[str]) -> Doc:
     _notes(doc, results)
     for rec in results["labs"].values():
         sections.lab_section(doc, rec, results, has)
-    if results["init_study"]:
-        sections.init_study(doc, results["init_study"], has)
+    if results.get("init_study"):
+        job_sections.init_study(doc, results["init_study"], has)
     if results["labs"]:
-        sections.throughput(doc, results, has)
-    sections.machine(doc, results)
+        job_sections.throughput(doc, results, has)
+    job_sections.machine(doc, results)
     report_costs.costs(doc, results)
     return doc
 
@@ -251,7 +252,7 @@ def build(results: Results, has: set[str]) -> Doc:
 
 def lab_plots(out: Path, rec: LabRecord, force: bool = False) -> None:
     """Draw the lab's plots (and the batch-norm panels) unless present; ``force`` redraws."""
-    from harness.report import plots
+    import harness.report.plots as plots
 
     if rec["status"] == "error" or not rec.get("runs"):
         return
@@ -268,7 +269,7 @@ def lab_plots(out: Path, rec: LabRecord, force: bool = False) -> None:
 
 def study_plot(out: Path, study: StudyRecord, force: bool = False) -> None:
     """Draw the initialisation study's plot unless present."""
-    from harness.report import plots
+    import harness.report.plots as plots
 
     path = out / "plots" / "init_study.png"
     if force or not path.exists():
@@ -278,12 +279,12 @@ def study_plot(out: Path, study: StudyRecord, force: bool = False) -> None:
 def write_report(out: Path, results: Results, html: bool = True, final: bool = False) -> None:
     """Write results.json, report.md and (``html``) report.html for the labs finished so far; ``final`` also
     draws the throughput plot."""
-    from harness.report import plots
+    import harness.report.plots as plots
 
     results["generated"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     results["summary"] = summary_rows(results)
     if final and results["labs"]:
-        modes = sections.run_modes(results)
+        modes = job_sections.run_modes(results)
         rows = [{"lab": r["lab"], **{fw: r[fw] for fw in modes if fw in r}} for r in results["summary"]]
         atomic_write(out / "plots" / "throughput.png",
                      plots.throughput_figure(rows, modes, results["options"]["device"]))

@@ -22,7 +22,7 @@ from harness.selfcheck import Mutation, catalogue, patched, tiers
 
 def record_path() -> Path:
     """Where the latest selfcheck's record is kept (the report reads it)."""
-    from harness.mnist_sources import cache_dir
+    from harness.data.tfds import cache_dir
 
     return Path(cache_dir()) / "selfcheck.json"
 
@@ -75,7 +75,7 @@ def selfcheck(frameworks: tuple[str, ...], device: str = "cpu", dtype: str = "fl
             "controls": len(controls), "false_alarms": len(alarms),
             "false_alarm_settings": [{"tier": k[0], "lab": k[1], "overrides": dict(k[2])} for k in alarms],
             "wall_s": time.perf_counter() - start,
-            "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def line(row: dict) -> str:
@@ -95,20 +95,20 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     """Run the suite, print the table and the counts; exit 0 when every bug is caught and nothing else."""
     from harness.backend import check_device
     from harness.errors import UsageError
-    from harness.results import check_output_file, write_json
+    from harness.run.results import check_output_file, write_json
 
+    if args.out is not None:
+        check_output_file(args.out)
     for fw in args.frameworks:
         check_device(fw, args.device)
-    if args.out:
-        check_output_file(args.out)
     if not [m for m in catalogue(tuple(args.frameworks)) if args.only is None or args.only.lower() in m.name.lower()]:
         raise UsageError(f"no planted bug of {', '.join(args.frameworks)} matches --only {args.only!r}")
-    from harness.machine import machine_busy, threads_for
     from harness.report.compute import backend_threads
+    from harness.run.machine import machine_busy, threads_for
 
     busy = machine_busy()[0]
     counts = {fw: n for fw in args.frameworks
-              if (n := threads_for(fw, "mnist", busy, args.torch_threads, args.device)) is not None}
+              if (n := threads_for(fw, "mnist", busy, args.threads, args.device)) is not None}
     with backend_threads(counts):
         rec = selfcheck(tuple(args.frameworks), args.device, args.dtype, args.only,
                         echo=None if args.quiet else print)
@@ -116,10 +116,10 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
     if skipped and not args.quiet:
         print(f"{len(skipped)} not judged here: " + "; ".join(f"{r['mutation']} ({r['status']})" for r in skipped))
     print(summary(rec))
-    if args.out:
+    if args.out is not None:
         write_json(args.out, rec)
     try:  # the latest selfcheck of this machine, for the report
         write_json(record_path(), rec)
-    except OSError:
+    except (OSError, UsageError):  # the cache cannot be written (or is not a regular file): the report lacks it
         pass
     return 0 if rec["caught"] == rec["judged"] and not rec["false_alarms"] else 1

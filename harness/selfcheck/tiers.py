@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.labs import get_lab
-from harness.runner import RunOptions, execute, prepare
+from harness.run.runner import RunOptions, execute, prepare
 
 EXACT_STEPS = 6
 

@@ -3,7 +3,7 @@
 An IDX file is a big-endian header -- two zero bytes, a type code (0x08 = unsigned byte), the number of
 dimensions -- then one uint32 per dimension, then the payload. MNIST images have magic 0x00000803
 (ubyte, 3 dims: count, rows, cols) and labels 0x00000801 (ubyte, 1 dim: count). Files may be gzipped
-(detected from the content, whatever the name). Every fault raises :class:`harness.data.DataError`
+(detected from the content, whatever the name). Every fault raises :class:`harness.data.datasets.DataError`
 with a one-line message naming the file.
 """
 
@@ -110,7 +110,11 @@ def load_idx_dir(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     Returns uint8 (train_images [N, 28, 28], train_labels [N], test_images, test_labels).
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    try:
+        exists = folder.is_dir()
+    except OSError as exc:  # a name too long, a path through a file: one line, not a traceback
+        raise DataError(f"{str(folder)[:80]}: cannot be read ({exc.strerror or exc})") from None
+    if not exists:
         raise DataError(
             f"{folder}: missing directory (idx:DIR must name a folder holding the four MNIST IDX files)"
         )

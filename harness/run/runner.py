@@ -13,21 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from harness import data as data_mod
-from harness import pretrain
+import harness.run.pretrain as pretrain
 from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, names, resolve_execution
+from harness.data import datasets as data_mod
 from harness.errors import RunDiverged
-from harness.init import Params, init_params, init_state
 from harness.labs import Lab, LabError, Model
-from harness.machine import machine_record
-from harness.metrics import epoch_means, epoch_rows, evaluate, final_metrics
 from harness.references import CorrectSeries
+from harness.run.machine import machine_record
+from harness.run.metrics import epoch_means, epoch_rows, evaluate, final_metrics
+from harness.weights import Params, init_params, init_state
 
 WEIGHTS = ("native", "shared")
 MAX_SEED = 2**32 - 1  # torch.manual_seed, the ported mt19937 and jax.random.key all take 32-bit seeds
 MAX_BATCH_INDICES = 2**28  # example indices in a run's batch order: 1 GiB of int32
 MASK_MODES = ("own", "shared")
-INITS, MASKS = WEIGHTS, MASK_MODES  # the old names
 
 
 @dataclass
@@ -36,7 +35,7 @@ class RunOptions:
 
     ``weights``: "native" (the framework draws the initial weights) or "shared" (the harness draws them);
     ``mask_mode``: "own" (each framework draws its dropout masks) or "shared". ``execution`` None: each
-    backend's default. The old keywords ``init=`` and ``masks=`` are still accepted (and read) for a release.
+    backend's default.
     """
 
     device: str = "cpu"
@@ -51,21 +50,11 @@ class RunOptions:
     mask_mode: str = "own"
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def init(self) -> str:
-        """The old name of ``weights``."""
-        return self.weights
-
-    @property
-    def masks(self) -> str:
-        """The old name of ``mask_mode``."""
-        return self.mask_mode
-
     def check(self) -> None:
         """Raise LabError for a value outside its choices."""
         executions = {e for n in names() for e in (*info(n).executions, *info(n).execution_aliases)}
         for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
-                                     ("init", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
+                                     ("weights", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
             if value not in allowed:
                 raise LabError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
         if self.execution is not None and self.execution not in executions:
@@ -77,21 +66,6 @@ class RunOptions:
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise LabError(f"seed must be in 0..{MAX_SEED} (the 32-bit range every generator here takes), "
                            f"got {self.seed}")
-
-
-_dataclass_init = RunOptions.__init__
-
-
-def _init_with_old_names(self: RunOptions, *args: Any, init: str | None = None, masks: str | None = None,
-                         **kwargs: Any) -> None:
-    if init is not None:  # wins: ``dataclasses.replace(options, init=...)`` passes the old ``weights`` too
-        kwargs["weights"] = init
-    if masks is not None:
-        kwargs["mask_mode"] = masks
-    _dataclass_init(self, *args, **kwargs)
-
-
-RunOptions.__init__ = _init_with_old_names  # type: ignore[method-assign]
 
 
 @dataclass
@@ -107,6 +81,7 @@ class Prepared:
     steps_per_epoch: int | None
     eval_targets: dict[str, np.ndarray]
     companion: RunSpec | None = None  # the lab's second model: same data, batches, seed and eval points
+    notes: tuple[str, ...] = ()  # overrides that do not apply to the lab (ignored; see ``inapplicable``)
 
 
 def _eval_steps(lab: Lab, steps: int, steps_per_epoch: int | None) -> tuple[int, ...]:
@@ -161,6 +136,7 @@ def _check_float32_lr(lab: Lab, dtype: str) -> None:
 def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepared:
     """Data, batch order, weights and the RunSpec of ``lab`` under ``options``."""
     options.check()
+    notes = tuple(inapplicable(lab, options))
     lab = lab.with_options(**options.overrides) if options.overrides else lab
     model = model or lab.model
     seed = lab.seed if options.seed is None else options.seed
@@ -205,7 +181,44 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
         c_masks = dropout_masks(lab.companion, batches, steps, seed) if options.mask_mode == "shared" else None
         companion = dataclasses.replace(spec, model=lab.companion, params=c_params, state=c_state, masks=c_masks)
     return Prepared(lab, options, seed, steps, spec, record, steps_per_epoch,
-                    {k: v[1] for k, v in eval_sets.items()}, companion)
+                    {k: v[1] for k, v in eval_sets.items()}, companion, notes)
+
+
+# RunOptions.overrides keys -> the names of the command-line options (and of a run record's ``config``)
+OVERRIDE_NAMES = {"lr": "lr", "optimizer_name": "optimizer", "activation": "activation", "init": "weight_init",
+                  "dropout": "dropout", "epochs": "epochs", "batch_size": "batch_size"}
+
+
+def inapplicable(lab: Lab, options: RunOptions) -> list[str]:
+    """One line for each override that does not change a run of ``lab`` (``lab`` as declared): it is ignored,
+    and said so in the output and the record."""
+    given = {OVERRIDE_NAMES.get(k, k): v for k, v in options.overrides.items() if v is not None}
+    notes = []
+    if lab.batch_size is None:
+        notes += [f"--{name.replace('_', '-')} does not apply to {lab.name} (a full-batch lab: --steps sets its "
+                  "length); ignored" for name in ("epochs", "batch_size") if name in given]
+    if lab.model.depth < 2:
+        notes += [f"--{name} does not apply to {lab.name} (no hidden layer); ignored"
+                  for name in ("activation", "dropout") if name in given]
+    return notes
+
+
+def run_config(prepared: Prepared, framework: str) -> dict:
+    """The complete effective configuration of a run, from which ``dlzta run --config`` reruns it: the options
+    as given (``overrides`` under their option names) and, in ``effective``, the values the run trained with."""
+    lab, options = prepared.lab, prepared.options
+    return {
+        "lab": lab.name, "framework": framework, "device": options.device, "dtype": options.dtype,
+        "weights": options.weights, "masks": options.mask_mode, "seed": prepared.seed, "steps": options.steps,
+        "log_every": options.log_every, "execution": resolve_execution(framework, options.execution),
+        "data": options.data, "data_dir": options.data_dir,
+        "overrides": {OVERRIDE_NAMES.get(k, k): v for k, v in options.overrides.items() if v is not None},
+        "effective": {"lr": lab.optimizer.lr, "optimizer": lab.optimizer.name, "activation": lab.model.activation,
+                      "weight_init": lab.model.init, "dropout": lab.model.dropout,
+                      "epochs": lab.epochs if lab.batch_size else None,
+                      "batch_size": lab.batch_size, "steps": prepared.steps,
+                      "log_every": options.log_every or lab.log_every},
+    }
 
 
 def logged_steps(steps: int, log_every: int) -> list[int]:
@@ -238,8 +251,10 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
         "timing": result.timing, "versions": _versions(framework),
-        "machine": machine_record(framework, options.device),
+        "machine": machine_record(framework, options.device), "config": run_config(prepared, framework),
     }
+    if prepared.notes:
+        record["notes"] = list(prepared.notes)
     if prepared.steps_per_epoch:
         record["epoch_cost"] = epoch_means(losses[:end], prepared.steps_per_epoch)
     if result.pretrain_recon:
@@ -290,8 +305,8 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
         record["status"] = "diverged"
         exc.result = record
         raise
-    for key in ("lab", "framework", "device", "dtype", "weights", "seed", "execution", "data", "versions",
-                "machine"):
+    for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions",
+                "machine", "config", "notes"):
         other.pop(key, None)
     other["model"] = labels[1]
     by_epoch = {row["epoch"]: row[labels[0]] for row in other.pop("epochs", [])}

@@ -1,4 +1,4 @@
-"""TFDS source for :func:`harness.data.load_mnist`, with an on-disk cache of the decoded arrays.
+"""TFDS source for :func:`harness.data.datasets.load_mnist`, with an on-disk cache of the decoded arrays.
 
 ``tensorflow_datasets`` is imported only inside these functions, so the harness runs without it. Prepared
 datasets are read with ``tfds`` random-access data sources (array_record), which need no TensorFlow.

@@ -1,5 +1,5 @@
 """``run --devices N`` and ``compare --devices N``: data-parallel runs on the command line (the options are declared
-in :mod:`harness.cli`; the training in :mod:`harness.parallel`).
+in :mod:`harness.commands.cli`; the training in :mod:`harness.run.parallel`).
 
 ``run``: the lab trained over N devices (its companion model too), summarised like a one-device run, with a
 ``parallel`` section; under ``torchrun`` or several ``jax.distributed`` processes only process 0 prints and writes.
@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from harness import backend as backends
-from harness import parallel
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
-from harness.parallel import Parallel
-from harness.results import check_output_file, write_json
-from harness.runner import RunOptions, add_companion, execute, prepare, summarize
+from harness.parity.verdict import exit_status
+from harness.run import parallel
+from harness.run.parallel import Parallel
+from harness.run.results import check_result_out, write_result
+from harness.run.runner import RunOptions, add_companion, execute, prepare, summarize
 
 
 def options(args: argparse.Namespace) -> Parallel:
@@ -78,17 +80,16 @@ def compare_lines(result: dict) -> list[str]:
     return lines
 
 
-def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions) -> int:
+def cmd_compare_devices(args: argparse.Namespace, run_options: RunOptions, stdout: Any = None) -> int:
     """``compare LAB --devices N`` with ``run_options`` (from the command's arguments, shared weights)."""
     if args.side_a or args.side_b:
         raise UsageError("--a/--b pick two configurations; with --devices every backend is compared with itself on "
                          "one device and with the others")
-    if args.out:
-        check_output_file(args.out)
+    check_result_out(args.out)
     frameworks = backends.names(include_referees=False)
     result = compare_record(get_lab(args.lab), run_options, options(args), frameworks)
     for line in compare_lines(result):
         print(line)
-    if args.out:
-        write_json(args.out, result)
-    return 0
+    write_result(args.out, result, stdout)
+    pairs = [*result["vs_one_device"].values(), *result["across"].values()]
+    return exit_status([p["verdict_kind"] for p in pairs])  # 1 when any pair differs, as ``compare``

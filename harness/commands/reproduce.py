@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from harness import backend as backends
+from harness.commands.progress import Progress
 from harness.labs import Lab, LabError, get_lab
-from harness.metrics import evaluate
-from harness.progress import Progress
-from harness.references import CorrectSeries, EpochTable, FinalMetric, LossSeries
+from harness.references import CorrectSeries, EpochTable, FinalMetric, LossSeries, as_dict
+from harness.run.metrics import evaluate
 
 RAW = "test_raw_pixels"  # eval set: the test images times 255, as the course fed them
 GAP_PP = 0.5  # the float32 gap between frameworks' final test accuracy this project aims under (percentage points)
@@ -45,7 +45,7 @@ def _with_raw_eval(prepared: Any) -> Any:
 def run_lab(prepared: Any, framework: str) -> dict:
     """One framework's run of a prepared lab (and its companion model): the runner's record, with the raw-pixel
     evaluation under ``raw_pixels`` and the wall time of the whole run under ``wall_s``."""
-    from harness.runner import add_companion, execute, summarize
+    from harness.run.runner import add_companion, execute, summarize
 
     start = time.perf_counter()
     result = execute(prepared, framework)
@@ -72,8 +72,8 @@ def run_repeats(prepared: Any, framework: str, repeats: int) -> list[dict]:
     """``repeats - 1`` more runs of the main model, each from the shared weights nudged by 1, 2, ... units in the
     last place: float32 training is chaotic enough that this is a fresh draw of the final accuracy from the
     trajectory's rounding noise alone. Their final test accuracy and last-epoch cost."""
-    from harness.init import nudge
-    from harness.runner import execute
+    from harness.run.runner import execute
+    from harness.weights import nudge
 
     if repeats < 2 or prepared.spec.params is None:
         return []
@@ -269,8 +269,8 @@ def data_text(record: dict) -> str:
 def _run_framework(prepared: Any, framework: str, threads: int | None, repeats: int, echo: Any) -> dict:
     """One framework's run of a prepared lab (and its repeats) on ``threads`` intra-op threads (None: as they are);
     a diverged run's record has status "diverged"."""
-    from harness.machine import threads_set
-    from harness.runner import RunDiverged
+    from harness.run.machine import threads_set
+    from harness.run.runner import RunDiverged
 
     try:
         with threads_set(framework, threads):
@@ -291,12 +291,12 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
               progress: Progress | None = None) -> dict:
     """Run every lab in ``names`` in every framework with ``options`` (a RunOptions); the results, written to
     ``out`` (JSON, atomically) after each lab. ``echo(line)`` reports each run; ``progress`` is told each run as
-    it starts (its total: the runs); ``threads``: "auto" or a count, see :func:`harness.machine.threads_for`;
+    it starts (its total: the runs); ``threads``: "auto" or a count, see :func:`harness.run.machine.threads_for`;
     ``repeats``: see :func:`run_repeats` (shared init only)."""
     from harness.backend import check_device
-    from harness.machine import busy_text, machine_busy, machine_record, threads_for
-    from harness.results import write_json
-    from harness.runner import prepare
+    from harness.run.machine import busy_text, machine_busy, machine_record, threads_for
+    from harness.run.results import write_json
+    from harness.run.runner import prepare
 
     frameworks = frameworks or backends.names(include_referees=False)
     progress = progress or Progress(0, quiet=True)
@@ -307,7 +307,7 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
     ones = [fw for fw in frameworks if threads_for(fw, "mnist", busy, threads, options.device) == 1]
     if busy and echo and threads == "auto" and ones:
         echo(f"the machine is busy ({busy_text(measured)}): {', '.join(ones)} run(s) on one thread")
-    results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "init": options.weights,
+    results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "weights": options.weights,
                                "masks": options.mask_mode, "dtype": options.dtype, "device": options.device,
                                "epochs": options.overrides.get("epochs"), "steps": options.steps,
                                "repeats": repeats, "loadavg_at_start": measured["loadavg"], "contention": measured,
@@ -328,7 +328,7 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
             runs[fw] = _run_framework(prepared, fw, threads_for(fw, lab.task, busy, threads, options.device),
                                       repeats, echo)
             progress.advance()
-        entry = {"title": lab.title, "notebook": lab.notebook, "notes": lab.notes, "reference": lab.reference,
+        entry = {"title": lab.title, "notebook": lab.notebook, "notes": lab.notes, "reference": as_dict(lab.reference),
                  "reference_raw_pixels": lab.reference_raw_pixels, "data": prepared.data_record,
                  "steps": prepared.steps, "runs": runs, "rows": lab_rows(lab, runs),
                  "accuracy_gap_pp": accuracy_gap_pp(runs), "mean_accuracy_gap_pp": accuracy_gap_pp(runs, True)}
@@ -345,9 +345,9 @@ def render(results: dict) -> list[str]:
     lines = []
     for record in results["data"].values():
         lines.append(f"data: {data_text(record)}")
-    init = ("the same initial weights in both frameworks" if results["init"] == "shared"
+    init = ("the same initial weights in both frameworks" if results["weights"] == "shared"
             else "each framework draws its own")
-    lines.append(f"init: {results['init']} ({init}), dropout masks: {results['masks']}, {results['dtype']} on "
+    lines.append(f"weights: {results['weights']} ({init}), dropout masks: {results['masks']}, {results['dtype']} on "
                  f"{results['device']}")
     threads = {fw: sorted({e["runs"][fw]["threads"] for e in results["labs"].values()
                            if "threads" in e["runs"].get(fw, {})}) for fw in frameworks}
@@ -376,21 +376,22 @@ def render(results: dict) -> list[str]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run the chosen labs, print the table; exit 2 (after writing ``--out``) if a run diverged."""
-    from harness.results import check_output_file
-    from harness.runner import RunDiverged, RunOptions
+    from harness.commands.options import run_options
+    from harness.run.machine import threads_note
+    from harness.run.results import check_output_file
+    from harness.run.runner import RunDiverged
 
     names, frameworks = args.labs, args.frameworks
-    if args.out:
-        check_output_file(args.out)
-    options = RunOptions(device=args.device, dtype=args.dtype, weights=args.weights, steps=args.steps,
-                         data=args.data, data_dir=args.data_dir, mask_mode=args.mask_mode,
-                         overrides={"epochs": args.epochs} if args.epochs else {})
+    check_output_file(args.out) if args.out is not None else None
+    options = run_options(args)
     options.check()
     if args.repeats > 1 and args.weights != "shared":
         raise LabError("--repeats needs --weights shared (the repeats nudge the shared weights)")
+    if note := threads_note(frameworks, args.threads, args.device):
+        print(f"note: {note}", file=sys.stderr)
     with Progress(0, "reproduce", args.quiet, unit="runs") as progress:  # the live line on a terminal
         echo = None if args.quiet else (lambda line: progress.print(line, file=sys.stderr))
-        results = reproduce(names, options, frameworks, args.out, echo, args.torch_threads, args.repeats, progress)
+        results = reproduce(names, options, frameworks, args.out, echo, args.threads, args.repeats, progress)
     print("\n".join(render(results)))
     diverged = [f"{n} ({fw})" for n, e in results["labs"].items() for fw, r in e["runs"].items()
                 if r.get("status") != "ok"]

@@ -36,7 +36,7 @@ from harness import backend as backends
 from harness.backend import RunSpec, TrainResult
 from harness.errors import BackendError, LabError
 from harness.parity import verdict as words
-from harness.results import atomic_write
+from harness.run.results import atomic_write
 
 # Batch norm under data parallelism: two different computations, both named.
 BN_MODES = {
@@ -110,7 +110,7 @@ def with_shared_masks(spec: RunSpec) -> RunSpec:
     run takes the single-device run's masks, each shard its rows (own draws would differ per device count)."""
     if spec.model.dropout == 0 or spec.masks is not None:
         return spec
-    from harness.runner import dropout_masks  # runner imports backend; keep this module light
+    from harness.run.runner import dropout_masks  # runner imports backend; keep this module light
 
     return dataclasses.replace(spec, masks=dropout_masks(spec.model, spec.batches, spec.steps, spec.seed))
 
@@ -254,14 +254,14 @@ def launch(framework: str, call: str, jobs: list[tuple], processes: int = 1,
         if processes > 1:
             env.update(module.multiprocess_env(i, processes, address))
         with open(path / f"log{i}", "wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "harness.parallel", str(path / "in"),
+            procs.append(subprocess.Popen([sys.executable, "-m", "harness.run.parallel", str(path / "in"),
                                            str(path / f"out{i}")], env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
     return Pending(procs, folder, timeout_s)
 
 
 def worker(argv: list[str]) -> int:
-    """``python -m harness.parallel IN OUT``: run the pickled call of IN, write its answer to OUT."""
+    """``python -m harness.run.parallel IN OUT``: run the pickled call of IN, write its answer to OUT."""
     request = pickle.loads(Path(argv[0]).read_bytes())
     module = backend_module(request["framework"])
     answer = getattr(module, request["call"])(request["jobs"])

@@ -11,11 +11,11 @@ import dataclasses
 
 import numpy as np
 
+import harness.parity.localise as loc
 from harness import backend as registry
 from harness.backend import BackendError, RunSpec
-from harness.init import nudge
-from harness.parity import localise as loc
 from harness.parity.configs import RunConfig, retarget
+from harness.weights import nudge
 
 TRACE_BYTES = 6e8  # memory a pre-training trace may take (as the training steps' traces)
 

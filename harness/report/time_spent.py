@@ -1,5 +1,5 @@
 """The report's account of where the job's time went: each lab's phases (``rec["costs"]``, recorded by
-:mod:`harness.costs` around the lab's computation) and the job's own (start-up, matmul peak, the study, the
+:mod:`harness.run.costs` around the lab's computation) and the job's own (start-up, matmul peak, the study, the
 writes), in wall-clock seconds, so that the next regression shows in the phase that caused it."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness import data as data_mod
+from harness.data import datasets as data_mod
 from harness.labs import Model, Pretrain
 
 Params = dict[str, np.ndarray]
