@@ -92,10 +92,10 @@ def load_record(path: Path) -> dict | None:
 
 
 def reusable(rec: Any, key: dict, shape: Any = LAB, kind: str = "lab") -> dict | None:
-    """``rec`` (naming its schema) when it is a finished result of this format with this key, with the typed
+    """``rec`` when it is a finished result of this format with this key, with the typed
     ``shape`` of a fresh record (:mod:`.records`) and valid against ``kind``'s JSON Schema."""
     if _matches(rec, key) and _problem(rec, shape, kind) is None:
-        return schemas.stamped(kind, rec)
+        return rec
     return None
 
 
@@ -147,7 +147,7 @@ def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) ->
         if why is None:
             if where.startswith("results.json"):
                 plan.restore.add(name)
-            return schemas.stamped(kind, rec)
+            return rec
         plan.rejected.setdefault(name, f"{where}: {why}")
     return None
 
