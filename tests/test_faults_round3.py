@@ -185,7 +185,11 @@ def test_bench_of_nothing_that_could_run_exits_2(monkeypatch, capsys):
 
 
 def _saved_lab(out: Path, opts: JobOptions, name: str, **changes) -> dict:
-    rec = {"format": 1, "lab": name, "status": "ok", "key": opts.lab_key(get_lab(name)), "runs": {}, **changes}
+    from harness.report.compute import lab_header
+
+    # the record as the job writes it (valid against its schema), with ``changes``
+    rec = {**lab_header(get_lab(name), opts), "status": "ok", "reference": {}, "masks": "own", "flops_per_step": 0,
+           "threads": {}, "runs": {}, "wall_s": 0.0, **changes}
     (out / "labs").mkdir(parents=True, exist_ok=True)
     (out / "labs" / f"{name}.json").write_text(json.dumps(rec))
     return rec

@@ -198,6 +198,7 @@ def test_compare_devices_says_how_much_per_device_batch_norm_differs(tmp_path, c
 
 
 def test_scaling_figures_per_device_count(runs, tmp_path):
+    from harness import schemas
     from harness.bench import scaling
 
     labs, counts = SCALING
@@ -212,10 +213,14 @@ def test_scaling_figures_per_device_count(runs, tmp_path):
     assert [e["speedup"] for e in entries if e["devices"] == 1] == [1.0, 1.0]
     assert [e["threads_per_device"] for e in entries] == [1, 1, None, None]  # JAX: its own pool
     record = {"machine": {"cpu_model": "x", "cpu_count": 2}, "loadavg_start": None, "loadavg_end": None,
-              "created": "now", "scaling": "strong", "scaling_means": scaling.MODES["strong"], "batch_norm": "sync",
-              "protocol": {"blocks": 3, "block_steps": 2}, "results": entries, "schema": scaling.SCHEMA}
+              "created": "2026-01-01T00:00:00+00:00", "device": "cpu", "devices": list(counts), "scaling": "strong",
+              "scaling_means": scaling.MODES["strong"], "batch_norm": "sync",
+              "protocol": {"blocks": 3, "block_steps": 2, "warmup_blocks": 0}, "results": entries,
+              "schema": scaling.SCHEMA}
     scaling.write(record, str(tmp_path / "s.json"), str(tmp_path / "s.md"))
-    assert json.loads((tmp_path / "s.json").read_text())["schema"] == scaling.SCHEMA
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["schema"] == scaling.SCHEMA
+    schemas.validate("scaling", written)  # the real entries against the published schema
     rows = [line for line in (tmp_path / "s.md").read_text().splitlines() if line.startswith("| mnist_batchnorm")]
     assert len(rows) == 4
 

@@ -71,6 +71,19 @@ def test_job_writes_every_file(small_report):
     assert ": 2 labs: 2 within rounding noise; " in log  # the verdicts counted by kind, not by their figures
 
 
+def test_every_json_file_validates_against_its_schema(small_report):
+    from harness import schemas
+
+    out = small_report[0]
+    for path, kind in [("results.json", "results"), ("labs/xor_mlp.json", "lab"), ("labs/mnist_batchnorm.json", "lab"),
+                       ("labs/init_study.json", "init-study")]:
+        record = json.loads((out / path).read_text())
+        assert record["$schema"] == schemas.schema_id(kind), path
+        schemas.validate(kind, record)
+    native = json.loads((out / "labs" / "xor_mlp.json").read_text())["native"]["torch"]
+    schemas.validate("run", native)
+
+
 def test_images_are_valid_pngs(small_report):
     import matplotlib.image
 

@@ -24,7 +24,7 @@ def _run(fw: str, steps: int, loss0: float = 0.7, **extra: object) -> dict:
 
 def _xor(steps: int) -> dict:
     runs = {fw: _run(fw, steps, final={"train_loss": 0.1, "train_accuracy": 1.0}) for fw in ("torch", "jax")}
-    return {"lab": "xor_mlp", "title": "XOR", "status": "ok", "runs": runs,
+    return {"lab": "xor_mlp", "title": "XOR", "task": "xor", "status": "ok", "runs": runs,
             "reference": {"loss": {"0": 0.7434, "2100": 0.6562, "10000": 0.0012345}, "accuracy": 1.0}}
 
 
@@ -39,7 +39,7 @@ def _mnist_bn(epochs: int) -> dict:
             for fw in ("torch", "jax")}
     ref = {"epoch_10": {"bn": {"train_loss": 0.0463, "train_acc": 0.99, "valid_loss": 0.09259, "valid_acc": 0.97},
                         "plain": {"train_loss": 0.0996, "train_acc": 0.97, "valid_loss": 0.1675, "valid_acc": 0.96}}}
-    return {"lab": "mnist_batchnorm", "title": "BN", "status": "ok", "runs": runs, "reference": ref,
+    return {"lab": "mnist_batchnorm", "title": "BN", "task": "mnist", "status": "ok", "runs": runs, "reference": ref,
             "model_labels": ["bn", "plain"]}
 
 
@@ -48,7 +48,8 @@ def _mnist(epochs_done: int) -> dict:
                      final={"train_loss": 0.1, "test_loss": 0.2, "test_accuracy": 0.95},
                      data={"train_size": 4000, "test_size": 1000})
             for fw in ("torch", "jax")}
-    return {"lab": "mnist_relu_xavier", "title": "ReLU", "status": "ok", "runs": runs, "raw_pixel_reference": True,
+    return {"lab": "mnist_relu_xavier", "title": "ReLU", "task": "mnist", "status": "ok", "runs": runs,
+            "raw_pixel_reference": True,
             "reference": {"cost": {"1": 0.2499, "15": 0.0062}, "accuracy": 0.9805}}
 
 
@@ -97,8 +98,10 @@ def test_mnist_cost_and_raw_pixel_accuracy():
 
 def test_summary_tables_name_the_kind():
     labs = {"mnist_batchnorm": _mnist_bn(2), "mnist_relu_xavier": _mnist(15)}
-    results = {"options": {"frameworks": ["torch", "jax"], "threshold": 1e-4, "device": "cpu", "dtype": "float32"},
-               "job": {"status": "complete"}, "labs": labs, "machine": {}}
+    results = {"options": {"frameworks": ["torch", "jax"], "threshold": 1e-4, "device": "cpu", "dtype": "float32",
+                           "steps": None, "epochs": None},
+               "job": {"status": "complete", "computed": list(labs), "reused": [], "errors": []}, "labs": labs,
+               "machine": {}, "command": "dlzta report", "data": None, "peak": {}, "pending": [], "init_study": None}
     md = render.build(results, set()).markdown()
     assert ("| [mnist_batchnorm](#mnist_batchnorm) | BN: validation loss, epoch 10 (ours: epoch 2) | 0.09259 | 0.3 "
             "| 0.3 |") in md

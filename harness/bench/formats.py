@@ -122,7 +122,7 @@ def write_outputs(record: dict, out: str | None, github: str | None, markdown: s
     from harness.run.results import atomic_write, write_json
 
     if out:
-        write_json(out, record)
+        write_json(out, record, "bench")
     if markdown:
         atomic_write(markdown, format_markdown(record))
     if github:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from harness.errors import UsageError
 from harness.labs import get_lab
 from harness.run import parallel
 from harness.run.machine import machine_busy
-from harness.run.results import atomic_write, to_jsonable
+from harness.run.results import atomic_write, write_json
 from harness.run.runner import RunOptions, prepare
 
 SCHEMA = "dlzta-scaling/1"
@@ -179,7 +178,7 @@ def format_markdown(record: dict) -> str:
 def write(record: dict, out: str | None, markdown: str | None) -> None:
     """The JSON record and the markdown table, each written atomically (either may be None)."""
     if out:
-        atomic_write(out, json.dumps(to_jsonable(record), indent=1) + "\n")
+        write_json(out, record, "scaling")
     if markdown:
         atomic_write(markdown, format_markdown(record))
 

@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with lines_to_stderr(args.out):
         result = _run(args, lab, stdout)
     if result is not None:
-        write_result(args.out, result, stdout)
+        write_result(args.out, result, stdout, "run")
     return 0
 
 
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
         else:
             result = run(lab, args.framework, run_options(args))
     except RunDiverged as exc:
-        write_result(args.out, exc.result, stdout)
+        write_result(args.out, exc.result, stdout, "run")
         raise
     if getattr(args, "devices", 1) > 1:
         result.setdefault("config", {}).update(devices=args.devices, batch_norm=args.batch_norm)
@@ -161,7 +161,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
             return cmd_compare_devices(args, run_options(args, weights="shared"), stdout)
         result = _compare(args, stdout)
-    write_result(args.out, result, stdout)
+    write_result(args.out, result, stdout, "compare")
     return exit_status(result["verdict_kind"])
 
 
@@ -187,7 +187,7 @@ def _compare(args: argparse.Namespace, stdout: Any) -> dict:
                              a=args.side_a, b=args.side_b, exact=not args.no_exact, exact_steps=args.exact_steps,
                              referee=args.referee, trace_steps=args.trace_steps, progress=progress)
     except RunDiverged as exc:
-        write_result(args.out, exc.result, stdout)
+        write_result(args.out, exc.result, stdout, "compare")
         raise
     if args.weights == "native":  # each side's own initial draw against the declared distributions
         from harness.parity.initcheck import check_lab

@@ -10,9 +10,9 @@ Every file is written atomically.
 
 The rooms: :mod:`.options` (what the job runs, the reuse keys), :mod:`.plan` (run options, threads, estimates,
 what a rerun reuses), :mod:`.compute` (one lab, the init study, the matmul peak), :mod:`.job` (check -> plan ->
-compute -> write), :mod:`.lock` (the output folder: checked, cleaned, locked), :mod:`.signals` (interrupts);
-:mod:`.render`, :mod:`.doc` and :mod:`.plots` write the report. The live progress line is
-:mod:`harness.commands.progress`.
+compute -> write), :mod:`.lock` (the output folder: checked, cleaned, locked), :mod:`.signals` (interrupts),
+:mod:`.fingerprint` (the training code's files, from its imports); :mod:`.render`, :mod:`.doc` and :mod:`.plots`
+write the report. The live progress line is :mod:`harness.commands.progress`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from harness.labs import Lab, get_lab
 from harness.references import LossSeries, as_dict
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_LABS, INIT_STUDY_SCHEMES, JobOptions
 from harness.report.plan import course_frameworks, flops_per_step, run_options, thread_counts
+from harness.report.typed import LabRecord, StudyRecord
 from harness.run.costs import phase
 from harness.run.results import to_jsonable
 
@@ -54,7 +55,7 @@ def lab_header(lab: Lab, opts: JobOptions) -> dict:
             "key": opts.lab_key(lab)}
 
 
-def error_record(lab: Lab, opts: JobOptions, exc: BaseException) -> dict:
+def error_record(lab: Lab, opts: JobOptions, exc: BaseException) -> LabRecord:
     """The record of a lab that crashed (a rerun tries it again)."""
     return jsonable({**lab_header(lab, opts), "status": "error", "error": f"{type(exc).__name__}: {exc}"})
 
@@ -137,7 +138,7 @@ def _native(lab: Lab, options: Any, opts: JobOptions, shared: dict) -> dict:
     return native
 
 
-def compute_lab(lab: Lab, opts: JobOptions) -> dict:
+def compute_lab(lab: Lab, opts: JobOptions) -> LabRecord:
     """Train ``lab`` in the job's frameworks (compared when there are two or more) on the task's thread counts;
     for labs with the course's printed loss trajectory, once more natively (:func:`_native`)."""
     options = run_options(lab, opts)
@@ -157,7 +158,7 @@ def compute_lab(lab: Lab, opts: JobOptions) -> dict:
     return jsonable(rec)
 
 
-def compute_init_study(opts: JobOptions) -> dict:
+def compute_init_study(opts: JobOptions) -> StudyRecord:
     """The same network trained briefly under each weight initialisation the lectures list (RBM pre-training:
     its own lab, the same network and training), in ``opts.study_framework()``; a scheme whose run fails is
     recorded with its error."""

@@ -2,15 +2,17 @@
 same kind (training loss at the same step, validation loss at the same epoch, accuracy on the same set), with
 the kind named, and where our run stopped earlier, where ours was taken.
 
-Reads the JSON form of a lab's record (``OUT/labs/<lab>.json``). Run records name one meaning per key in
-``final`` (``train_loss``, ``test_loss``, ``test_accuracy``, ``train_accuracy``); :func:`metric` reads records
-written before those keys existed too.
+Reads the JSON form of a lab's record (``OUT/labs/<lab>.json``, :class:`harness.report.typed.LabRecord`): one
+the job computed, or one it reused after checking it against its schema. Run records name one meaning per key in
+``final`` (``train_loss``, ``test_loss``, ``test_accuracy``, ``train_accuracy``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from harness.report.typed import RunRecord
 
 METRICS = ("train_loss", "test_loss", "test_accuracy", "train_accuracy")
 RAW_PIXELS = "raw pixels *"  # the course's accuracy came from raw 0..255 test pixels
@@ -21,7 +23,7 @@ def metric(run: dict, key: str) -> Any:
     return (run.get("final") or {}).get(key)
 
 
-def accuracy(run: dict) -> tuple[Any, str]:
+def accuracy(run: RunRecord) -> tuple[Any, str]:
     """The run's headline accuracy and its set: test accuracy where there is a test set, else training-set."""
     test = metric(run, "test_accuracy")
     return (test, "test") if test is not None else (metric(run, "train_accuracy"), "training set")
@@ -114,14 +116,21 @@ def _correct(rec: dict, runs: dict, ref: dict) -> list[Figure]:
     return [Figure(f"correct of the first 1000 test images, iteration {it}", table[str(it)], ours, at, _raw(rec))]
 
 
+def _valid_loss(run: RunRecord, epoch: int, model: str) -> float | None:
+    """``model``'s validation loss after ``epoch`` (None: the run has no such per-epoch record)."""
+    rows = run.get("epochs") or []
+    return rows[epoch - 1].get(model, {}).get("valid_loss") if len(rows) >= epoch else None
+
+
 def _epochs_table(rec: dict, runs: dict, ref: dict) -> list[Figure]:
     """Batch norm: the course's validation loss of each model at epoch 10 beside ours at the same epoch."""
     epoch = int(next(k for k in ref if k.startswith("epoch_")).split("_")[1])
     course = ref[f"epoch_{epoch}"]
     figures = []
     for model, name in (("bn", "BN"), ("plain", "no BN")):
-        values = {fw: _epoch_value(r, epoch, lambda run, e, m=model: run["epochs"][e - 1].get(m, {}).get("valid_loss"))
-                  for fw, r in runs.items()}
+        if model not in course:
+            continue
+        values = {fw: _epoch_value(r, epoch, lambda run, e, m=model: _valid_loss(run, e, m)) for fw, r in runs.items()}
         figures.append(Figure(f"{name}: validation loss, epoch {epoch}", course[model]["valid_loss"],
                               {fw: v for fw, (v, _) in values.items()}, _at_epoch([e for _, e in values.values()])))
     return figures

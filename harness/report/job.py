@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import harness.report.compute as compute
 import harness.report.history as history
 from harness import backend as backends
+from harness import schemas
 from harness.commands.progress import Progress, clock
 from harness.errors import UsageError
 from harness.labs import Lab, get_lab
@@ -35,6 +36,7 @@ from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
 from harness.report.plan import STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
+from harness.report.typed import LabRecord, Results
 from harness.run.costs import Costs, phase, recording
 from harness.run.machine import busy_text, machine_busy, threads_note
 from harness.run.results import clean_stale_temps, write_json
@@ -93,15 +95,15 @@ def preload() -> None:
     import harness.report.plots as plots  # noqa: F401
 
 
-def lab_line(i: int, n: int, rec: dict, seconds: float | None) -> str:
+def lab_line(i: int, n: int, rec: LabRecord, seconds: float | None) -> str:
     """The log line of a finished (or reused) lab."""
     from harness.parity.verdict import brief
     from harness.report.render import final_metrics
 
     when = "reused" if seconds is None else f"{seconds:6.1f} s"
     if rec["status"] == "ok":
-        verdict = brief(rec["parity"]) if rec.get("parity") else "ran"
-        finals = "  ".join(f"{fw} loss {final_metrics(run)[0]:.4g}" for fw, run in rec.get("runs", {}).items()
+        verdict = brief(rec["parity"]) if "parity" in rec else "ran"
+        finals = "  ".join(f"{fw} loss {final_metrics(run)[0]:.4g}" for fw, run in rec["runs"].items()
                            if final_metrics(run)[0] is not None)
     else:
         verdict, finals = rec["status"], rec.get("error", "")
@@ -120,7 +122,7 @@ class Job:
         self.beside = beside(opts, plan.previous) if self.keep_previous else None
         self.notes = [n for n in (threads_note(opts.frameworks, opts.threads, opts.device),) if n]
         opts.busy, self.contention = machine_busy()
-        self.results: dict[str, Any] = {
+        self.results: Results = {
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
             "job": {"status": "running", "computed": [], "reused": [], "errors": []},
@@ -174,7 +176,7 @@ class Job:
         timed = sum(1 for name in todo if name in self.plan.timed)
         return f"; {timed} of {len(todo)} timed here before" if todo else ""
 
-    def run(self) -> dict:
+    def run(self) -> Results:
         """Compute what the plan leaves to compute, writing as it goes; the results."""
         opts, job = self.opts, self.results["job"]
         self.results["machine"] = machine(opts, self.contention)
@@ -228,11 +230,12 @@ class Job:
                 history.record({self.plan.keys[lab.name]: seconds})
             rec["peak"] = self.results["peak"]  # the % of peak of a reused lab keeps the peak of its own job
             rec["costs"] = costs.table()  # what this lab cost, phase by phase
+            rec = schemas.stamped("lab", rec)  # in results.json as in its own file
         self.progress.advance(self.plan.estimates[lab.name])
         with held_signals(), recording(self.costs):  # the writes: the job's phases, summed over the labs
             if seconds is not None or lab.name in self.plan.restore:
                 with phase("lab files"):
-                    write_json(self.opts.out / "labs" / f"{lab.name}.json", rec)
+                    write_json(self.opts.out / "labs" / f"{lab.name}.json", rec, "lab")
             self.results["job"]["computed" if seconds is not None else "reused"].append(lab.name)
             self.results["labs"][lab.name] = rec
             self.results["pending"].remove(lab.name)
@@ -246,14 +249,14 @@ class Job:
             self.progress.begin(STUDY, self.plan.estimates[STUDY])
             t = time.perf_counter()
             with recording(self.costs), phase("init study"):
-                study = compute.compute_init_study(self.opts)
+                study = schemas.stamped("init-study", compute.compute_init_study(self.opts))
             seconds = time.perf_counter() - t
             if study["status"] != "error":
                 history.record({self.plan.keys[STUDY]: seconds})
         self.progress.advance(self.plan.estimates[STUDY])
         with held_signals():
             if seconds is not None or STUDY in self.plan.restore:
-                write_json(self.opts.out / "labs" / f"{STUDY}.json", study)
+                write_json(self.opts.out / "labs" / f"{STUDY}.json", study, "init-study")
             if study["status"] == "error":
                 self.results["job"]["errors"].append(STUDY)
             self.results["init_study"] = study
@@ -330,7 +333,7 @@ def beside(opts: JobOptions, previous: dict | None) -> Path | None:
     return opts.out / "runs" / digest
 
 
-def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> dict:
+def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = None) -> Results:
     """Run the job and write the report; the results (``results.json``'s content). On KeyboardInterrupt the
     report of the labs finished so far is written (see the module's notes) and the results come back with job
     status "interrupted"."""

@@ -5,7 +5,6 @@ training code, the job's options that reach the lab) is unchanged."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from harness import backend as backends
 from harness.labs import LABS, Lab, get_lab
+from harness.report.fingerprint import code_fingerprint
 
 FORMAT = 1
 INIT_STUDY_LAB = "mnist_relu_xavier"
@@ -21,37 +21,6 @@ INIT_STUDY_SCHEMES = ("normal", "torch_default", "xavier_uniform", "xavier_norma
 # Schemes that are a lab of their own rather than an ``init`` override of INIT_STUDY_LAB (the same network)
 INIT_STUDY_LABS = {"rbm_pretrained": "mnist_rbm_pretrain"}
 OK_STATUSES = ("ok", "diverged")  # outcomes a rerun keeps; "error" is tried again
-# The harness's training path; every registered backend's package is added (see code_fingerprint).
-TRAINING_CODE = ("harness/labs.py", "harness/data/datasets.py", "harness/data/idx.py", "harness/weights.py",
-                 "harness/run/runner.py", "harness/parity", "harness/run/metrics.py", "harness/backend.py",
-                 "harness/errors.py", "harness/run/pretrain.py")
-
-
-def _backend_packages() -> tuple[str, ...]:
-    """Each registered backend's source: its module's package folder."""
-    paths = []
-    for name in backends.names():
-        parts = backends.info(name).module.split(".")
-        paths.append("/".join(parts[:-1]) if len(parts) > 1 else parts[0])
-    return tuple(dict.fromkeys(paths))
-
-
-@functools.cache
-def _fingerprint(entries: tuple[str, ...]) -> str:
-    root = Path(__file__).resolve().parents[2]
-    h = hashlib.sha256()
-    for entry in entries:
-        path = root / entry
-        for f in sorted(path.glob("*.py")) if path.is_dir() else [path]:
-            if f.exists():
-                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def code_fingerprint() -> str:
-    """A hash of the code a lab's numbers come from (the harness's training path and every backend package), so
-    a rerun after a change there trains again rather than reusing stale results."""
-    return _fingerprint(TRAINING_CODE + _backend_packages())
 
 
 def lab_sha(lab: Lab) -> str:

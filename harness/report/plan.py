@@ -1,6 +1,8 @@
 """The job's plan: each lab's run options and thread counts, what a lab costs (for the ETA: the seconds it took
 when it last ran here, :mod:`harness.report.history`, else a cost model), and which saved results a rerun can
-reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``)."""
+reuse (``OUT/labs/<lab>.json``, else the record in the last ``results.json``): only one with the shape of a
+fresh record (:mod:`.records`) that also validates against its JSON Schema (:mod:`harness.schemas`), as strictly
+as a freshly written one."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import harness.report.history as history
 from harness import backend as backends
+from harness import schemas
 from harness.labs import Lab, get_lab
 from harness.references import LossSeries
 from harness.report.options import FORMAT, INIT_STUDY_LAB, INIT_STUDY_SCHEMES, OK_STATUSES, JobOptions
@@ -88,12 +91,21 @@ def load_record(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def reusable(rec: Any, key: dict, shape: Any = LAB) -> dict | None:
-    """``rec`` when it is a finished result of this format with this key, with the typed ``shape`` of a fresh
-    record (:mod:`.records`)."""
-    if _matches(rec, key) and problem(rec, shape) is None:
+def reusable(rec: Any, key: dict, shape: Any = LAB, kind: str = "lab") -> dict | None:
+    """``rec`` when it is a finished result of this format with this key, with the typed
+    ``shape`` of a fresh record (:mod:`.records`) and valid against ``kind``'s JSON Schema."""
+    if _matches(rec, key) and _problem(rec, shape, kind) is None:
         return rec
     return None
+
+
+def _problem(rec: dict, shape: Any, kind: str) -> str | None:
+    """Why ``rec`` cannot be reused: its shape (:func:`.records.problem`), else the first way it fails ``kind``'s
+    schema; None: it can."""
+    why = problem(rec, shape)
+    if why is None and (errors := schemas.errors(kind, rec)):
+        why = f"not a valid {kind} record: {errors[0]}"
+    return why
 
 
 def _matches(rec: Any, key: dict) -> bool:
@@ -126,12 +138,12 @@ def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) ->
     fresh one is not reused: the reason goes into ``plan.rejected``."""
     if not opts.resume:
         return None
-    shape = STUDY_SHAPE if name == STUDY else LAB
+    shape, kind = (STUDY_SHAPE, "init-study") if name == STUDY else (LAB, "lab")
     for where, rec in ((f"labs/{name}.json", load_record(opts.out / "labs" / f"{name}.json")),
                        (f"results.json ({name})", previous)):
         if not _matches(rec, key):
             continue
-        why = problem(rec, shape)
+        why = _problem(rec, shape, kind)
         if why is None:
             if where.startswith("results.json"):
                 plan.restore.add(name)

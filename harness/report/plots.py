@@ -18,6 +18,7 @@ import numpy as np
 
 from harness import backend
 from harness.report.doc import pct as fmt_pct
+from harness.report.typed import LabRecord, StudyRecord
 
 DPI = 144  # 1.5 pixels per CSS pixel (96 an inch): sharp on high-density screens, 30% fewer bytes than 2
 COLORS = 64  # palette size: the plots' few colours and their anti-aliasing
@@ -91,7 +92,7 @@ def _wants_log(series: list[Sequence[float | None]]) -> bool:
     return bool(flat.size and flat.min() > 0 and flat.max() / flat.min() > 10)
 
 
-def _model_names(record: dict) -> tuple[str, str]:
+def _model_names(record: LabRecord) -> tuple[str, str]:
     """Legend suffixes of the main and the companion model (empty for a one-model lab)."""
     labels = record.get("model_labels")
     if not labels:
@@ -99,7 +100,7 @@ def _model_names(record: dict) -> tuple[str, str]:
     return tuple(f", {MODEL_NAMES.get(m, m)}" for m in labels)  # type: ignore[return-value]
 
 
-def _batch(record: dict) -> tuple[int | None, int | None]:
+def _batch(record: LabRecord) -> tuple[int | None, int | None]:
     """(examples per step, steps per epoch) of the lab, from its declaration and the run's data record."""
     from harness.labs import LabError, get_lab
 
@@ -113,7 +114,7 @@ def _batch(record: dict) -> tuple[int | None, int | None]:
     return size, None
 
 
-def _loss_lines(record: dict) -> list[tuple[str, int, str, dict, str]]:
+def _loss_lines(record: LabRecord) -> list[tuple[str, int, str, dict, str]]:
     """``(backend, index, colour, run, label)`` of every loss curve: a one-model lab in the registry's backend
     colours; a two-model lab (batch norm) one colour per model, the backends told apart by line style."""
     runs = record.get("runs", {})
@@ -127,7 +128,7 @@ def _loss_lines(record: dict) -> list[tuple[str, int, str, dict, str]]:
     return lines
 
 
-def _loss_panel(ax: Any, record: dict) -> int:
+def _loss_panel(ax: Any, record: LabRecord) -> int:
     """Each backend's training loss (smoothed when logged every step) with the course's points; the last step."""
     first = next(iter(record.get("runs", {}).values()), {})
     steps = first.get("steps") or [0]
@@ -148,13 +149,13 @@ def _loss_panel(ax: Any, record: dict) -> int:
     if _wants_log(curves):
         ax.set_yscale("log")
     ax.set_ylabel("training loss" + (f"\n(mean of the last {window} steps)" if window > 1 else ""))
-    ax.set_title(f"{record['lab']}: {record.get('title', '')}", fontsize=10)
+    ax.set_title(f"{record['lab']}: {record['title']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     return last
 
 
-def _reference_points(ax: Any, record: dict, last: int) -> None:
+def _reference_points(ax: Any, record: LabRecord, last: int) -> None:
     """The course's printed losses up to this run's last step; the legend names those beyond it."""
     ref = record.get("reference", {}).get("loss")
     if not isinstance(ref, dict):
@@ -168,7 +169,7 @@ def _reference_points(ax: Any, record: dict, last: int) -> None:
             ms=6 if len(shown) < 30 else 3, label=label)
 
 
-def _noise_series(record: dict) -> list[tuple[np.ndarray, str]]:
+def _noise_series(record: LabRecord) -> list[tuple[np.ndarray, str]]:
     """What the backends' difference is held against, where recorded: the one-ulp twin's own difference (a
     float64 job), else the statistical tier's band of one-ulp twins over its judged window."""
     parity = record.get("parity", {})
@@ -184,7 +185,7 @@ def _noise_series(record: dict) -> list[tuple[np.ndarray, str]]:
     return []
 
 
-def _parity_panel(ax: Any, record: dict) -> None:
+def _parity_panel(ax: Any, record: LabRecord) -> None:
     """Per-step relative difference of the two backends' losses beside the one-ulp twins' and the threshold."""
     per_step = record["per_step"]
     names = _model_names(record)
@@ -210,7 +211,7 @@ def _parity_panel(ax: Any, record: dict) -> None:
     ax.legend(fontsize=9)
 
 
-def lab_figure(record: dict) -> bytes:
+def lab_figure(record: LabRecord) -> bytes:
     """Loss of each backend overlaid (course reference and native-init run where present; smoothed when logged
     every step), and below, the per-step relative difference of two backends beside the one-ulp twins'."""
     two = "rel_diff" in record.get("per_step", {}) and len(record.get("runs", {})) >= 2
@@ -274,14 +275,14 @@ def batchnorm_figure(lines: Sequence[tuple[str, str, dict[str, list[float]]]], t
     return to_png(fig)
 
 
-def init_figure(study: dict) -> bytes:
+def init_figure(study: StudyRecord) -> bytes:
     """Training loss (smoothed) of the same network under each weight initialisation, and the test accuracy."""
     fig, axes = _figure(8, 3.8, 1, 2, width_ratios=[2.2, 1])
     ax, bar = axes[0]
     names, accs = [], []
     window = 1
     for name, run in study["runs"].items():
-        if run.get("status") != "ok":
+        if run["status"] != "ok":
             continue
         window = max(1, len(run["loss"]) // 25)
         ax.plot(run["steps"], smooth(run["loss"], window), lw=1.2, label=name)

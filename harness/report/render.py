@@ -21,6 +21,7 @@ from harness.parity.verdict import brief
 from harness.report.doc import Doc, num
 from harness.report.doc import pct as fmt_pct
 from harness.report.sections import bn_lines, fmt_acc, pct_peak
+from harness.report.typed import LabRecord, Results, RunRecord, StudyRecord
 from harness.run.results import atomic_write, write_json
 
 __all__ = ["build", "final_metrics", "fmt_acc", "lab_plots", "pct_peak", "study_plot", "summary_line",
@@ -50,33 +51,33 @@ def verdict_help() -> str:
 # ----------------------------------------------------------------------------------------------- numbers
 
 
-def final_metrics(run: dict) -> tuple[float | None, Any]:
+def final_metrics(run: RunRecord) -> tuple[float | None, Any]:
     """(loss, accuracy) of a run as the progress line prints them: the mean training loss of the last full epoch
     for the MNIST labs (the course's printed cost), else the last step's training loss; the test accuracy (the
     training-set accuracy where there is no test set)."""
-    if run.get("status") != "ok":
+    if run["status"] != "ok":
         return None, None
     loss = run["epoch_cost"][-1] if run.get("epoch_cost") else course.metric(run, "train_loss")
     return loss, course.accuracy(run)[0]
 
 
-def _backend_row(rec: dict, fw: str, run: dict, peak: dict) -> dict:
+def _backend_row(rec: LabRecord, fw: str, run: RunRecord, peak: dict) -> dict:
     row = {key: course.metric(run, key) for key in course.METRICS}
-    row.update({"steps_per_s": run.get("timing", {}).get("steps_per_s"), "pct_peak": pct_peak(rec, fw, peak),
-                "execution": run.get("execution")})
+    row.update({"steps_per_s": run["timing"]["steps_per_s"], "pct_peak": pct_peak(rec, fw, peak),
+                "execution": run["execution"]})
     return row
 
 
-def summary_rows(results: dict) -> list[dict]:
+def summary_rows(results: Results) -> list[dict]:
     """One machine-readable row per finished lab: the like-with-like figures beside the course's (``figures``),
     each backend's final metrics (one meaning per key; ``loss``/``accuracy`` as the progress line prints them),
     parity and throughput."""
     rows = []
     for name, rec in results["labs"].items():
-        row: dict[str, Any] = {"lab": name, "status": rec.get("status"),
+        row: dict[str, Any] = {"lab": name, "status": rec["status"],
                                "figures": [f.asdict() for f in course.figures(rec)]}
         for fw, run in rec.get("runs", {}).items():
-            row[fw] = _backend_row(rec, fw, run, results.get("peak", {}))
+            row[fw] = _backend_row(rec, fw, run, results["peak"])
         parity = rec.get("parity", {})
         row.update({k: parity.get(k) for k in ("max_rel_diff", "first_divergence_step", "verdict", "verdict_kind")})
         row["verdict_brief"] = brief(parity) if parity else None
@@ -85,7 +86,7 @@ def summary_rows(results: dict) -> list[dict]:
     return rows
 
 
-def summary_line(results: dict, out: Path) -> str:
+def summary_line(results: Results, out: Path) -> str:
     """The last line of the job: how long, how many labs, the verdicts, where the report is."""
     job = results["job"]
     verdicts: dict[str, int] = {}
@@ -93,7 +94,7 @@ def summary_line(results: dict, out: Path) -> str:
         v = row.get("verdict_kind") or row.get("verdict") or row["status"]
         verdicts[v] = verdicts.get(v, 0) + 1
     counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
-    reused = f" ({len(job['reused'])} reused)" if job.get("reused") else ""
+    reused = f" ({len(job['reused'])} reused)" if job["reused"] else ""
     n = len(results["labs"])
     return (f"report: {job['status']} in {job.get('wall_s', 0):.0f} s: {n} lab{'' if n == 1 else 's'}{reused}"
             f"{': ' + counts if counts else ''}; {out / 'report.md'}")
@@ -106,14 +107,14 @@ def _value(value: Any, digits: int = 4) -> str:
     return fmt_acc(value) if isinstance(value, dict) else num(value, digits)
 
 
-def _course_table(doc: Doc, results: dict) -> None:
+def _course_table(doc: Doc, results: Results) -> None:
     """The course's figures beside ours of the same kind, one row per figure."""
     fws = results["options"]["frameworks"]
     rows = []
     for name, rec in results["labs"].items():
         figures = course.figures(rec)
         if not figures:
-            rows.append([f"[{name}](#{name})", rec.get("status") or "–", "–"] + ["–"] * len(fws))
+            rows.append([f"[{name}](#{name})", rec["status"], "–"] + ["–"] * len(fws))
         for i, f in enumerate(figures):
             kind = f.kind + (f" (ours: {f.ours_at})" if f.ours_at else "")
             note = f" ({f.course_note})" if f.course_note else ""
@@ -123,14 +124,15 @@ def _course_table(doc: Doc, results: dict) -> None:
     doc.table(["lab", "figure", "course"] + [backend.label(fw) for fw in fws], rows, right=range(2, len(fws) + 3))
 
 
-def _speed(rec: dict, fw: str, peak: dict) -> str:
-    sps = rec.get("runs", {}).get(fw, {}).get("timing", {}).get("steps_per_s")
+def _speed(rec: LabRecord, fw: str, peak: dict) -> str:
+    run = rec.get("runs", {}).get(fw)
+    sps = run["timing"]["steps_per_s"] if run else None
     pct = pct_peak(rec, fw, peak)
     speed = "–" if not sps else f"{sps:,.0f}" if sps >= 100 else num(sps, 3)
     return f"{speed} ({fmt_pct(pct)}%)" if sps and pct is not None else speed
 
 
-def _parity_table(doc: Doc, results: dict) -> None:
+def _parity_table(doc: Doc, results: Results) -> None:
     """The backends beside each other: parity of the per-step losses and the steps per second."""
     fws = results["options"]["frameworks"]
     compared = any(rec.get("parity") for rec in results["labs"].values())
@@ -142,18 +144,20 @@ def _parity_table(doc: Doc, results: dict) -> None:
     for name, rec in results["labs"].items():
         cells = [f"[{name}](#{name})"]
         if compared:
-            p = rec.get("parity") or {}
-            first = p.get("first_divergence_step")
-            cells += [num(p.get("max_rel_diff"), 4), "never" if first is None and p.get("verdict") else num(first),
-                      brief(p) if p else rec.get("status") or "–"]
-        rows.append(cells + [_speed(rec, fw, results.get("peak", {})) for fw in fws])
+            p = rec.get("parity")
+            if p:  # its figures are required: a record without them fails its schema and is never reused
+                first = p["first_divergence_step"]
+                cells += [num(p["max_rel_diff"], 4), "never" if first is None else num(first), brief(p)]
+            else:
+                cells += ["–", "–", rec["status"]]
+        rows.append(cells + [_speed(rec, fw, results["peak"]) for fw in fws])
     doc.para("The backends beside each other: the per-step training losses compared, and the speed:" if compared
               else "Speed:")
     doc.table(header, rows, right=[i for i, h in enumerate(header) if h not in ("lab", "verdict")])
 
 
-def _intro(doc: Doc, results: dict) -> None:
-    opts, job, data = results["options"], results["job"], results.get("data")
+def _intro(doc: Doc, results: Results) -> None:
+    opts, job, data = results["options"], results["job"], results["data"]
     status = {"complete": "complete", "interrupted": "**interrupted**: the labs below are those finished",
               "errors": "complete, **with errors** (see the labs marked error)", "running": "**in progress**",
               "failed": "**stopped by an error**"}.get(job["status"], job["status"])
@@ -161,18 +165,18 @@ def _intro(doc: Doc, results: dict) -> None:
     doc.para(f"Every lab of the course's Part 2 (DNN), trained in {names}"
              " from the same initial weights on the same batches, compared step by step and timed. "
              f"Job status: {status}.")
-    items = [f"command: `{results.get('command') or 'dlzta report'}`",
+    items = [f"command: `{results['command'] or 'dlzta report'}`",
              f"generated {results.get('generated', '')}, device `{opts['device']}`, dtype `{opts['dtype']}`"]
     if data:
-        items.append(f"MNIST data: `{data.get('name')}` from `{data.get('source')}` ({data.get('train_size')} train / "
+        items.append(f"MNIST data: `{data['name']}` from `{data['source']}` ({data['train_size']} train / "
                      f"{data.get('test_size')} test images, sha256 `{str(data.get('sha256'))[:12]}`)")
-    if opts.get("steps") or opts.get("epochs"):
-        items.append(f"shortened: steps capped at {opts.get('steps') or '–'}, "
-                     f"MNIST epochs {opts.get('epochs') or 'as declared'}")
+    if opts["steps"] or opts["epochs"]:
+        items.append(f"shortened: steps capped at {opts['steps'] or '–'}, "
+                     f"MNIST epochs {opts['epochs'] or 'as declared'}")
     if job.get("wall_s") is not None and job["status"] != "running":
-        items.append(f"job time {job['wall_s']:.0f} s ({len(job.get('computed', []))} labs computed, "
-                     f"{len(job.get('reused', []))} reused from an earlier run)")
-    m = results.get("machine", {})
+        items.append(f"job time {job['wall_s']:.0f} s ({len(job['computed'])} labs computed, "
+                     f"{len(job['reused'])} reused from an earlier run)")
+    m = results["machine"]
     load, cpus, measured = m.get("loadavg_start"), m.get("cpus", m.get("cpu_count")), m.get("contention")
     if measured:  # what the busy rule measured (harness.run.machine.machine_busy)
         from harness.run.machine import busy_text
@@ -184,13 +188,13 @@ def _intro(doc: Doc, results: dict) -> None:
                         ": not busy"))
     elif load:  # a report of an older job
         items.append(f"load average when the job started: {load[0]:.2f} on {cpus} cores")
-    if results.get("pending"):
+    if results["pending"]:
         items.append("not run yet: " + ", ".join(f"`{p}`" for p in results["pending"]))
     doc.bullets(items)
 
 
-def _notes(doc: Doc, results: dict) -> None:
-    data = results.get("data") or {}
+def _notes(doc: Doc, results: Results) -> None:
+    data = results["data"] or {}
     notes = [
         "**figure**: what the course printed and ours of the same kind beside it; where our run was shortened "
         "(`--steps`, `--epochs`), ours is taken where the run stopped, and the figure says where. **training "
@@ -202,8 +206,8 @@ def _notes(doc: Doc, results: dict) -> None:
     ]
     if any(rec.get("parity") for rec in results["labs"].values()):
         notes.insert(1, verdict_help())
-    if any(rec.get("task") == "mnist" and rec.get("parity", {}).get("first_divergence_step") is not None
-           and results["options"].get("dtype") != "float64" for rec in results["labs"].values()):
+    if any(rec["task"] == "mnist" and "parity" in rec and rec["parity"]["first_divergence_step"] is not None
+           and results["options"]["dtype"] != "float64" for rec in results["labs"].values()):
         notes.append("The MNIST trajectories are chaotic in float32: any difference, even one ulp on the initial "
                      "weights, grows until the per-step losses are unrelated within a few hundred steps, so a large "
                      "max rel diff there is no sign of a bug. The verdict rests on the tiers: the float64 exact tier "
@@ -220,7 +224,7 @@ def _notes(doc: Doc, results: dict) -> None:
     doc.bullets(notes)
 
 
-def build(results: dict, has: set[str]) -> Doc:
+def build(results: Results, has: set[str]) -> Doc:
     """The report as a document; ``has`` lists the plot files present (paths relative to the report)."""
     names = " and ".join(backend.label(f) for f in results["options"]["frameworks"])
     doc = Doc(f"Deep Learning Zero To All, Part 2: {names} side by side")
@@ -246,11 +250,11 @@ def build(results: dict, has: set[str]) -> Doc:
 # ----------------------------------------------------------------------------------------------- files
 
 
-def lab_plots(out: Path, rec: dict, force: bool = False) -> None:
+def lab_plots(out: Path, rec: LabRecord, force: bool = False) -> None:
     """Draw the lab's plots (and the batch-norm panels) unless present; ``force`` redraws."""
     import harness.report.plots as plots
 
-    if rec.get("status") == "error" or not rec.get("runs"):
+    if rec["status"] == "error" or not rec.get("runs"):
         return
     path = out / "plots" / f"{rec['lab']}.png"
     if force or not path.exists():
@@ -259,11 +263,11 @@ def lab_plots(out: Path, rec: dict, force: bool = False) -> None:
     path = out / "plots" / f"{rec['lab']}_epochs.png"
     if any(s for _, _, s in lines) and (force or not path.exists()):
         reference, epoch = sections.bn_reference(rec)
-        atomic_write(path, plots.batchnorm_figure(lines, f"{rec['lab']}: {rec.get('title', '')}, per epoch",
+        atomic_write(path, plots.batchnorm_figure(lines, f"{rec['lab']}: {rec['title']}, per epoch",
                                                   reference, epoch))
 
 
-def study_plot(out: Path, study: dict, force: bool = False) -> None:
+def study_plot(out: Path, study: StudyRecord, force: bool = False) -> None:
     """Draw the initialisation study's plot unless present."""
     import harness.report.plots as plots
 
@@ -272,7 +276,7 @@ def study_plot(out: Path, study: dict, force: bool = False) -> None:
         atomic_write(path, plots.init_figure(study))
 
 
-def write_report(out: Path, results: dict, html: bool = True, final: bool = False) -> None:
+def write_report(out: Path, results: Results, html: bool = True, final: bool = False) -> None:
     """Write results.json, report.md and (``html``) report.html for the labs finished so far; ``final`` also
     draws the throughput plot."""
     import harness.report.plots as plots
@@ -283,10 +287,10 @@ def write_report(out: Path, results: dict, html: bool = True, final: bool = Fals
         modes = job_sections.run_modes(results)
         rows = [{"lab": r["lab"], **{fw: r[fw] for fw in modes if fw in r}} for r in results["summary"]]
         atomic_write(out / "plots" / "throughput.png",
-                     plots.throughput_figure(rows, modes, results["options"].get("device", "cpu")))
+                     plots.throughput_figure(rows, modes, results["options"]["device"]))
     has = {p.relative_to(out).as_posix() for p in (out / "plots").glob("*.png")} if (out / "plots").exists() else set()
     doc = build(results, has)
-    write_json(out / "results.json", results)
+    write_json(out / "results.json", results, "results")
     atomic_write(out / "report.md", doc.markdown())
     if html:
         atomic_write(out / "report.html", doc.html(lambda p: (out / p).read_bytes() if (out / p).exists() else None))

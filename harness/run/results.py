@@ -218,9 +218,13 @@ def check_result_out(path: str | None) -> None:
         check_output_file(path)
 
 
-def write_result(path: str | None, obj: Any, stdout: TextIO | None = None) -> None:
+def write_result(path: str | None, obj: Any, stdout: TextIO | None = None, kind: str | None = None) -> None:
     """``obj`` as JSON to ``path`` (atomically), to ``stdout`` (default: ``sys.stdout``) when it is ``-``; nothing
-    when None."""
+    when None. ``kind``: its schema (:mod:`harness.schemas`), named in a first ``"$schema"`` key."""
+    if kind is not None:
+        from harness.schemas import stamped
+
+        obj = stamped(kind, obj)
     if path == STDOUT:
         out = stdout or sys.stdout
         out.write(json.dumps(to_jsonable(obj), indent=1) + "\n")
@@ -229,6 +233,11 @@ def write_result(path: str | None, obj: Any, stdout: TextIO | None = None) -> No
         write_json(path, obj)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """``obj`` as indented JSON, atomically."""
+def write_json(path: str | os.PathLike, obj: Any, kind: str | None = None) -> None:
+    """``obj`` as indented JSON, atomically; with ``kind`` (a schema of :mod:`harness.schemas`), a record that
+    names its schema in a first ``"$schema"`` key."""
+    if kind is not None:
+        from harness.schemas import stamped
+
+        obj = stamped(kind, obj)
     atomic_write(path, json.dumps(to_jsonable(obj), indent=1) + "\n")
