@@ -1,20 +1,16 @@
-"""The backend contract, the registry of backends, and the framework-neutral records they exchange.
-
-A backend is a module (``torch_impl.backend``, ...) satisfying :class:`Backend` (the required capabilities); its
-registry entry (:class:`BackendInfo`, :data:`REGISTRY`) declares its execution modes, thread policy and, in
-:class:`Capabilities`, the optional ones, which the harness asks for by name (:func:`offers`, :func:`capability`),
-never by looking into a backend's modules. Modules are imported only when a run asks for them, so ``harness``
-imports no framework. :func:`resolve_execution` is the one resolver of execution modes: backends receive canonical
-names only. Register another backend with :func:`register`.
-"""
+"""The backend contract (:class:`Backend`, the records a run exchanges) and the registry: each entry
+(:class:`BackendInfo`) declares execution modes, thread policy and optional :class:`Capabilities`, asked for by name
+(:func:`offers`, :func:`capability`). Modules are imported only when a run asks: ``harness`` imports no framework."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -104,18 +100,14 @@ class TraceStep:
 
 def trace_step(loss: object, grads: Mapping[str, Any], before: Mapping[str, Any], params: Mapping[str, Any],
                state: Mapping[str, Any] | None = None) -> TraceStep:
-    """A :class:`TraceStep` from host arrays: every one as float64, the update ``params - before`` computed in
-    float64 (``before``: the parameters before the step)."""
-    def f64(arrays: Mapping[str, Any] | None) -> Params:
-        return {k: np.asarray(v, np.float64) for k, v in (arrays or {}).items()}
-
+    """A :class:`TraceStep` from host arrays in float64, the update ``params - before`` computed in float64."""
+    f64 = lambda arrays: {k: np.asarray(v, np.float64) for k, v in (arrays or {}).items()}  # noqa: E731
     after, old = f64(params), f64(before)
     return TraceStep(float(loss), f64(grads), {k: after[k] - old[k] for k in after}, after, f64(state))
 
 
 def choose_learner(spec: RunSpec, module: type[L], manual: type[L]) -> type[L]:
-    """The learner class a backend trains ``spec`` with: ``manual`` (hand-written backprop) for the manual labs,
-    ``module`` (autograd on the framework's own modules) otherwise."""
+    """The learner class for ``spec``: ``manual`` (hand-written backprop) for the manual labs, else ``module``."""
     return manual if spec.lab.manual else module
 
 
@@ -356,6 +348,12 @@ def execution_text(name: str, execution: str | None) -> str:
     entry = info(name)
     mode = execution if execution in entry.executions else entry.executions[0]
     return entry.execution_text.get(mode) or EXECUTION_TEXT.get(mode, mode)
+
+
+def source_dir(name: str) -> Path | None:
+    """The folder of backend ``name``'s top-level package, found without importing it (the code fingerprint)."""
+    spec = importlib.util.find_spec(info(name).module.partition(".")[0])
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
 
 
 def is_loaded(name: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib.util
 from pathlib import Path
 
 from harness import backend as backends
@@ -25,12 +24,12 @@ ROOTS = ("harness.run.runner", "harness.parity")
 
 @functools.cache
 def _package_dir(top: str) -> Path | None:
-    """The folder of top-level package ``top``: beside ``harness``, else where Python finds it (not imported)."""
+    """The folder of top-level package ``top``: beside ``harness``, else the registry's word for a backend's
+    package installed elsewhere (found without importing it)."""
     if (ROOT / top / "__init__.py").is_file():
         return ROOT / top
-    spec = importlib.util.find_spec(top)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    return Path(locations[0]) if locations else None
+    owners = [n for n in backends.names() if backends.info(n).module.partition(".")[0] == top]
+    return backends.source_dir(owners[0]) if owners else None
 
 
 def module_file(name: str, packages: frozenset[str]) -> Path | None:
