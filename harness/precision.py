@@ -28,7 +28,10 @@ nearest even from float32):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from harness.errors import BackendError
 
 PRECISIONS = ("float32", "float64", "bfloat16", "mixed_bfloat16", "mixed_float16")
 REDUCED = ("bfloat16", "mixed_bfloat16", "mixed_float16")
@@ -163,3 +166,13 @@ def unit_roundoff(dtype: str) -> float:
     if dtype not in bits:
         raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(bits)}")
     return math.ldexp(1.0, -(bits[dtype] + 1))
+
+
+def check_learner(manual: bool, mutation: str | None, mutations: Iterable[str]) -> None:
+    """What a backend's precision learner accepts, the same in every backend: a module lab (not a hand-written
+    backprop lab) and a planted bug out of ``mutations`` (None: correct code); a BackendError otherwise."""
+    if manual:
+        raise BackendError("reduced precision covers the module labs; the hand-written backprop labs run "
+                           "float32 or float64")
+    if mutation is not None and mutation not in mutations:
+        raise BackendError(f"unknown precision mutation {mutation!r}; choose from {', '.join(mutations)}")

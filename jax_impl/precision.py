@@ -26,9 +26,9 @@ import optax
 from flax import nnx
 from flax.training.dynamic_scale import DynamicScale
 
-from harness.backend import BackendError, RunSpec
+from harness.backend import RunSpec
 from harness.labs import Model
-from harness.precision import REDUCED, LossScale, Policy
+from harness.precision import REDUCED, LossScale, Policy, check_learner
 from harness.referee.model import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
 from jax_impl import models, rbm, runtime
 
@@ -102,11 +102,7 @@ class PrecisionLearner:
 
     def __init__(self, spec: RunSpec, policy: Policy, loss_scale: LossScale | None = None,
                  mutation: str | None = None) -> None:
-        if spec.lab.manual:
-            raise BackendError("reduced precision covers the module labs; the hand-written backprop labs run "
-                               "float32 or float64")
-        if mutation not in (None, *MUTATIONS):
-            raise BackendError(f"unknown precision mutation {mutation!r}; choose from {', '.join(MUTATIONS)}")
+        check_learner(spec.lab.manual, mutation, MUTATIONS)
         self.spec, self.policy, self.mutation = spec, policy, mutation
         compute = JAX_DTYPES[policy.compute]
         self.stored = JAX_DTYPES[policy.compute if mutation == "no_master" else policy.params]

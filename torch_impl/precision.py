@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.backend import BackendError, RunSpec
-from harness.precision import REDUCED, LossScale, Policy
+from harness.backend import RunSpec
+from harness.precision import REDUCED, LossScale, Policy, check_learner
 from torch_impl import models, rbm, runtime
 
 TORCH_DTYPES = runtime.STORAGE_DTYPES
@@ -65,11 +65,7 @@ class PrecisionLearner:
 
     def __init__(self, spec: RunSpec, policy: Policy, device: torch.device, loss_scale: LossScale | None = None,
                  mutation: str | None = None) -> None:
-        if spec.lab.manual:
-            raise BackendError("reduced precision covers the module labs; the hand-written backprop labs run "
-                               "float32 or float64")
-        if mutation not in (None, *MUTATIONS):
-            raise BackendError(f"unknown precision mutation {mutation!r}; choose from {', '.join(MUTATIONS)}")
+        check_learner(spec.lab.manual, mutation, MUTATIONS)
         self.spec, self.policy, self.device, self.mutation = spec, policy, device, mutation
         self.compute = TORCH_DTYPES[policy.compute]
         self.sigmoid16 = self.compute == torch.float16 and spec.model.activation == "sigmoid"
