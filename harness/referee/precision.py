@@ -14,7 +14,7 @@ import numpy as np
 from harness.backend import BackendError, RunSpec
 from harness.precision import LossScale, Policy
 from harness.referee import losses, optim, rbm
-from harness.referee.model import Arrays, activation, batchnorm_backward, layout, sigmoid
+from harness.referee.model import Arrays, activation, batchnorm, batchnorm_backward, layout, sigmoid
 from harness.referee.train import batch, check
 
 ACCUMULATE = {"float64": np.float64, "float32": np.float32}
@@ -116,21 +116,12 @@ class Emulator:
     def batchnorm(self, z: np.ndarray, i: int, training: bool, new_state: Arrays) -> tuple:
         """Batch norm in float32 from compute-dtype input; the output rounded; running statistics stored
         float32 (``bn_bf16`` mutation: accumulated in bfloat16)."""
-        model, p, state = self.model, self.params, self.state
-        scale, bias = p[f"bn{i}/scale"], p[f"bn{i}/bias"]
-        if not training:
-            out = (z - state[f"bn{i}/mean"]) / np.sqrt(state[f"bn{i}/var"] + model.bn_eps) * scale + bias
-            return self.c(out), None
-        n, m = len(z), model.bn_momentum
-        mean = z.mean(0)
-        centred = z - mean
-        var = (centred * centred).mean(0)
-        inv_std = 1.0 / np.sqrt(var + model.bn_eps)
-        x_hat = centred * inv_std
-        stats = "bfloat16" if self.mutation == "bn_state_bf16" else self.policy.storage("bn_state")
-        new_state[f"bn{i}/mean"] = self.store((1 - m) * state[f"bn{i}/mean"] + m * mean, stats)
-        new_state[f"bn{i}/var"] = self.store((1 - m) * state[f"bn{i}/var"] + m * var * n / (n - 1), stats)
-        return self.c(x_hat * scale + bias), (x_hat, inv_std)
+        out, saved = batchnorm(z, i, self.model, self.params, self.state, training, new_state)
+        if training:  # the float64 batch norm's running statistics, stored as the policy (or mutation) says
+            stats = "bfloat16" if self.mutation == "bn_state_bf16" else self.policy.storage("bn_state")
+            for key in (f"bn{i}/mean", f"bn{i}/var"):
+                new_state[key] = self.store(new_state[key], stats)
+        return self.c(out), saved
 
     def backward(self, tape: list[dict], out: np.ndarray, d_out: np.ndarray) -> Arrays:
         """Compute-dtype-valued gradients of every parameter from the float32 ``d_out`` = dL/d(outputs)."""
