@@ -3,14 +3,11 @@ optional capabilities are declared by its registry entry (``harness.backend``)."
 
 from __future__ import annotations
 
-import os
-import re
-
 import numpy as np
 
 from harness.labs import Model
 from jax_impl.bench import configure as configure_threads
-from jax_impl.bench import device_info, make_stepper, matmul_timer, modes
+from jax_impl.bench import device_info, make_stepper, matmul_timer, modes, pool_threads
 from jax_impl.runtime import available_devices, versions
 from jax_impl.train import train
 
@@ -19,10 +16,8 @@ __all__ = ["available_devices", "configure_threads", "device_info", "make_steppe
 
 
 def thread_count() -> int | None:
-    """XLA's CPU intra-op pool, sized at start-up (not settable here): ``intra_op_parallelism_threads`` from
-    ``XLA_FLAGS`` when given, else every core."""
-    found = re.search(r"intra_op_parallelism_threads=(\d+)", os.environ.get("XLA_FLAGS", ""))
-    return int(found.group(1)) if found else os.cpu_count()
+    """XLA's CPU intra-op pool, sized when its backends start (:func:`jax_impl.bench.pool_threads`)."""
+    return pool_threads()
 
 
 def native_params(model: Model, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:

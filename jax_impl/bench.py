@@ -30,11 +30,53 @@ def modes(device: str) -> tuple[str, ...]:
     return executions_on("jax", device)
 
 
+# XLA's CPU intra-op pool: its size, when this module started the backend with it pinned (None: not pinned here)
+_POOL: dict[str, Any] = {"threads": None, "cores": None}
+
+
+def _backend_started() -> bool:
+    from jax._src import xla_bridge  # no public way to ask; only whether, nothing is changed
+
+    return xla_bridge.backends_are_initialized()
+
+
+def pin_threads(threads: int) -> bool:
+    """Start XLA's backends with its CPU intra-op pool sized to ``threads``, if they have not started: XLA sizes
+    the pool from the process's CPU affinity at start-up (``XLA_FLAGS``' ``--xla_cpu_multi_thread_eigen=false``
+    does not in this jaxlib), so the affinity is narrowed to ``threads`` cores while they start and restored
+    after (the pool's own threads keep the narrowed set). Whether the pool is now ``threads`` wide."""
+    if _POOL["threads"] is not None or _backend_started() or not hasattr(os, "sched_setaffinity"):
+        return _POOL["threads"] == threads
+    cores = sorted(os.sched_getaffinity(0))
+    if threads >= len(cores):
+        jax.devices()
+        _POOL.update(threads=len(cores), cores=cores)
+        return _POOL["threads"] == threads
+    os.sched_setaffinity(0, cores[:threads])
+    try:
+        jax.devices()
+    finally:
+        os.sched_setaffinity(0, cores)
+    _POOL.update(threads=threads, cores=cores[:threads])
+    return True
+
+
+def pool_threads() -> int | None:
+    """XLA's CPU intra-op pool: as pinned by :func:`pin_threads`, else the cores the process may use (what XLA
+    sizes it from when it starts)."""
+    if _POOL["threads"] is not None:
+        return _POOL["threads"]
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def configure(threads: int | None) -> dict:
-    """Full float32 matmuls; return every setting in effect. XLA sizes its CPU thread pool when the backend starts
-    (every core unless ``XLA_FLAGS`` say otherwise), so ``threads`` cannot be applied here: it is recorded."""
-    return {"threads": os.cpu_count(), "threads_requested": threads, "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
-            **runtime.set_precision()}
+    """Full float32 matmuls and, before XLA's backends start, its CPU pool pinned to ``threads``
+    (:func:`pin_threads`; afterwards the pool is fixed and ``threads`` is only recorded); every setting in
+    effect."""
+    if threads:
+        pin_threads(threads)
+    return {"threads": pool_threads(), "threads_requested": threads, "pinned_cores": _POOL["cores"],
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS"), **runtime.set_precision()}
 
 
 def device_info(device: str) -> dict:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from harness.bench.formats import check_outputs, write_outputs
+from harness.bench.formats import check_outputs, format_threads, write_outputs
 from harness.bench.gate import (
     EXIT_REGRESSION,
     GateError,
@@ -32,7 +32,7 @@ def _plan(args: argparse.Namespace) -> list[Workload]:
     overrides = Overrides(args.block_steps, args.blocks, args.warmup_blocks, args.fuse_steps, args.threads,
                           args.overhead_rounds)
     work = plan(tuple(args.labs) or suite.labs, tuple(args.frameworks), tuple(args.devices), args.modes, suite,
-                overrides)
+                overrides, args.precision)
     if not work:
         raise UsageError("no workload: none of the frameworks has the modes asked for")
     return work
@@ -91,6 +91,7 @@ def bench_suite(args: argparse.Namespace) -> int:
         record = run(work, args.data, args.batch_size, args.inject, args.peak_repeats,
                      echo=print if progress.quiet else progress.print, progress=progress)
     record.update(suite=args.suite, argv=sys.argv[1:])
+    print(format_threads(record["threads"]))
     if getattr(args, "targets", False):
         record["targets"] = check_targets(record["results"])
         print("development targets (docs/benchmarks.md):\n" + format_targets(record["targets"]))

@@ -2,7 +2,9 @@
 and github-action-benchmark's two custom formats.
 
 github-action-benchmark files: ``PREFIX-smaller-is-better.json`` (``customSmallerIsBetter``: ms/step) and
-``PREFIX-bigger-is-better.json`` (``customBiggerIsBetter``: steps/s and % of the matmul peak). Each value is the
+``PREFIX-bigger-is-better.json`` (``customBiggerIsBetter``: steps/s, % of the matmul peak of the entry's own
+precision and, for a reduced precision, its speed-up over float32). One entry per lab, backend, device, mode and
+precision; float32's names carry no precision (the names baselines and dashboards already hold). Each value is the
 median over blocks; its ``range`` is ``± X`` with X half the width of the p5..p95 interval over blocks (the form
 the action parses); the percentiles themselves are in ``extra``.
 """
@@ -15,16 +17,37 @@ from harness.bench.targets import target_value
 
 def format_entry(e: dict) -> str:
     """One line per workload."""
-    head = f"{e['lab']:<20} {e['framework']:<5} {e['device']:<3} {e['mode']:<10}"
+    head = f"{e['lab']:<20} {e['framework']:<5} {e['device']:<3} {e['mode']:<10} {e.get('precision', 'float32'):<14}"
     if e.get("status") not in ("ok", "diverged"):
         return f"{head} {e.get('status')}: {e.get('reason', '')}"
     ms = e["ms_per_step"]
     over = f" overhead {e['overhead']['pct']:+.1f}% ({e['overhead']['basis'].replace('_', ' ')})" \
         if "overhead" in e else ""
-    pct = f" {e['pct_peak']:.1f}% of peak" if "pct_peak" in e else ""
+    pct = f" {e['pct_peak']:.1f}% of {e.get('peak_dtype', 'float32')} peak" if "pct_peak" in e else ""
+    speedup = f" {e['speedup_vs_float32']:.2f}x float32" if "speedup_vs_float32" in e and \
+        e.get("precision", "float32") != "float32" else ""
     return (f"{head} thr {e['threads']} compile {e['compile_s']:.2f}s  {ms['median']:.4g} ms/step "
-            f"[p5 {ms['p5']:.4g}, p95 {ms['p95']:.4g}]  {e['steps_per_s']:,.0f} steps/s  "
+            f"[p5 {ms['p5']:.4g}, p95 {ms['p95']:.4g}]  {e['steps_per_s']:,.0f} steps/s{speedup}  "
             f"{e['samples_per_s']:,.0f} samples/s  {e['gflops']:.3g} GFLOP/s{pct}{over}")
+
+
+def format_threads(summary: dict) -> str:
+    """One line: the intra-op threads each framework timed on (CPU), and whether they are the same for every lab."""
+    per = "; ".join(f"{fw} {', '.join(map(str, ts)) or '?'}" for fw, ts in summary["per_framework"].items())
+    if not summary["per_framework"]:
+        return "threads: no CPU workload"
+    if summary["like_for_like"]:
+        return f"threads: {per} (every framework on the same threads for each lab; each % of a peak on them)"
+    return (f"threads DIFFER between frameworks for {', '.join(summary['differ'])}: {per}; each % is of a peak "
+            "its framework measured on its own threads")
+
+
+def _peak_line(fw: str, versions: str, device: str, gpu: str, p: dict) -> str:
+    if "gflops" not in p:
+        return f"- {fw} ({versions}){gpu}: {p.get('dtype')} matmul peak unavailable on {device} ({p.get('reason')})"
+    return (f"- {fw} ({versions}){gpu}: {p.get('dtype', 'float32')} matmul peak {p['gflops']:.1f} GFLOP/s on "
+            f"{device}, {p.get('threads')} thread(s) (n={p['n']}, best of {p['repeats']}, median "
+            f"{p['gflops_median']:.1f})")
 
 
 def _machine_lines(record: dict) -> list[str]:
@@ -32,33 +55,36 @@ def _machine_lines(record: dict) -> list[str]:
     lines = [f"Machine: {m['cpu_model']}, {m['cpu_count']} cores ({', '.join(m.get('cpu_flags', []))}); "
              f"{m['platform']}; Python {m['python']}; load average {record.get('loadavg_start')} at the start, "
              f"{record.get('loadavg_end')} at the end; {record['created']}.", ""]
+    if "threads" in record:
+        lines += [format_threads(record["threads"]) + ".", ""]
     for fw, info in record["frameworks"].items():
         versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
         for device, d in info["devices"].items():
             gpu = f" on {d['gpu']}" if d.get("gpu") else ""
-            lines.append(f"- {fw} ({versions}){gpu}: float32 matmul peak {d['peak']['gflops']:.1f} GFLOP/s on "
-                         f"{device} (n={d['peak']['n']}, best of {d['peak']['repeats']}, median "
-                         f"{d['peak']['gflops_median']:.1f})")
+            lines += [_peak_line(fw, versions, device, gpu, p) for p in d.get("peaks", [d["peak"]])]
     return lines
 
 
 def _result_row(e: dict) -> str:
-    head = f"| {e['lab']} | {e['framework']} | {e['device']} | {e['mode']} |"
+    head = f"| {e['lab']} | {e['framework']} | {e['device']} | {e['mode']} | {e.get('precision', 'float32')} |"
     if e.get("status") != "ok":
-        return f"{head} | | | {e.get('status')}: {e.get('reason', '')} | | | | | |"
+        return f"{head} | | | {e.get('status')}: {e.get('reason', '')} | | | | | | | |"
     ms = e["ms_per_step"]
     over = f"{e['overhead']['pct']:+.1f}%" if "overhead" in e else ""
+    speedup = f"{e['speedup_vs_float32']:.2f}x" if "speedup_vs_float32" in e else ""
     return (f"{head} {e['threads']} | {e['batch_size']} | {e['compile_s']:.2f} | {ms['median']:.4g} "
-            f"[{ms['p5']:.4g}, {ms['p95']:.4g}] | {e['steps_per_s']:,.0f} | {e['samples_per_s']:,.0f} | "
-            f"{e['gflops']:.3g} | {e.get('pct_peak', float('nan')):.3g} | {over} |")
+            f"[{ms['p5']:.4g}, {ms['p95']:.4g}] | {e['steps_per_s']:,.0f} | {speedup} | {e['samples_per_s']:,.0f} | "
+            f"{e['gflops']:.3g} | {e.get('pct_peak', float('nan')):.3g} | {e.get('peak_dtype', '')} | {over} |")
 
 
 def format_markdown(record: dict) -> str:
-    """The figures of a run as markdown tables (docs/benchmarks.md): the machine, the peaks, one row per workload,
-    and the development targets when the run checked them (``--targets``)."""
+    """The figures of a run as markdown tables (docs/benchmarks.md): the machine, the threads each framework ran
+    on, the peaks (per dtype and threads), one row per workload (its speed-up over float32, its % of its own
+    precision's peak), and the development targets when the run checked them (``--targets``)."""
     lines = _machine_lines(record)
-    lines += ["", "| lab | framework | device | mode | threads | batch | compile s | ms/step median [p5, p95] | "
-              "steps/s | samples/s | GFLOP/s | % of peak | overhead |", "|" + "---|" * 13]
+    lines += ["", "| lab | framework | device | mode | precision | threads | batch | compile s | ms/step median "
+              "[p5, p95] | steps/s | vs float32 | samples/s | GFLOP/s | % of peak | peak dtype | overhead |",
+              "|" + "---|" * 16]
     lines += [_result_row(e) for e in record["results"]]
     if record.get("targets"):
         lines += ["", "| target | lab | mode | this run | |", "|---|---|---|---|---|"]
@@ -83,6 +109,8 @@ def github_action(record: dict) -> tuple[list[dict], list[dict]]:
         ms = e["ms_per_step"]
         extra = (f"ms/step p5 {ms['p5']:.4g}, median {ms['median']:.4g}, p95 {ms['p95']:.4g}; threads {e['threads']}, "
                  f"batch {e['batch_size']}, {e['blocks']} blocks of {e['block_steps']} steps")
+        if e.get("precision", "float32") != "float32":
+            extra += f"; precision {e['precision']}"
         smaller.append({"name": f"{e['key']} ms/step", "unit": "ms/step", "value": float(ms["median"]),
                         "range": f"± {half_width(ms):.4g}", "extra": extra})
         bigger.append({"name": f"{e['key']} steps/s", "unit": "steps/s", "value": float(e["steps_per_s"]),
@@ -91,7 +119,13 @@ def github_action(record: dict) -> tuple[list[dict], list[dict]]:
             bigger.append({"name": f"{e['key']} % of matmul peak", "unit": "% of peak",
                            "value": float(e["pct_peak"]),
                            "range": f"± {_inverse_half_width(e['pct_peak'], ms):.4g}",
-                           "extra": f"peak {e['peak_gflops']:.1f} GFLOP/s; {extra}"})
+                           "extra": f"{e.get('peak_dtype', 'float32')} peak {e['peak_gflops']:.1f} GFLOP/s on "
+                                    f"{e.get('peak_threads')} thread(s); {extra}"})
+        if e.get("precision", "float32") != "float32" and "speedup_vs_float32" in e:
+            bigger.append({"name": f"{e['key']} speed-up over float32", "unit": "x float32",
+                           "value": float(e["speedup_vs_float32"]),
+                           "range": f"± {_inverse_half_width(e['speedup_vs_float32'], ms):.4g}",
+                           "extra": f"steps/s against the float32 entry's; {extra}"})
     return smaller, bigger
 
 

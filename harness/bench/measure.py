@@ -60,7 +60,8 @@ def precision_peaks(framework: str, device: str, n: int, repeats: int, threads: 
 def _options(w: Workload, data: str, batch_size: int | None) -> RunOptions:
     pool = w.block_steps if get_lab(w.lab).task == "mnist" else 1
     overrides = {"batch_size": batch_size} if batch_size else {}
-    return RunOptions(device=w.device, steps=pool, data=data, overrides=overrides)
+    reduced = {} if w.precision == "float32" else {"precision": w.precision}
+    return RunOptions(device=w.device, steps=pool, data=data, overrides=overrides, **reduced)
 
 
 def _figures(timing: dict, block_steps: int, batch: int, flops: int, n: int) -> dict[str, Any]:
@@ -85,7 +86,8 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
     batch = len(spec.batches[0]) if spec.batches is not None else len(spec.train_x)
     entry: dict[str, Any] = {
         "key": w.key, "lab": w.lab, "framework": w.framework, "device": w.device, "mode": w.mode,
-        "dtype": spec.dtype, "batch_size": batch, "block_steps": w.block_steps, "blocks": w.blocks,
+        "dtype": spec.dtype, "precision": w.precision, "batch_size": batch, "block_steps": w.block_steps,
+        "blocks": w.blocks,
         "warmup_blocks": w.warmup_blocks, "data": prepared.data_record.get("name", prepared.data_record["source"]),
         "injected": inject, "loadavg": peak_mod.loadavg(), "threads": b.configure_threads(w.threads)["threads"],
     }
@@ -96,7 +98,8 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
         if inject == "sync":
             stepper = inject_sync(stepper)
         entry["setup_s"] = time.perf_counter() - start
-        timing = time_stepper(stepper, w.block_steps, w.blocks, w.warmup_blocks, b.matmul_timer(w.device, n))
+        timing = time_stepper(stepper, w.block_steps, w.blocks, w.warmup_blocks,
+                              b.matmul_timer(w.device, n, dtype=w.peak_dtype))
     except BackendError as exc:
         return {**entry, "status": "unavailable", "reason": str(exc)}
     entry.update(unit_steps=stepper.unit_steps, info=stepper.info, **timing)
@@ -111,10 +114,11 @@ def measure(w: Workload, data: str = "mnist-5k", batch_size: int | None = None, 
 
 
 def add_peak_figures(entry: dict, peak: dict) -> None:
-    """GFLOP/s as a percentage of ``peak`` (the best matmul rate): of the median block and of the best blocks."""
-    if entry.get("status") != "ok":
+    """GFLOP/s as a percentage of ``peak`` (the best matmul rate of the entry's precision, on its threads): of the
+    median block and of the best blocks."""
+    if entry.get("status") != "ok" or "gflops" not in peak:
         return
-    entry["peak_gflops"] = peak["gflops"]
+    entry.update(peak_gflops=peak["gflops"], peak_dtype=peak.get("dtype", "float32"), peak_threads=peak.get("threads"))
     entry["pct_peak"] = 100 * entry["gflops"] / peak["gflops"]
     entry["pct_peak_best"] = 100 * entry["gflops_best"] / peak["gflops"]
     paired = entry["pct_paired"]
@@ -122,33 +126,76 @@ def add_peak_figures(entry: dict, peak: dict) -> None:
 
 
 def format_peak(framework: str, device: str, peak: dict) -> str:
-    """One line: a backend's merged matmul peak."""
-    return (f"  {framework} {device} matmul peak: {peak['gflops']:.1f} GFLOP/s (n={peak['n']}, best of "
-            f"{peak['repeats']}; median {peak['gflops_median']:.1f})")
+    """One line: a backend's merged matmul peak in one dtype, on its threads."""
+    if "gflops" not in peak:
+        return f"  {framework} {device} {peak.get('dtype')} matmul peak: unavailable ({peak.get('reason')})"
+    return (f"  {framework} {device} {peak.get('dtype', 'float32')} matmul peak on {peak.get('threads')} thread(s): "
+            f"{peak['gflops']:.1f} GFLOP/s (n={peak['n']}, best of {peak['repeats']}; median "
+            f"{peak['gflops_median']:.1f})")
+
+
+def _peak_sample(fw: str, device: str, n: int, repeats: int, threads: int | None, dtype: str) -> dict:
+    """One peak measurement, or an unavailable record with the reason (a dtype the backend cannot time)."""
+    try:
+        return measure_peak(fw, device, n, repeats, threads, dtype)
+    except BackendError as exc:
+        return {"status": "unavailable", "reason": str(exc), "dtype": dtype, "threads": threads}
 
 
 def _time_group(items: list[Workload], n: int, peak_repeats: int, measure_one: Callable[[Workload], dict],
-                echo: Callable[[dict], None] | None) -> tuple[list[dict], dict]:
-    """The workloads of one backend and device, the peak sampled before the first and after each (the best of all
-    is the machine's); the entries with their peak figures, and the merged peak."""
-    fw, device = items[0].framework, items[0].device
-    samples = [measure_peak(fw, device, n, peak_repeats)]
+                echo: Callable[[dict], None] | None) -> tuple[list[dict], dict[str, dict]]:
+    """The workloads of one backend, device and thread count, each precision's peak sampled before the first and
+    after each workload of that precision (the best of all is the machine's), on those threads; the entries with
+    their peak figures, and the merged peak of each dtype."""
+    fw, device, threads = items[0].framework, items[0].device, items[0].threads
+    dtypes = tuple(dict.fromkeys(w.peak_dtype for w in items))
+    samples = {d: [_peak_sample(fw, device, n, peak_repeats, threads, d)] for d in dtypes}
     entries = []
     for w in items:
         entries.append(measure_one(w))
-        samples.append(measure_peak(fw, device, n, max(3, peak_repeats // 4)))
+        if "gflops" in samples[w.peak_dtype][0]:
+            samples[w.peak_dtype].append(measure_peak(fw, device, n, max(3, peak_repeats // 4), threads,
+                                                      w.peak_dtype))
         if echo:
             echo(entries[-1])
-    merged = peak_mod.merge_peaks(*samples)
-    for entry in entries:
-        add_peak_figures(entry, merged)
+    merged = {d: ({**peak_mod.merge_peaks(*s), "dtype": d, "threads": s[0]["threads"]} if "gflops" in s[0]
+                  else s[0]) for d, s in samples.items()}
+    for w, entry in zip(items, entries):
+        add_peak_figures(entry, merged[w.peak_dtype])
     return entries, merged
+
+
+def add_speedups(results: list[dict]) -> None:
+    """Each precision's speed-up over float32 of the same lab, backend, device and mode (steps/s against
+    steps/s), where both ran."""
+    base = {(e["lab"], e["framework"], e["device"], e["mode"]): e for e in results
+            if e.get("precision", "float32") == "float32" and e.get("status") == "ok"}
+    for e in results:
+        b = base.get((e["lab"], e["framework"], e["device"], e["mode"]))
+        if e.get("status") == "ok" and b is not None:
+            e["speedup_vs_float32"] = e["steps_per_s"] / b["steps_per_s"]
+
+
+def thread_summary(results: list[dict]) -> dict:
+    """The intra-op threads each framework timed on (per CPU workload, as recorded), and whether every framework
+    timed each lab on the same count (``like_for_like``; the labs where they differ in ``differ``)."""
+    per_fw: dict[str, set] = {}
+    per_lab: dict[tuple[str, str], dict[str, int | None]] = {}
+    for e in results:
+        if e.get("device") != "cpu" or e.get("status") == "unavailable":
+            continue
+        per_fw.setdefault(e["framework"], set()).add(e["threads"])
+        per_lab.setdefault((e["lab"], e["device"]), {})[e["framework"]] = e["threads"]
+    differ = sorted(lab for (lab, _), fws in per_lab.items() if len(set(fws.values())) > 1)
+    return {"per_framework": {fw: sorted(t for t in ts if t is not None) for fw, ts in per_fw.items()},
+            "like_for_like": not differ, "differ": differ}
 
 
 def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = None, inject: str | None = None,
         peak_repeats: int = 20, peak_n: int | None = None, echo: Callable[[str], None] | None = print,
         progress: Progress | None = None) -> dict:
-    """Time every workload; the whole results record (machine, frameworks with settings and peaks, entries).
+    """Time every workload; the whole results record (machine, frameworks with settings and peaks per dtype and
+    thread count, entries, each precision's speed-up, the threads each framework ran on).
     ``echo(line)`` is told each entry and peak as it is measured (None: silent); ``progress`` each workload as it
     starts (its total: the workloads)."""
     from harness.bench.formats import format_entry
@@ -157,7 +204,7 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
     progress.total = len(work)
 
     def one(w: Workload, n: int) -> dict:
-        progress.begin(f"{w.lab} {w.framework} {w.device} {w.mode}")
+        progress.begin(f"{w.lab} {w.framework} {w.device} {w.mode} {w.precision}")
         entry = measure(w, data, batch_size, inject, n)
         progress.advance()
         return entry
@@ -166,20 +213,28 @@ def run(work: list[Workload], data: str = "mnist-5k", batch_size: int | None = N
         "schema": SCHEMA, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": peak_mod.machine_info(), "loadavg_start": peak_mod.loadavg(), "frameworks": {}, "results": [],
     }
-    groups: dict[tuple[str, str], list[Workload]] = {}
+    groups: dict[tuple[str, str, int | None], list[Workload]] = {}
     for w in work:
-        groups.setdefault((w.framework, w.device), []).append(w)
-    for (fw, device), items in groups.items():
-        backends.check_device(fw, device)
+        groups.setdefault((w.framework, w.device, w.threads), []).append(w)
+    for (fw, device, threads), items in groups.items():
         b = backends.load(fw)
+        if device == "cpu":
+            b.configure_threads(threads)  # first: a pool sized at start-up is pinned as its backend starts
+        backends.check_device(fw, device)
         info = record["frameworks"].setdefault(fw, {"versions": b.versions(), "devices": {}})
         n = peak_n or PEAK_N[device]
         entries, merged = _time_group(items, n, peak_repeats, lambda w, n=n: one(w, n),
                                       (lambda e: echo(format_entry(e))) if echo else None)
-        info["devices"][device] = {"peak": merged, "settings": b.configure_threads(None), **b.device_info(device)}
+        dev = info["devices"].setdefault(device, {"peak": merged.get("float32", next(iter(merged.values()))),
+                                                  "peaks": [], **b.device_info(device)})
+        dev["peaks"].extend(merged.values())
+        dev["settings"] = b.configure_threads(None)
         record["results"].extend(entries)
         if echo:
-            echo(format_peak(fw, device, merged))
+            for peak in merged.values():
+                echo(format_peak(fw, device, peak))
+    add_speedups(record["results"])
+    record["threads"] = thread_summary(record["results"])
     record["loadavg_end"] = peak_mod.loadavg()
     return record
 

@@ -150,6 +150,15 @@ def _add_reproduce(sub: Any) -> None:
     add_output(p, "write every run and the table as JSON", "print only the table")
 
 
+def _bench_precisions(text: str) -> tuple[str, ...]:
+    from harness.bench.workloads import precision_list
+
+    try:
+        return precision_list(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_bench(sub: Any) -> None:
     from harness.bench import INJECTIONS, MIN_THRESHOLD, SUITES
     from harness.bench.scaling import devices_arg
@@ -174,6 +183,10 @@ def _add_bench(sub: Any) -> None:
                    "batch (default: the global batch is split)")
     p.add_argument("--modes", type=name_list(executions(), "mode"), metavar="LIST",
                    help=f"comma-separated, from {', '.join(executions())} (default: the suite's)")
+    p.add_argument("--precision", type=_bench_precisions, default=("float32",), metavar="LIST",
+                   help="comma-separated, from float32, bfloat16, mixed_bfloat16, mixed_float16, or all (default "
+                   "float32; float32 is always timed: each precision's speed-up is over it, and its % of peak is of "
+                   "its own dtype's matmul peak, measured in the same run)")
     g = p.add_argument_group("timing protocol")
     g.add_argument("--block-steps", type=count("block-steps"),
                    help="steps per timed block (default 1000 XOR, 10000 for JAX fused XOR, 20 MNIST)")
@@ -182,7 +195,9 @@ def _add_bench(sub: Any) -> None:
                    help="untimed blocks after compiling (default: the suite's)")
     g.add_argument("--fuse-steps", type=count("fuse-steps"),
                    help="steps per fused program (default: JAX a block; torch 10 XOR, 1 MNIST)")
-    g.add_argument("--threads", type=count("threads"), help="torch threads (default: 1 for XOR, every core for MNIST)")
+    g.add_argument("--threads", type=count("threads"), help="intra-op threads of every framework (a pool sized at "
+                   "start-up is pinned as its backend starts; default: the suite's, else 1 for XOR, every core "
+                   "for MNIST)")
     g.add_argument("--overhead-rounds", type=count("overhead-rounds"),
                    help="rounds of the harness-vs-bare-loop check (0: skip)")
     g.add_argument("--batch-size", type=count("batch-size"), help="override the labs' batch size")
