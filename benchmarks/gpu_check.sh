@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared script of at most five minutes for a machine with an NVIDIA GPU (an H100 or H200 here):
+# The GPU check, one prepared script of at most eight minutes for a machine with an NVIDIA GPU (an H100 or H200 here):
 #   1. what the machine is (nvidia-smi, torch, JAX);
 #   2. parity on CUDA: both frameworks from shared weights (float64 XOR, float32 MNIST with shared dropout masks;
 #      TF32 off in both);
 #   3. torch's executions agree on CUDA: eager, compiled and cuda_graph training of the same steps;
-#   4. the benchmark suite on the GPU (eager, cuda_graph, JAX per_step and fused; then torch.compile on XOR);
+#   4. the benchmark suite on the GPU (eager, cuda_graph, JAX per_step and fused; then torch.compile on XOR), and
+#      mnist_dropout in every precision (bench --precision all);
 #   5. with several cards: data-parallel parity (2 GPUs) and scaling figures (docs/scaling.md).
 # Run it from the repository root:  OUT=some/dir bash benchmarks/gpu_check.sh   (OUT defaults to gpu-check/).
-# It writes at most 8 files into $OUT; record the figures of bench-gpu.json in docs/benchmarks.md, naming the card.
+# It writes at most 10 files into $OUT (13 with several GPUs); record the figures of bench-gpu.json in docs/benchmarks.md, naming the card.
 set -uo pipefail
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
@@ -67,6 +68,9 @@ if [ "$NGPU" -gt 1 ]; then
   timeout 120 $PY -m harness bench --devices "gpu,$COUNTS" --out "$OUT/scaling-gpu.json" \
     --markdown "$OUT/scaling-gpu.md" 2>&1 | tee -a "$LOG"
 fi
+step "bench in every precision on the GPU (speed-up over float32, % of each precision's own matmul peak)"
+timeout 120 $PY -m harness bench mnist_dropout --devices gpu --modes eager,per_step,fused --precision all \
+  --overhead-rounds 0 --out "$OUT/bench-gpu-precision.json" --markdown "$OUT/bench-gpu-precision.md" 2>&1 | tee -a "$LOG"
 step "precisions on the GPU: matmul peaks (float32 with TF32 off and on, bfloat16, float16), mixed-precision steps"
 timeout 90 $PY - <<'PY' 2>&1 | tee -a "$LOG"
 import numpy as np
