@@ -2,16 +2,17 @@
 
 The rooms:
 
-- :mod:`~harness.bench.workloads`: the suites and one workload per lab x backend x device x mode, with the
-  defaults each backend declares in the registry (threads, block and fuse steps).
+- :mod:`~harness.bench.workloads`: the suites and one workload per lab x backend x device x mode x precision,
+  with the defaults each backend declares in the registry (block and fuse steps) and the same threads for every
+  backend (a pool sized at start-up pinned as it starts).
 - :mod:`~harness.bench.protocol`: the timing protocol. A backend's stepper runs the trainer's own step on batches
   gathered onto the device; the first dispatch (which compiles) and ``warmup_blocks`` blocks are timed apart;
   then ``blocks`` blocks of ``block_steps`` steps, each ended by an explicit device sync and timed alone; the
   harness's own overhead against a bare loop of the same step function.
-- :mod:`~harness.bench.peak`: the machine, its float32 matmul peak, the analytic FLOPs of a step.
+- :mod:`~harness.bench.peak`: the machine, its matmul peak (merged over a run), the analytic FLOPs of a step.
 - :mod:`~harness.bench.measure`: one workload's entry (ms/step median, p5, p95; steps/s, samples/s, GFLOP/s, % of
-  the peak the same backend measured in the same run; each block paired with a matmul timed right after it) and
-  a whole run's record.
+  the peak of its precision's dtype the same backend measured in the same run on the same threads; each block
+  paired with a matmul timed right after it; each precision's speed-up over float32) and a whole run's record.
 - :mod:`~harness.bench.gate`: the regression gate against a baseline results file.
 - :mod:`~harness.bench.formats`: printed lines, markdown tables, the results JSON, github-action-benchmark files.
 - :mod:`~harness.bench.targets`: the project's development targets (``--targets``).

@@ -167,8 +167,9 @@ def _add_bench(sub: Any) -> None:
 
     p = _sub(sub, "bench", cmd_bench, "step-throughput benchmarks against the machine's matmul peak; regression "
              "gate", "Time training steps of the labs in each framework and mode (compile and warm-up apart, "
-             "blocks of steps ended by a device sync), against the float32 matmul peak each framework measures in "
-             "the same run. --compare gates against a baseline results file: exit 1 on a regression.")
+             "blocks of steps ended by a device sync), in each --precision, against the matmul peak of that "
+             "precision's dtype each framework measures in the same run on the same threads. --compare gates "
+             "against a baseline results file: exit 1 on a regression.")
     p.add_argument("labs", nargs="*", type=lab_list, action=LabsAction, default=[],
                    help="labs or groups to time (xor, mnist, all; default: the suite's)")
     p.add_argument("--suite", choices=tuple(SUITES), default="ci",
