@@ -91,7 +91,8 @@ def bench_suite(args: argparse.Namespace) -> int:
         record = run(work, args.data, args.batch_size, args.inject, args.peak_repeats,
                      echo=print if progress.quiet else progress.print, progress=progress)
     record.update(suite=args.suite, argv=sys.argv[1:])
-    print(format_threads(record["threads"]))
+    if "threads" in record:
+        print(format_threads(record["threads"]))
     if getattr(args, "targets", False):
         record["targets"] = check_targets(record["results"])
         print("development targets (docs/benchmarks.md):\n" + format_targets(record["targets"]))
