@@ -122,7 +122,7 @@ def test_bench_out_and_github_action_files_validate(tmp_path):
 
 
 def test_the_committed_benchmark_files_validate():
-    for name in ("baseline-ci", "cpu-full", "cpu-targets"):
+    for name in ("baseline-ci", "cpu-full", "cpu-targets", "cpu-precision"):
         schemas.validate("bench", _load(ROOT / "benchmarks" / f"{name}.json"))
 
 
