@@ -83,3 +83,16 @@ def test_a_bad_precision_is_one_line_and_exit_2(argv, said, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert said in err and len(err.splitlines()) == 1
+
+
+def test_a_mode_that_cannot_train_a_precision_is_an_unavailable_entry_with_its_reason():
+    from harness.bench import Workload, format_entry, measure
+
+    w = Workload("xor_mlp", "torch", "cpu", "compiled", 10, 2, 0, 10, 1, 0, "bfloat16")
+    entry = measure(w)  # torch trains a reduced precision eagerly only (its registry entry): nothing compiles
+    assert entry["key"] == "xor_mlp/torch/cpu/compiled/bfloat16" and entry["status"] == "unavailable"
+    assert "eager" in entry["reason"] and "bfloat16" in format_entry(entry)
+    record = {"$schema": schemas.schema_id("bench"), "schema": "dlzta-bench/1", "created": "2026-12-03T00:00:00Z",
+              "machine": {"cpu_model": "x", "cpu_count": 2}, "loadavg_start": None, "loadavg_end": None,
+              "frameworks": {}, "results": [entry]}
+    schemas.validate("bench", record)
