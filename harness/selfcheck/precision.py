@@ -95,17 +95,22 @@ def control(spec: RunSpec, policy: str, sides: Sequence[str]) -> dict[str, Any]:
                         for s, v in r["sides"].items()}}
 
 
-def plan(frameworks: Sequence[str], only: str | None = None) -> list[tuple[str, str, str, str | None]]:
-    """Every ``(mutation, side, policy, lab)`` the selfcheck plants: each framework's precision mutations whose
-    name contains ``only`` (any case), under each policy where it is a bug, on :func:`lab_for` its lab."""
+def bugs(frameworks: Sequence[str], only: str | None = None) -> list[tuple[str, str, str]]:
+    """Every ``(mutation, side, policy)`` the selfcheck plants: each framework's precision mutations whose name
+    contains ``only`` (any case), under each policy where it is a bug."""
     out = []
     for side in sides_of(frameworks):
         if not registry.offers(side, "precision_mutations"):
             continue
         for mutation, policies in registry.capability(side, "precision_mutations").items():
             if only is None or only.lower() in mutation.lower():
-                out.extend((mutation, side, policy, lab_for(mutation)) for policy in policies)
+                out.extend((mutation, side, policy) for policy in policies)
     return out
+
+
+def plan(frameworks: Sequence[str], only: str | None = None) -> list[tuple[str, str, str, str | None]]:
+    """:func:`bugs`, each with :func:`lab_for` its lab: ``(mutation, side, policy, lab)``."""
+    return [(mutation, side, policy, lab_for(mutation)) for mutation, side, policy in bugs(frameworks, only)]
 
 
 def selfcheck(frameworks: Sequence[str], only: str | None = None, device: str = "cpu",

@@ -93,7 +93,7 @@ def selfcheck(frameworks: tuple[str, ...], device: str = "cpu", dtype: str = "fl
            "judged": len(judged),
            "controls": len(controls), "false_alarms": len(alarms),
            "false_alarm_settings": [{"tier": k[0], "lab": k[1], "overrides": dict(k[2])} for k in alarms]}
-    if chosen_tiers is None or "precision" in chosen_tiers:
+    if (chosen_tiers is None or "precision" in chosen_tiers) and precision_part.bugs(frameworks, only):
         rec["precision"] = precision_part.selfcheck(frameworks, only, device, echo)
     rec["wall_s"] = time.perf_counter() - start
     rec["when"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -135,7 +135,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
         check_device(fw, args.device)
     chosen_tiers = args.tiers
     frameworks = tuple(args.frameworks)
-    precision_bugs = precision_part.plan(frameworks, args.only) if "precision" in chosen_tiers else []
+    precision_bugs = precision_part.bugs(frameworks, args.only) if "precision" in chosen_tiers else []
     if not chosen_mutations(frameworks, args.only, chosen_tiers) and not precision_bugs:
         what = f" matches --only {args.only!r}" if args.only is not None else ""
         raise UsageError(f"no planted bug of {', '.join(frameworks)} for --tiers {','.join(chosen_tiers)}{what}")
