@@ -96,3 +96,11 @@ def test_selfcheck_precision_prints_its_rows_and_writes_a_valid_record(tmp_path,
     bad = {**record, "precision": {**sec, "caught": "2"}}
     with pytest.raises(schemas.SchemaError, match="precision.caught"):
         schemas.validate("selfcheck", bad)
+
+
+def test_off_the_cpu_the_precision_part_is_not_applicable_rather_than_judged() -> None:
+    """The emulation runs on the cpu: elsewhere each row says so and nothing is counted as caught or missed."""
+    sec = part.selfcheck(("torch", "jax"), only="no_skip", device="gpu")
+    assert [r["side"] for r in sec["rows"]] == ["torch", "jax"]
+    assert all(r["status"].startswith("not applicable (gpu") and "caught" not in r for r in sec["rows"])
+    assert (sec["judged"], sec["correct_sides"]) == (0, 0) and part.ok(sec)
