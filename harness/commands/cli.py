@@ -30,6 +30,7 @@ from harness.commands.options import (
     add_masks,
     add_output,
     add_parallel,
+    add_precision,
     add_run_options,
     add_threads,
     add_weights,
@@ -41,7 +42,6 @@ from harness.commands.options import (
 )
 from harness.errors import EXIT_USAGE, USER_ERRORS, UsageError
 from harness.labs import GROUPS, LABS
-from harness.precision import REDUCED
 
 __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main", "main_exit"]
 
@@ -82,6 +82,9 @@ def _add_run(sub: Any) -> None:
     add_masks(p)
     add_output(p, "write the result as JSON (every logged step)", "only the summary lines")
     add_run_options(p)
+    add_precision(p, "train under a precision policy (docs/precision.md): bfloat16 (everything bf16), "
+                  "mixed_bfloat16 / mixed_float16 (float32 master weights, low-precision compute; float16 with a "
+                  "dynamic loss scale); default: the dtype's own")
     add_parallel(p)
 
 
@@ -101,9 +104,8 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("lab", help="a lab name (see `dlzta list`)")
     g = p.add_argument_group("sides (BACKEND[:DEVICE][:EXECUTION][:DTYPE]; a field left out: --device, --execution, "
                              "--dtype)")
-    g.add_argument("--precision", type=one_of(REDUCED, "precision"), metavar=metavar(REDUCED),
-                   help="a reduced-precision policy (docs/precision.md): the precision tier instead of the dtype's "
-                   "tiers; a side may carry its own (jax:bfloat16)")
+    add_precision(g, "a precision policy (docs/precision.md); a reduced one (bfloat16, mixed_*) is judged by the "
+                  "precision tier instead of the dtype's tiers, and a side may carry its own (jax:bfloat16)")
     g.add_argument("--a", dest="side_a", metavar="CONFIG", help="first side (default: the first registered backend)")
     g.add_argument("--b", dest="side_b", metavar="CONFIG", help="second side (default: the second)")
     g = p.add_argument_group("parity")
@@ -144,6 +146,7 @@ def _add_reproduce(sub: Any) -> None:
     add_weights(p, "shared")
     add_masks(p)
     add_device(p)
+    add_precision(p, "train every run under this precision policy (docs/precision.md); default: the dtype's own")
     p.add_argument("--repeats", type=count("repeats"), default=1, help="runs per framework, the extra ones from the "
                    "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise")
     add_threads(p)
