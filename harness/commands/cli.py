@@ -257,16 +257,23 @@ def _add_report(sub: Any) -> None:
 
 
 def _add_selfcheck(sub: Any) -> None:
-    from harness.selfcheck.run import cmd_selfcheck
+    from harness.selfcheck.run import TIERS, cmd_selfcheck
 
     p = _sub(sub, "selfcheck", cmd_selfcheck, "the parity checks' own test on this device and dtype: every planted "
              "porting bug must be caught, correct code must pass", "Inject each planted porting bug of the chosen "
              "backends (each backend's mutations.py) one at a time, judge it by the check it belongs to (exact, "
              "statistical, native init) on --device in --dtype, and the same settings unmutated as false-alarm "
-             "controls. Exit 0 when every bug is caught and no control fails, 1 otherwise.")
+             "controls. The precision part plants each backend's precision-placement bugs (precision.py's "
+             "MUTATIONS: the loss in bfloat16, no master weights, a loss scaler that does not skip...) on one side "
+             "under each reduced policy where each is a bug, judged by the precision tier (compare --precision; "
+             "cpu only), which must name that side; correct code under every reduced policy is its control. Exit "
+             "0 when every bug is caught (a precision bug with its side named) and no control fails, 1 otherwise.")
     add_frameworks(p, "backends whose bugs are planted (the first two are compared)")
     add_device(p)
     p.add_argument("--only", metavar="TEXT", help="only the mutations whose name contains TEXT")
+    p.add_argument("--tiers", type=name_list(TIERS, "tier"), metavar="LIST", default=TIERS,
+                   help=f"only the mutations these checks judge (default: all); comma-separated, from "
+                   f"{', '.join(TIERS)} (precision: the precision tier's planted bugs and controls alone)")
     add_threads(p)
     add_output(p, "write the record as JSON", "only the closing line")
 
