@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import backend as registry  # noqa: E402
 from harness.labs import LABS, get_lab  # noqa: E402
-from harness.parity.precision import backend_sides, tier  # noqa: E402
-from harness.precision import REDUCED, get_policy  # noqa: E402
-from harness.run.runner import RunOptions, prepare  # noqa: E402
+from harness.precision import REDUCED  # noqa: E402
+from harness.selfcheck.precision import applies, control, planted, prepared  # noqa: E402
 
 MUTATION_LABS = ("mnist_batchnorm", "mnist_relu_xavier")  # Adam + batch norm; Adam on plain MNIST inputs
 
@@ -35,57 +33,32 @@ def module_labs() -> list[str]:
     return [name for name, lab in LABS.items() if not lab.manual]
 
 
-def prepared(lab: str, seed: int | None) -> object:
-    """The lab as the tier judges it: shared weights, batches and masks (the tier traces a few steps)."""
-    return prepare(get_lab(lab), RunOptions(weights="shared", mask_mode="shared", steps=8, data="mnist-5k",
-                                            seed=seed))
-
-
 def correct(labs: list[str], seeds: int, policies: tuple[str, ...], out: Path, sides: list[str]) -> list[dict]:
-    """Every lab x policy x seed on correct code."""
+    """Every lab x policy x seed on correct code (``harness.selfcheck.precision.control``)."""
     rows = []
     for lab in labs:
         base = get_lab(lab).seed
         for k in range(seeds):
             p = prepared(lab, base + k)
             for name in policies:
-                start = time.perf_counter()
-                r = tier(p.spec, get_policy(name), backend_sides(sides))
-                row = {"kind": "correct", "lab": lab, "seed": base + k, "policy": name, "verdict": r["verdict"],
-                       "verdict_kind": r["verdict_kind"], "seconds": round(time.perf_counter() - start, 2),
-                       "closest": {s: {"what": v["closest"]["what"], "share": v["closest"]["share"]}
-                                   for s, v in r["sides"].items()}}
+                row = control(p.spec, name, sides)
                 write(out, row)
                 rows.append(row)
     return rows
 
 
-def applies(mutation: str, lab: object) -> bool:
-    """Whether ``mutation`` can change anything in ``lab``: batch-norm statistics need batch norm, optimizer state
-    an optimizer that keeps some."""
-    if mutation == "bn_state_low":
-        return lab.model.batchnorm
-    if mutation == "opt_state_low":
-        return lab.optimizer.name != "sgd"
-    return True
-
-
-def planted(labs: list[str], out: Path, sides: list[str]) -> list[dict]:
-    """Every precision mutation, on each side, under each policy where it is a bug."""
+def plant(labs: list[str], out: Path, sides: list[str]) -> list[dict]:
+    """Every precision mutation, on each side, under each policy where it is a bug, on each lab where it can act
+    (``harness.selfcheck.precision.planted``)."""
     rows = []
     for lab in labs:
         p = prepared(lab, None)
         for side in sides:
             for mutation, policies in registry.capability(side, "precision_mutations").items():
-                if not applies(mutation, get_lab(lab)):
+                if not applies(mutation, p.spec):
                     continue
                 for name in policies:
-                    r = tier(p.spec, get_policy(name), backend_sides(sides, mutation, side))
-                    caught = r["verdict_kind"] == "differs"
-                    named = caught and r["sides"][side]["off"] is not None or r["sides"][side]["scale_off"] is not None
-                    others = [s for s in sides if s != side and (r["sides"][s]["off"] or r["sides"][s]["scale_off"])]
-                    row = {"kind": "mutation", "lab": lab, "policy": name, "mutation": mutation, "side": side,
-                           "caught": caught, "side_named": bool(named) and not others, "verdict": r["verdict"]}
+                    row = planted(p.spec, name, sides, mutation, side)
                     write(out, row)
                     rows.append(row)
     return rows
@@ -137,7 +110,7 @@ def main() -> None:
     sides = a.sides.split(",")
     rows = [] if a.no_correct else correct(a.labs.split(","), a.seeds, tuple(a.policies.split(",")), a.out, sides)
     if a.mutations:
-        rows += planted(a.mutation_labs.split(","), a.out, sides)
+        rows += plant(a.mutation_labs.split(","), a.out, sides)
     ok = [r for r in rows if r["kind"] == "correct"]
     alarms = [r for r in ok if r["verdict_kind"] != "follows policy"]
     print(f"correct code: {len(ok)} tiers, {len(alarms)} false alarms; closest share "

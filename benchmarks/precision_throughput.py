@@ -1,8 +1,9 @@
 """Steps/s in every precision, the harness's precision learners against plain hand-written loops, side by side.
 
 Per lab (default mnist_deep_xavier, mnist_dropout), framework and precision (float32, bfloat16, mixed_bfloat16,
-mixed_float16): the harness's step (``torch_impl.precision.PrecisionLearner.train_step``; the ``train_step`` of
-``jax_impl.precision.PrecisionLearner``, its carry donated) and a plain loop of the same lab written as a user
+mixed_float16): the harness's training step as ``run`` and ``bench`` drive it (the backend's ``make_stepper`` in
+each execution it runs the precision in: torch ``eager``, JAX ``per_step`` and ``fused``; float32 is the plain
+``ModuleLearner``, a reduced precision ``PrecisionLearner``) and a plain loop of the same lab written as a user
 would: torch ``nn.Linear`` layers, ``torch.autocast`` and ``torch.amp.GradScaler`` (the module cast to bfloat16
 for pure bfloat16), ``torch.optim.Adam``; JAX a jitted function of a dict of arrays, ``optax.adam``, Flax's
 ``DynamicScale``. Both on the same pooled batches and shared dropout masks, alternating ``--repeats`` times in
@@ -17,6 +18,7 @@ precision's own matmul peak and the share of it, the CPU, its bf16/AMX flags and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import statistics
 import sys
@@ -61,21 +63,32 @@ def timed(step: Callable[[int], Any], n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def harness_steps(spec: Any, framework: str, precision: str) -> dict:
+    """The harness's step in each execution the backend runs ``precision`` in (its ``make_stepper``): a function
+    of the step number dispatching one step (a fused stepper: ``fuse`` steps per call) and its unit."""
+    from harness import backend as registry
+
+    entry = registry.info(framework)
+    modes = [m for m in registry.executions_on(framework, "cpu")
+             if get_policy(precision).name in ("float32", "float64") or not entry.precision_executions
+             or m in entry.precision_executions]
+    spec = dataclasses.replace(spec, precision=precision if get_policy(precision).reduced else None)
+    out = {}
+    for mode in modes:
+        stepper = registry.load(framework).make_stepper(spec, mode, fuse_steps=POOL)
+        out[f"harness {mode}"] = (stepper, stepper.unit_steps)
+    return out
+
+
 def torch_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict:
-    """The harness's and a plain torch loop's step functions under ``precision``."""
+    """A plain torch loop's step function under ``precision``."""
     import torch
     import torch.nn.functional as F
 
-    from torch_impl.precision import PrecisionLearner
-
-    policy, dev = get_policy(precision), torch.device("cpu")
+    policy = get_policy(precision)
     tx = [torch.tensor(x) for x in xs]
     ty = [torch.tensor(y, dtype=torch.int64) for y in ys]
     tm = [None if m is None else [torch.tensor(a) for a in m] for m in ms]
-    learner = PrecisionLearner(spec, policy, dev)
-
-    def harness(i: int):
-        return learner.train_step(tx[i % POOL], ty[i % POOL], tm[i % POOL])
 
     compute = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(policy.compute, torch.float32)
     layers = [torch.nn.Linear(a, b) for a, b in zip(spec.model.sizes[:-1], spec.model.sizes[1:])]
@@ -117,28 +130,20 @@ def torch_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict
             scaler.update()
         return loss.detach()
 
-    return {"harness": harness, "plain": plain}
+    return {"plain": plain}
 
 
 def jax_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict:
-    """The harness's and a plain JAX loop's step functions under ``precision``."""
+    """A plain JAX loop's step function under ``precision``."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax.training.dynamic_scale import DynamicScale
 
-    from jax_impl.precision import PrecisionLearner
-
     policy = get_policy(precision)
     jx = [jnp.asarray(x) for x in xs]
     jy = [jnp.asarray(y.astype(np.int32)) for y in ys]
     jm = [None if m is None else [jnp.asarray(a) for a in m] for m in ms]
-    learner = PrecisionLearner(spec, policy)
-    state = {"carry": learner.carry}
-
-    def harness(i: int):
-        state["carry"], loss = learner.train_step(state["carry"], jx[i % POOL], jy[i % POOL], jm[i % POOL])
-        return loss
 
     compute = {"bfloat16": jnp.bfloat16, "float16": jnp.float16}.get(policy.compute, jnp.float32)
     stored = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
@@ -177,24 +182,37 @@ def jax_steps(spec: Any, xs: list, ys: list, ms: list, precision: str) -> dict:
         plain_state["carry"], loss = step(plain_state["carry"], jx[i % POOL], jy[i % POOL], jm[i % POOL])
         return loss
 
-    return {"harness": harness, "plain": plain}
+    return {"plain": plain}
+
+
+def timed_stepper(stepper: Any, unit_steps: int, n: int) -> float:
+    """Steps/s of ``n`` steps (rounded up to whole units) of a harness stepper, ended by its sync."""
+    units = -(-n // unit_steps)
+    start = time.perf_counter()
+    stepper.run(units * unit_steps)
+    stepper.sync()
+    return units * unit_steps / (time.perf_counter() - start)
 
 
 def measure(lab: str, framework: str, precision: str, steps: int, repeats: int) -> dict:
-    """Median steps/s of the harness and the plain loop, alternating; their ratio."""
+    """Median steps/s of the harness (each execution) and the plain loop, alternating; harness / plain."""
     spec, xs, ys, ms = pooled(lab)
-    fns = (torch_steps if framework == "torch" else jax_steps)(spec, xs, ys, ms, precision)
-    for fn in fns.values():
-        timed(fn, 3)  # warm-up (compile)
-    rates: dict[str, list[float]] = {k: [] for k in fns}
+    harness = harness_steps(spec, framework, precision)
+    plain = (torch_steps if framework == "torch" else jax_steps)(spec, xs, ys, ms, precision)["plain"]
+    runs: dict[str, Callable[[int], float]] = {
+        **{name: functools.partial(timed_stepper, st, k) for name, (st, k) in harness.items()},
+        "plain": functools.partial(timed, plain)}
+    for run in runs.values():
+        run(3)  # warm-up (compile)
+    rates: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
-        for name, fn in fns.items():
-            rates[name].append(timed(fn, steps))
+        for name, run in runs.items():
+            rates[name].append(run(steps))
     med = {k: statistics.median(v) for k, v in rates.items()}
     flops = flops_per_step(spec.model, len(xs[0]))["total"]
     return {"lab": lab, "framework": framework, "precision": precision, "steps_per_s": med, "rates": rates,
-            "ratio": med["harness"] / med["plain"], "gflops": {k: flops * v / 1e9 for k, v in med.items()},
-            "loadavg": loadavg()}
+            "ratio": {k: med[k] / med["plain"] for k in med if k != "plain"},
+            "gflops": {k: flops * v / 1e9 for k, v in med.items()}, "loadavg": loadavg()}
 
 
 def main() -> None:
@@ -218,22 +236,22 @@ def main() -> None:
                                for d, r in precision_peaks(fw, "cpu", 512, 10, a.threads).items()}
     print(f"# {record['cpu_model']}; flags {' '.join(f for f in record['cpu_flags'] if 'bf16' in f or 'amx' in f)}; "
           f"torch threads {a.threads}; load {record['loadavg_start']}")
-    print("lab | framework | precision | harness steps/s | plain steps/s | harness/plain | speed-up over float32 "
-          "| % of own peak")
+    print("lab | framework | precision | harness execution | harness steps/s | plain steps/s | harness/plain | "
+          "speed-up over float32 | % of own peak | load")
     for lab in a.labs.split(","):
         for fw in a.frameworks.split(","):
-            base = None
+            base: dict[str, float] = {}
             for precision in a.precisions.split(","):
                 r = measure(lab, fw, precision, a.steps, a.repeats)
                 record["results"].append(r)
-                base = base or r["steps_per_s"]["harness"]
                 low = get_policy(precision).compute
                 peak = record["peaks"][fw].get(low, {}).get("gflops")
-                share = f"{100 * r['gflops']['harness'] / peak:.0f}%" if peak else "-"
                 rate = r["steps_per_s"]
-                print(f"{lab} | {fw} | {precision} | {rate['harness']:.1f} | {rate['plain']:.1f} | {r['ratio']:.2f}x"
-                      f" | {rate['harness'] / base:.2f}x | {share} | load "
-                      f"{r['loadavg']}", flush=True)
+                for mode, ratio in r["ratio"].items():
+                    base.setdefault(mode, rate[mode])
+                    share = f"{100 * r['gflops'][mode] / peak:.0f}%" if peak else "-"
+                    print(f"{lab} | {fw} | {precision} | {mode.split()[1]} | {rate[mode]:.1f} | {rate['plain']:.1f} | "
+                          f"{ratio:.2f}x | {rate[mode] / base[mode]:.2f}x | {share} | {r['loadavg']}", flush=True)
     record["loadavg_end"] = loadavg()
     if a.out:
         write_json(a.out, record)

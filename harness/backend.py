@@ -49,6 +49,7 @@ class RunSpec:
     eval_steps: tuple[int, ...] = ()
     eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     execution: str | None = None  # None: the backend's default (the registry entry's first execution)
+    precision: str | None = None  # a ``harness.precision`` policy (None or float32/float64: ``dtype``'s own)
     progress: Callable[[int, int], None] | None = None  # called with (steps done, total)
     # RBM pre-training (``lab.pretrain``; ``harness.run.pretrain``): the example indices of every CD step
     # [steps, batch] and, per RBM, the uniforms of its hidden samples [steps, k, batch, hidden]
@@ -111,10 +112,11 @@ def choose_learner(spec: RunSpec, module: type[L], manual: type[L]) -> type[L]:
     return manual if spec.lab.manual else module
 
 
+
 @dataclass
 class TrainResult:
-    """What a framework hands back: the loss at every step (before that step's update), model outputs on the
-    eval sets after each of ``spec.eval_steps`` updates, final weights and state, and timing."""
+    """What a framework hands back: the loss at every step (before its update), outputs on the eval sets after
+    each of ``spec.eval_steps`` updates, final weights and state, and timing."""
 
     losses: np.ndarray
     outputs: dict[int, dict[str, np.ndarray]]
@@ -241,6 +243,7 @@ class BackendInfo:
     bench_fuse_steps: Mapping[str, int] = field(default_factory=dict)
     bench_block_factor: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     bench_order: tuple[str, ...] = ()
+    precision_executions: tuple[str, ...] = ()  # the executions that train a reduced precision (empty: every one)
 
 
 EXECUTION_TEXT = {"fused": "fused (lax.scan)", "per_step": "one step per call", "eager": "eager",
@@ -290,16 +293,14 @@ def load(name: str) -> Backend:
 
 
 def offers(name: str, what: str) -> bool:
-    """Whether backend ``name`` declares the optional capability ``what`` (one of :data:`CAPABILITIES`); imports
-    nothing."""
+    """Whether backend ``name`` declares the optional capability ``what`` (a :data:`CAPABILITIES`); no import."""
     if what not in CAPABILITIES:
         raise BackendError(f"unknown capability {what!r}; choose from {', '.join(CAPABILITIES)}")
     return getattr(info(name).capabilities, what) is not None
 
 
 def capability(name: str, what: str) -> Any:
-    """The optional capability ``what`` of backend ``name`` (a function, a module or a value, as
-    :class:`Capabilities` says), imported now; a one-line BackendError where it offers none."""
+    """The optional capability ``what`` of backend ``name`` (as :class:`Capabilities` says), imported now."""
     if not offers(name, what):
         offered = [c for c in CAPABILITIES if offers(name, c)]
         raise BackendError(f"backend {name!r} does not offer {what!r} (it offers: {', '.join(offered) or 'none'})")
@@ -384,6 +385,7 @@ register(BackendInfo("torch", "PyTorch", "#ee4c2c", "torch_impl.backend", ("eage
                      thread_policy="per_task", cost=(1.0, 300e-6), companion_color="#f4a582",
                      capabilities=_capabilities("torch_impl", warm_up="torch_impl.backend:warm_up"),
                      execution_devices={"cuda_graph": ("gpu",)}, parallel_executions=("eager",), course=True,
+                     precision_executions=("eager",),
                      # bench: steps per torch.compile graph / CUDA graph, per task (harness.bench.workloads)
                      bench_fuse_steps={"xor": 10, "gates": 10, "mnist": 1}))
 register(BackendInfo("jax", "JAX/Flax", "#3b6fb6", "jax_impl.backend", ("fused", "per_step"),

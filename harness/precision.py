@@ -31,6 +31,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from harness.backend import RunSpec
+from harness.backend import info as registry_info
 from harness.errors import BackendError
 
 PRECISIONS = ("float32", "float64", "bfloat16", "mixed_bfloat16", "mixed_float16")
@@ -176,3 +178,15 @@ def check_learner(manual: bool, mutation: str | None, mutations: Iterable[str]) 
                            "float32 or float64")
     if mutation is not None and mutation not in mutations:
         raise BackendError(f"unknown precision mutation {mutation!r}; choose from {', '.join(mutations)}")
+
+
+def reduced_policy(spec: RunSpec, name: str) -> Policy | None:
+    """The reduced policy backend ``name`` trains ``spec`` under (None: its dtype's own);
+    a BackendError for an execution the entry does not declare in ``precision_executions``."""
+    if spec.precision not in REDUCED:
+        return None
+    allowed = registry_info(name).precision_executions
+    if spec.execution is not None and allowed and spec.execution not in allowed:
+        raise BackendError(f"{name} runs reduced precision ({spec.precision}) in execution "
+                           f"{' or '.join(allowed)}, not {spec.execution!r}")
+    return get_policy(spec.precision)

@@ -23,7 +23,8 @@ import optax
 from flax import nnx
 
 from harness.backend import RunSpec, Timing, choose_learner
-from jax_impl import manual, models, runtime
+from harness.precision import reduced_policy
+from jax_impl import manual, models, precision, runtime
 
 
 class ModuleLearner:
@@ -78,7 +79,10 @@ class ManualLearner:
 
 
 def make_learner(spec: RunSpec, dtype: Any) -> ModuleLearner | ManualLearner:
-    """The learner ``spec``'s lab trains with (``harness.backend.choose_learner``), built from ``spec``."""
+    """The learner ``spec``'s lab trains with (``harness.backend.choose_learner``), built from ``spec``; under a
+    reduced ``spec.precision``, ``precision.PrecisionLearner`` (Flax NNX dtypes, DynamicScale)."""
+    if policy := reduced_policy(spec, "jax"):
+        return precision.PrecisionLearner(spec, policy)
     return choose_learner(spec, ModuleLearner, ManualLearner)(spec, dtype)
 
 

@@ -19,6 +19,8 @@ this module makes it match, explicitly (each place is named in ``docs/precision.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,6 +110,9 @@ class PrecisionLearner:
         self.stored = JAX_DTYPES[policy.compute if mutation == "no_master" else policy.params]
         self.state_dtype = JAX_DTYPES[policy.compute if mutation == "opt_state_low" else policy.optimizer_state]
         module = nnx.eval_shape(lambda: PolicyMLP(spec.model, compute, self.stored, nnx.Rngs(0)))
+        if spec.params is None:  # native init: the weights jax_impl.models draws from the seed, in float32
+            spec = dataclasses.replace(spec, params=models.get_params(models.build(spec.model, jnp.float32,
+                                                                                   spec.seed))[0])
         state = dict(spec.state or {})
         for i, width in enumerate(spec.model.sizes[1:-1] if spec.model.batchnorm else ()):
             state.setdefault(f"bn{i}/mean", np.zeros(width))
@@ -124,7 +129,7 @@ class PrecisionLearner:
             growth_factor=rule.growth_factor, backoff_factor=rule.backoff_factor, growth_interval=interval,
             scale=jnp.float32(rule.initial))
         self.carry = (params, _cast(self.opt.init(_cast(params, jnp.float32)), self.state_dtype), stats, self.scale)
-        self.step = jax.jit(self._step)  # the traced step: its gradients, finiteness and scale come back too
+        self.probe_step = jax.jit(self._step)  # the traced step: its gradients, finiteness and scale come back too
         self.train_step = jax.jit(lambda carry, x, y, masks: (lambda c, out: (c, out["loss"]))(
             *self._step(carry, x, y, masks)), donate_argnums=0)  # training: the carry donated, the loss only
 
@@ -155,6 +160,15 @@ class PrecisionLearner:
         opt_state = jax.tree.map(lambda n, o: jnp.where(keep, n, o), new_state, opt_state)
         return (params, opt_state, stats, scale), {"loss": loss, "grads": grads, "finite": finite,
                                                     "loss_scale": used}
+
+    def step(self, carry: tuple, x: jax.Array, y: jax.Array, masks: list[jax.Array] | None) -> tuple:
+        """``(carry, loss)`` of one step, as ``learners.ModuleLearner.step`` (``train`` and the bench jit it)."""
+        carry, out = self._step(carry, x, y, masks)
+        return carry, out["loss"]
+
+    def outputs(self, carry: tuple, x: jax.Array) -> jax.Array:
+        """Float32 outputs in eval mode (no dropout, batch norm on its running statistics), under the policy."""
+        return nnx.merge(self.graphdef, carry[0], carry[2], copy=True)(x, None, False, None)
 
     def export(self, carry: tuple) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Weights and running statistics in the shared layout, float64."""
@@ -215,7 +229,7 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
             yb = jnp.asarray(y.astype(np.float32) if np.issubdtype(y.dtype, np.floating) else y.astype(np.int32))
             masks = None if spec.masks is None else [jnp.asarray(m[s].astype(np.float32)) for m in spec.masks]
             before = learner.export(learner.carry)[0]
-            learner.carry, out = learner.step(learner.carry, xb, yb, masks)
+            learner.carry, out = learner.probe_step(learner.carry, xb, yb, masks)
             params, state = learner.export(learner.carry)
             grads = models.get_params(nnx.merge(learner.graphdef, out["grads"], learner.carry[2], copy=True))[0]
             records.append({"loss": float(out["loss"]), "grads": {k: np.asarray(v, np.float64)

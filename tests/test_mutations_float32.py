@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("jax")
 
+from harness import schemas  # noqa: E402
 from harness.commands.cli import main  # noqa: E402
 from harness.selfcheck import catalogue, tiers  # noqa: E402
 
@@ -54,6 +55,7 @@ def test_selfcheck_prints_its_table_and_exits_0_when_all_is_caught(tmp_path, cap
     assert "selfcheck (cpu, float32): 1 of 1 caught, 0 false alarms in 1 correct runs" in text
     record = json.loads(out.read_text())
     assert record["caught"] == record["judged"] == 1 and record["rows"][0]["control_ok"]
+    schemas.validate("selfcheck", record)
     assert json.loads((tmp_path / "cache" / "selfcheck.json").read_text())["caught"] == 1  # what the report reads
 
 
@@ -85,6 +87,7 @@ def test_the_report_says_whether_a_selfcheck_ran(tmp_path, monkeypatch):
                                          "when": "2026-12-02T13:00:00+00:00", "rows": []}))
     assert selfcheck_text(latest()) == ("parity self-test (`dlzta selfcheck`, cpu, float32, "
                                         "2026-12-02T13:00:00+00:00): 27 of 27 planted bugs caught, 0 false alarms "
-                                        "in 18 correct runs")
+                                        "in 18 correct runs; precision tier: not run (`dlzta selfcheck --tiers "
+                                        "precision`)")
     record_path().write_text("{broken")
     assert latest() is None

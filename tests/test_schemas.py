@@ -93,6 +93,22 @@ def test_compare_out_validates(tmp_path):
         schemas.validate("run", run)
 
 
+def test_selfcheck_out_validates_and_names_its_schema(tmp_path, monkeypatch):
+    """`selfcheck --out` (one cheap planted bug of the precision part; a catalogue row is validated in
+    tests/test_mutations_float32.py) and the copy the report reads; a row of the wrong shape fails."""
+    pytest.importorskip("jax")
+    monkeypatch.setenv("DLZTA_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "selfcheck.json"
+    assert main(["selfcheck", "--only", "no_skip", "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    record = _load(out)
+    assert next(iter(record)) == "$schema" and record["$schema"] == schemas.schema_id("selfcheck")
+    schemas.validate("selfcheck", record)
+    schemas.validate("selfcheck", _load(tmp_path / "cache" / "selfcheck.json"))
+    assert record["precision"]["judged"] == 2
+    with pytest.raises(schemas.SchemaError, match="precision.rows"):
+        schemas.validate("selfcheck", {**record, "precision": {**record["precision"], "rows": [{"kind": "x"}]}})
+
+
 def test_a_diverged_compare_out_validates(tmp_path):
     out = tmp_path / "cmp.json"
     argv = ["compare", "mnist_relu_normal", "--data", "mnist-5k", "--steps", "30", "--lr", "1e12", "--optimizer", "sgd",

@@ -19,7 +19,8 @@ import torch
 
 from harness.backend import BackendError, RunSpec, Timing, choose_learner
 from harness.labs import pick
-from torch_impl import manual, models, runtime
+from harness.precision import reduced_policy
+from torch_impl import manual, models, precision, runtime
 
 
 class ModuleLearner:
@@ -82,7 +83,10 @@ class ManualLearner:
 
 
 def make_learner(spec: RunSpec, dtype: torch.dtype, device: torch.device) -> ModuleLearner | ManualLearner:
-    """The learner ``spec``'s lab trains with (``harness.backend.choose_learner``), built from ``spec``."""
+    """The learner ``spec``'s lab trains with (``harness.backend.choose_learner``), built from ``spec``; under a
+    reduced ``spec.precision``, ``precision.PrecisionLearner`` (eager: autocast and GradScaler)."""
+    if policy := reduced_policy(spec, "torch"):
+        return precision.PrecisionLearner(spec, policy, device)
     return choose_learner(spec, ModuleLearner, ManualLearner)(spec, dtype, device)
 
 

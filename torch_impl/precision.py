@@ -114,8 +114,9 @@ class PrecisionLearner:
             if module.bn:
                 h = self._batchnorm(module.bn[i], h, training)
             h = Float16Sigmoid.apply(h) if self.sigmoid16 else module.activation(h)
-            if p > 0 and training:
-                h = h * masks[i] / (1 - p)
+            if p > 0 and training:  # the shared masks, or torch's own draw (``--masks own``)
+                mask = masks[i] if masks is not None else torch.empty(h.shape, device=h.device).bernoulli_(1 - p)
+                h = h * mask / (1 - p)
         raise AssertionError("unreachable")
 
     def _batchnorm(self, bn: torch.nn.BatchNorm1d, h: torch.Tensor, training: bool) -> torch.Tensor:
@@ -155,13 +156,21 @@ class PrecisionLearner:
                         stat.copy_(stat.to(torch.bfloat16))
         return loss.detach()
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> dict:
+    def probe_step(self, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> dict:
         """One step; its loss, the gradients the optimizer saw (unscaled), the scale in effect and finiteness."""
         scale = 1.0 if self.scaler is None else self.scaler.get_scale()
         loss = self.train_step(x, y, masks)
         grads = [s.grad.detach().clone() for s in self.shadow]  # the optimizer leaves them as it found them
         finite = all(bool(torch.isfinite(g).all()) for g in grads)
         return {"loss": float(loss), "grads": grads, "loss_scale": scale, "finite": finite}
+
+    # ``train`` and the bench drive it as they drive ``learners.ModuleLearner``: step, outputs, export
+    step = train_step
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 outputs in eval mode (no dropout, batch norm on its running statistics), under the policy."""
+        return self.forward(x, None, training=False)
 
     @torch.no_grad()
     def _store(self) -> None:
@@ -236,7 +245,7 @@ def trace(spec: RunSpec, steps: int, policy: Policy, loss_scale: LossScale | Non
         xb, yb = (x, y) if batches is None else (x[batches[s]], y[batches[s]])
         before = learner.export()[0]
         try:
-            record = learner.step(xb, yb, None if masks is None else [m[s] for m in masks])
+            record = learner.probe_step(xb, yb, None if masks is None else [m[s] for m in masks])
         except RuntimeError:  # e.g. a loss of non-finite outputs: the trace ends here (the tier names the step)
             break
         params, state = learner.export()

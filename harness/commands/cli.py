@@ -30,6 +30,7 @@ from harness.commands.options import (
     add_masks,
     add_output,
     add_parallel,
+    add_precision,
     add_run_options,
     add_threads,
     add_weights,
@@ -41,7 +42,6 @@ from harness.commands.options import (
 )
 from harness.errors import EXIT_USAGE, USER_ERRORS, UsageError
 from harness.labs import GROUPS, LABS
-from harness.precision import REDUCED
 
 __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main", "main_exit"]
 
@@ -82,6 +82,9 @@ def _add_run(sub: Any) -> None:
     add_masks(p)
     add_output(p, "write the result as JSON (every logged step)", "only the summary lines")
     add_run_options(p)
+    add_precision(p, "train under a precision policy (docs/precision.md): bfloat16 (everything bf16), "
+                  "mixed_bfloat16 / mixed_float16 (float32 master weights, low-precision compute; float16 with a "
+                  "dynamic loss scale); default: the dtype's own")
     add_parallel(p)
 
 
@@ -101,9 +104,8 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("lab", help="a lab name (see `dlzta list`)")
     g = p.add_argument_group("sides (BACKEND[:DEVICE][:EXECUTION][:DTYPE]; a field left out: --device, --execution, "
                              "--dtype)")
-    g.add_argument("--precision", type=one_of(REDUCED, "precision"), metavar=metavar(REDUCED),
-                   help="a reduced-precision policy (docs/precision.md): the precision tier instead of the dtype's "
-                   "tiers; a side may carry its own (jax:bfloat16)")
+    add_precision(g, "a precision policy (docs/precision.md); a reduced one (bfloat16, mixed_*) is judged by the "
+                  "precision tier instead of the dtype's tiers, and a side may carry its own (jax:bfloat16)")
     g.add_argument("--a", dest="side_a", metavar="CONFIG", help="first side (default: the first registered backend)")
     g.add_argument("--b", dest="side_b", metavar="CONFIG", help="second side (default: the second)")
     g = p.add_argument_group("parity")
@@ -144,6 +146,7 @@ def _add_reproduce(sub: Any) -> None:
     add_weights(p, "shared")
     add_masks(p)
     add_device(p)
+    add_precision(p, "train every run under this precision policy (docs/precision.md); default: the dtype's own")
     p.add_argument("--repeats", type=count("repeats"), default=1, help="runs per framework, the extra ones from the "
                    "shared weights nudged by 1, 2, ... ulps: the spread of float32 rounding noise")
     add_threads(p)
@@ -238,16 +241,23 @@ def _add_report(sub: Any) -> None:
 
 
 def _add_selfcheck(sub: Any) -> None:
-    from harness.selfcheck.run import cmd_selfcheck
+    from harness.selfcheck.run import TIERS, cmd_selfcheck
 
     p = _sub(sub, "selfcheck", cmd_selfcheck, "the parity checks' own test on this device and dtype: every planted "
              "porting bug must be caught, correct code must pass", "Inject each planted porting bug of the chosen "
              "backends (each backend's mutations.py) one at a time, judge it by the check it belongs to (exact, "
              "statistical, native init) on --device in --dtype, and the same settings unmutated as false-alarm "
-             "controls. Exit 0 when every bug is caught and no control fails, 1 otherwise.")
+             "controls. The precision part plants each backend's precision-placement bugs (precision.py's "
+             "MUTATIONS: the loss in bfloat16, no master weights, a loss scaler that does not skip...) on one side "
+             "under each reduced policy where each is a bug, judged by the precision tier (compare --precision; "
+             "cpu only), which must name that side; correct code under every reduced policy is its control. Exit "
+             "0 when every bug is caught (a precision bug with its side named) and no control fails, 1 otherwise.")
     add_frameworks(p, "backends whose bugs are planted (the first two are compared)")
     add_device(p)
     p.add_argument("--only", metavar="TEXT", help="only the mutations whose name contains TEXT")
+    p.add_argument("--tiers", type=name_list(TIERS, "tier"), metavar="LIST", default=TIERS,
+                   help=f"only the mutations these checks judge (default: all); comma-separated, from "
+                   f"{', '.join(TIERS)} (precision: the precision tier's planted bugs and controls alone)")
     add_threads(p)
     add_output(p, "write the record as JSON", "only the closing line")
 

@@ -54,7 +54,7 @@ CONFIG_OPTIONS = {"framework": "--framework", "device": "--device", "dtype": "--
                   "execution": "--execution", "data": "--data", "data_dir": "--data-dir", "devices": "--devices",
                   "batch_norm": "--batch-norm", "lr": "--lr", "optimizer": "--optimizer",
                   "activation": "--activation", "weight_init": "--weight-init", "dropout": "--dropout",
-                  "epochs": "--epochs", "batch_size": "--batch-size"}
+                  "epochs": "--epochs", "batch_size": "--batch-size", "precision": "--precision"}
 CONFIG_IGNORED = ("effective", "notes")  # what the run trained with: recorded, not options
 
 
@@ -141,7 +141,8 @@ def _run(args: argparse.Namespace, lab: Any, stdout: Any) -> dict | None:
         print(line)
     final = final_text(result["final"])
     t = result["timing"]
-    print(f"{lab.name} [{args.framework}, {result['device']}, {result['dtype']}, weights {result['weights']}] "
+    print(f"{lab.name} [{args.framework}, {result['device']}, {result['precision']['name']}, "
+          f"weights {result['weights']}] "
           f"final: {final}")
     pre = f"; RBM pre-training before it {t['pretrain_s']:.2f} s" if "pretrain_s" in t else ""
     print(f"time: {t['total_s']:.2f} s (warm-up/compile {t['warmup_s']:.2f} s), {t['steps_per_s']:.0f} steps/s{pre}")

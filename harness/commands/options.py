@@ -13,6 +13,7 @@ from harness import backend as backends
 from harness.commands.bounds import count, threads
 from harness.errors import LabError, UsageError
 from harness.labs import ACTIVATIONS, INITS, OPTIMIZERS, lab_names
+from harness.precision import PRECISIONS
 from harness.run.runner import MASK_MODES, WEIGHTS, RunOptions
 
 DATA_HELP = "MNIST source: auto, mnist-5k, tfds, tfds:NAME or idx:DIR"
@@ -112,6 +113,11 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    metavar=metavar(backends.DTYPES), help="float64: x64 in JAX, double in torch")
 
 
+def add_precision(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--precision``: a policy of ``harness.precision`` (docs/precision.md); float32/float64 are the dtypes'."""
+    p.add_argument("--precision", type=one_of(PRECISIONS, "precision"), metavar=metavar(PRECISIONS), help=help_text)
+
+
 def add_length(p: argparse.ArgumentParser, steps: str, epochs: str) -> None:
     g = p.add_argument_group("run length")
     g.add_argument("--steps", type=count("steps"), help=steps)
@@ -184,7 +190,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 # Where each run option comes from: the RunOptions field and the argparse ``dest``; the lab overrides and theirs.
-RUN_FIELDS = ("device", "dtype", "weights", "seed", "log_every", "steps", "execution", "data", "data_dir", "mask_mode")
+RUN_FIELDS = ("device", "dtype", "weights", "seed", "log_every", "steps", "execution", "data", "data_dir", "mask_mode",
+              "precision")
 OVERRIDES = {"lr": "lr", "optimizer_name": "optimizer_name", "activation": "activation", "init": "weight_init",
              "dropout": "dropout", "epochs": "epochs", "batch_size": "batch_size"}
 

@@ -1,10 +1,9 @@
 """``dlzta reproduce``: each chosen lab in every framework with the lab's own settings, beside the course's numbers.
 
-For each lab every framework trains with the declaration's defaults on the chosen data (by default from the same
-shared initial weights and on the same batches; each framework draws its own dropout masks). The table shows the
-course's printed reference (cost at epoch 1 and at the last epoch, test accuracy; per-epoch train/validation
-figures for the batch-norm lab; correct answers among the first 1000 test images for the hand-written backprop
-lab) next to each framework's result, with the wall time of each run.
+Every framework trains each lab with its declared defaults (by default from shared initial weights, on the same
+batches; each framework draws its own dropout masks), in ``--precision``. The table shows the course's printed
+reference (costs, test accuracy; per-epoch figures for batch norm; correct answers among the first 1000 test
+images for hand-written backprop) next to each framework's result and the wall time of each run.
 
 The course trained on full MNIST (60,000/10,000) and, in most MNIST notebooks, computed its accuracy on the raw
 0..255 test pixels while training on pixels scaled to [0, 1]. This harness evaluates on correctly scaled pixels;
@@ -309,6 +308,7 @@ def reproduce(names: tuple[str, ...], options: Any, frameworks: tuple[str, ...] 
         echo(f"the machine is busy ({busy_text(measured)}): {', '.join(ones)} run(s) on one thread")
     results: dict[str, Any] = {"command": "reproduce", "frameworks": list(frameworks), "weights": options.weights,
                                "masks": options.mask_mode, "dtype": options.dtype, "device": options.device,
+                               "precision": options.policy.name,
                                "epochs": options.overrides.get("epochs"), "steps": options.steps,
                                "repeats": repeats, "loadavg_at_start": measured["loadavg"], "contention": measured,
                                "machine": machine_record(),
@@ -347,8 +347,8 @@ def render(results: dict) -> list[str]:
         lines.append(f"data: {data_text(record)}")
     init = ("the same initial weights in both frameworks" if results["weights"] == "shared"
             else "each framework draws its own")
-    lines.append(f"weights: {results['weights']} ({init}), dropout masks: {results['masks']}, {results['dtype']} on "
-                 f"{results['device']}")
+    lines.append(f"weights: {results['weights']} ({init}), dropout masks: {results['masks']}, "
+                 f"{results.get('precision', results['dtype'])} on {results['device']}")
     threads = {fw: sorted({e["runs"][fw]["threads"] for e in results["labs"].values()
                            if "threads" in e["runs"].get(fw, {})}) for fw in frameworks}
     if any(threads.values()):
@@ -358,8 +358,7 @@ def render(results: dict) -> list[str]:
     lines.append("course: full MNIST (60,000 train / 10,000 test); * the course computed this accuracy on raw 0..255 "
                  "test pixels (trained on [0, 1]); the row below it is this run evaluated the same way")
     for name, entry in results["labs"].items():
-        lines.append("")
-        lines.append(f"{name}: {entry['title']} [{entry['notebook']}], {entry['steps']} steps")
+        lines += ["", f"{name}: {entry['title']} [{entry['notebook']}], {entry['steps']} steps"]
         lines.extend("  " + t for t in format_table(entry["rows"], ["", "course"] + frameworks))
         gap, mean_gap = entry.get("accuracy_gap_pp"), entry.get("mean_accuracy_gap_pp")
         if gap is not None:
@@ -379,12 +378,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.commands.options import run_options
     from harness.run.machine import threads_note
     from harness.run.results import check_output_file
-    from harness.run.runner import RunDiverged
+    from harness.run.runner import RunDiverged, covered
 
     names, frameworks = args.labs, args.frameworks
     check_output_file(args.out) if args.out is not None else None
     options = run_options(args)
     options.check()
+    names = covered(names, options, lambda why: print(f"note: left out: {why}", file=sys.stderr))
     if args.repeats > 1 and args.weights != "shared":
         raise LabError("--repeats needs --weights shared (the repeats nudge the shared weights)")
     if note := threads_note(frameworks, args.threads, args.device):

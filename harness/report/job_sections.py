@@ -109,6 +109,10 @@ def selfcheck_text(rec: dict | None) -> str:
     if not rec:
         return ("parity self-test: not run on this machine (`dlzta selfcheck` plants every known porting bug and "
                 "checks that the tiers catch it here)")
+    p = rec.get("precision")
+    part = ("precision tier: not run (`dlzta selfcheck --tiers precision`)" if not p else
+            f"precision tier: {p['caught']} of {p['judged']} planted precision bugs caught, {p['side_named']} with "
+            f"the side named, {p['false_alarms']} false alarms in {p['correct_sides']} correct-code controls")
     return (f"parity self-test (`dlzta selfcheck`, {rec['device']}, {rec['dtype']}, {rec['when']}): "
             f"{rec['caught']} of {rec['judged']} planted bugs caught, {rec['false_alarms']} false alarms in "
-            f"{rec['controls']} correct runs")
+            f"{rec['controls']} correct runs; {part}")

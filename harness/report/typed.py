@@ -33,6 +33,7 @@ class RunRecord(TypedDict, total=False):
     framework: Required[str]
     device: Required[str]
     dtype: Required[str]
+    precision: dict[str, Any]  # the policy it trained under (harness.precision.Policy.record)
     weights: Required[Literal["native", "shared"]]
     seed: Required[int]
     execution: Required[str]

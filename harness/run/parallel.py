@@ -85,6 +85,9 @@ def check_spec(spec: RunSpec, par: Parallel) -> None:
         raise LabError(f"{spec.lab.name}: data-parallel training needs a minibatch lab (this one is full-batch)")
     if spec.lab.pretrain is not None:
         raise LabError(f"{spec.lab.name}: data-parallel training does not run RBM pre-training (run it on one device)")
+    if spec.precision is not None:
+        raise LabError(f"{spec.lab.name}: data-parallel training runs float32 or float64, not {spec.precision} "
+                       "(run reduced precision on one device)")
     batch = spec.batches.shape[1]
     if batch % par.devices:
         raise LabError(f"{spec.lab.name}: batch size {batch} does not split over {par.devices} devices")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,9 @@ import harness.backend as registry
 import harness.run.pretrain as pretrain
 from harness.backend import DEVICES, DTYPES, RunSpec, TrainResult, check_device, info, load, resolve_execution
 from harness.data import datasets as data_mod
-from harness.errors import RunDiverged
-from harness.labs import Lab, LabError, Model
+from harness.errors import BackendError, RunDiverged
+from harness.labs import Lab, LabError, Model, get_lab
+from harness.precision import PRECISIONS, REDUCED, Policy, resolve
 from harness.references import CorrectSeries
 from harness.run.machine import machine_record
 from harness.run.metrics import epoch_means, epoch_rows, evaluate, final_metrics
@@ -50,6 +52,18 @@ class RunOptions:
     data_dir: str | None = None
     mask_mode: str = "own"
     overrides: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None  # a reduced harness.precision policy; None: the dtype's own
+
+    def __post_init__(self) -> None:
+        if self.precision in DTYPES:  # float32 and float64 are the dtypes' own policies
+            if self.dtype not in ("float32", self.precision):
+                raise LabError(f"precision {self.precision} with dtype {self.dtype}: give one of them")
+            self.dtype, self.precision = self.precision, None
+
+    @property
+    def policy(self) -> Policy:
+        """The precision policy the run follows (``precision``, else the one of ``dtype``)."""
+        return resolve(self.precision, self.dtype)
 
     def check(self) -> None:
         """Raise LabError for a value outside its choices."""
@@ -58,6 +72,11 @@ class RunOptions:
                                      ("weights", self.weights, WEIGHTS), ("masks", self.mask_mode, MASK_MODES)):
             if value not in allowed:
                 raise LabError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise LabError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        if self.precision in REDUCED and self.dtype != "float32":
+            raise LabError(f"precision {self.precision} trains from float32 data and master weights; "
+                           f"drop dtype {self.dtype}")
         if self.execution is not None and self.execution not in executions:
             raise LabError(f"unknown execution {self.execution!r}; choose from {', '.join(sorted(executions))}")
         for name in ("steps", "log_every"):
@@ -83,6 +102,26 @@ class Prepared:
     eval_targets: dict[str, np.ndarray]
     companion: RunSpec | None = None  # the lab's second model: same data, batches, seed and eval points
     notes: tuple[str, ...] = ()  # overrides that do not apply to the lab (ignored; see ``inapplicable``)
+
+
+def uncovered(lab: Lab, options: RunOptions) -> str | None:
+    """Why ``options``' precision does not cover ``lab`` (None: it does): reduced precision is for module labs."""
+    if options.policy.reduced and lab.manual:
+        return (f"{lab.name} writes its backprop by hand in float32 or float64; reduced precision "
+                f"({options.precision}) covers the module labs")
+    return None
+
+
+def covered(names: list[str], options: RunOptions, note: Callable[[str], None]) -> list[str]:
+    """The labs of ``names`` that ``options``' precision covers, ``note`` called with why for each left out;
+    LabError when none is left."""
+    kept = []
+    for name in names:
+        why = uncovered(get_lab(name), options)
+        note(why) if why else kept.append(name)
+    if not kept:
+        raise LabError(f"no lab left to run in {options.precision}")
+    return kept
 
 
 def _eval_steps(lab: Lab, steps: int, steps_per_epoch: int | None) -> tuple[int, ...]:
@@ -137,6 +176,8 @@ def _check_float32_lr(lab: Lab, dtype: str) -> None:
 def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepared:
     """Data, batch order, weights and the RunSpec of ``lab`` under ``options``."""
     options.check()
+    if why := uncovered(lab, options):
+        raise LabError(why)
     notes = tuple(inapplicable(lab, options))
     lab = lab.with_options(**options.overrides) if options.overrides else lab
     model = model or lab.model
@@ -172,6 +213,7 @@ def prepare(lab: Lab, options: RunOptions, model: Model | None = None) -> Prepar
         train_x=x, train_y=y, batches=batches, masks=masks, steps=steps,
         eval_steps=_eval_steps(lab, steps, steps_per_epoch), eval_sets=eval_sets, execution=options.execution,
         pretrain_batches=pre_batches, pretrain_uniforms=pre_uniforms,
+        precision=options.precision if options.policy.reduced else None,
     )
     companion = None
     if lab.companion is not None and model is lab.model:
@@ -210,7 +252,8 @@ def run_config(prepared: Prepared, framework: str) -> dict:
     lab, options = prepared.lab, prepared.options
     return {
         "lab": lab.name, "framework": framework, "device": options.device, "dtype": options.dtype,
-        "weights": options.weights, "masks": options.mask_mode, "seed": prepared.seed, "steps": options.steps,
+        "precision": options.policy.name, "weights": options.weights, "masks": options.mask_mode,
+        "seed": prepared.seed, "steps": options.steps,
         "log_every": options.log_every, "execution": resolve_execution(framework, options.execution),
         "data": options.data, "data_dir": options.data_dir,
         "overrides": {OVERRIDE_NAMES.get(k, k): v for k, v in options.overrides.items() if v is not None},
@@ -230,6 +273,9 @@ def logged_steps(steps: int, log_every: int) -> list[int]:
 def execute(prepared: Prepared, framework: str, spec: RunSpec | None = None) -> TrainResult:
     """Train ``prepared`` (or a variant ``spec`` of it) in ``framework`` on the chosen device."""
     check_device(framework, prepared.options.device)
+    if prepared.options.policy.reduced and info(framework).float64_only:
+        raise BackendError(f"{framework} computes in float64 only; reduced precision "
+                           f"({prepared.options.precision}) runs in {', '.join(registry.names(False))}")
     spec = spec or prepared.spec
     spec = dataclasses.replace(spec, execution=resolve_execution(framework, spec.execution))
     return load(framework).train(spec)
@@ -252,6 +298,7 @@ def summarize(prepared: Prepared, framework: str, result: TrainResult) -> dict:
     record: dict[str, Any] = {
         "lab": lab.name, "framework": framework, "device": result.device,
         "dtype": "float64" if info(framework).float64_only else options.dtype,  # a referee computes in float64
+        "precision": options.policy.record(),
         "weights": options.weights, "seed": prepared.seed,
         "execution": resolve_execution(framework, options.execution),
         "data": prepared.data_record, "steps": steps, "loss": [float(losses[s]) for s in steps],
@@ -310,8 +357,8 @@ def add_companion(record: dict, prepared: Prepared, framework: str, result: Trai
         record["status"] = "diverged"
         exc.result = record
         raise
-    for key in ("lab", "framework", "device", "dtype", "init", "weights", "seed", "execution", "data", "versions",
-                "machine", "config", "notes"):
+    for key in ("lab", "framework", "device", "dtype", "precision", "init", "weights", "seed", "execution", "data",
+                "versions", "machine", "config", "notes"):
         other.pop(key, None)
     other["model"] = labels[1]
     by_epoch = {row["epoch"]: row[labels[0]] for row in other.pop("epochs", [])}

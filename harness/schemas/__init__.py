@@ -26,6 +26,7 @@ KINDS = {
     "bench": "dlzta bench --out",
     "scaling": "dlzta bench --devices N,M,... --out (data-parallel scaling)",
     "github-action": "dlzta bench --github-action PREFIX (both files)",
+    "selfcheck": "dlzta selfcheck --out (and $DLZTA_CACHE_DIR/selfcheck.json)",
     "common": "(definitions the others share)",
 }
 
