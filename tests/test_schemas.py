@@ -208,6 +208,7 @@ def test_check_jsonschema_validates_offline_as_documented(tmp_path):
     ("RunRecord", "run", "", ()),
     ("LabRecord", "lab", "", ()),
     ("StudyRecord", "init-study", "", ()),
+    ("PrecisionRecord", "precision", "", ()),
     ("Results", "results", "", ("generated", "summary")),  # set when results.json is written
     ("JobStatus", "results", "/$defs/job", ()),
     ("Parity", "compare", "/$defs/parity", ()),
