@@ -35,7 +35,7 @@ from harness.errors import UsageError
 from harness.labs import Lab, get_lab
 from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
-from harness.report.plan import STUDY, Plan, make_plan, thread_counts
+from harness.report.plan import MNIST_TRAIN_SIZE, STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
 from harness.report.typed import LabRecord, Results
 from harness.run.costs import Costs, phase, recording
@@ -374,5 +374,6 @@ def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = No
         labs = [get_lab(name) for name in opts.labs]
         train_size = load_data(opts, labs)
         plan = make_plan(opts, *([train_size] if train_size else []))
+        precision.plan_task(plan, opts, train_size or MNIST_TRAIN_SIZE)
         preload()
         return Job(opts, plan, out or sys.stdout, err or sys.stderr).run()

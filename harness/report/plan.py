@@ -132,16 +132,16 @@ class Plan:
         return sum(1 for v in self.saved.values() if v)
 
 
-def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) -> dict | None:
+def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any,
+           shapes: dict[str, tuple[Any, str]] | None = None) -> dict | None:
     """The saved result of task ``name`` with ``key``: its lab file, else its record in the earlier
     results.json (the lab file is then to be written again). A record with the key but not the typed shape of a
-    fresh one is not reused: the reason goes into ``plan.rejected``."""
+    fresh one is not reused: the reason goes into ``plan.rejected``. ``shapes``: the (shape, schema kind) of a
+    task that is neither a lab nor the init study (the precision section)."""
+    shapes = shapes or {}
     if not opts.resume:
         return None
-    from harness.report import precision
-
-    shape, kind = {STUDY: (STUDY_SHAPE, "init-study"), precision.TASK: (precision.SHAPE, "precision")}.get(
-        name, (LAB, "lab"))
+    shape, kind = shapes.get(name) or ((STUDY_SHAPE, "init-study") if name == STUDY else (LAB, "lab"))
     for where, rec in ((f"labs/{name}.json", load_record(opts.out / "labs" / f"{name}.json")),
                        (f"results.json ({name})", previous)):
         if not _matches(rec, key):
@@ -186,16 +186,4 @@ def make_plan(opts: JobOptions, train_size: int = MNIST_TRAIN_SIZE) -> Plan:
         plan.estimates[STUDY] = 0.0 if rec else _estimate(
             plan, STUDY, opts.study_key(), old.get(STUDY),
             lambda: len(INIT_STUDY_SCHEMES) * estimate_seconds(get_lab(INIT_STUDY_LAB), study, train_size))
-    _plan_precision(plan, opts, old, train_size)
     return plan
-
-
-def _plan_precision(plan: Plan, opts: JobOptions, old: dict, train_size: int) -> None:
-    """The precision section's task (:mod:`.precision`): reused under the same key, else estimated."""
-    from harness.report import precision
-
-    if precision.active(opts):
-        key, task = precision.key(opts), precision.TASK
-        plan.saved[task] = rec = _saved(plan, opts, task, key, old.get("precision"))
-        plan.estimates[task] = 0.0 if rec else _estimate(plan, task, key, old.get("precision"),
-                                                         lambda: precision.estimate(opts, train_size))

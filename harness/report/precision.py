@@ -75,6 +75,16 @@ def estimate(opts: JobOptions, train_size: int) -> float:
     return sum(len(PRECISIONS) * (estimate_seconds(get_lab(n), alone, train_size) + 2.0) for n in chosen(opts))
 
 
+def plan_task(plan: Any, opts: JobOptions, train_size: int) -> None:
+    """Add the section to the job's ``plan`` (:mod:`.plan`): reused under the same key, else estimated."""
+    from harness.report.plan import _estimate, _saved
+
+    if active(opts):
+        key_, old = key(opts), (plan.previous or {}).get("precision")
+        plan.saved[TASK] = rec = _saved(plan, opts, TASK, key_, old, {TASK: (SHAPE, "precision")})
+        plan.estimates[TASK] = 0.0 if rec else _estimate(plan, TASK, key_, old, lambda: estimate(opts, train_size))
+
+
 def figures(run: RunRecord) -> tuple[float | None, float | None]:
     """(test accuracy, final loss) of a run: the loss is the mean training loss of its last epoch (the course's
     cost), else its last step's."""

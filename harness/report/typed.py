@@ -158,7 +158,7 @@ class PrecisionRecord(TypedDict, total=False):
     precisions: Required[list[str]]
     frameworks: Required[list[str]]
     labs: Required[dict[str, dict[str, Any]]]
-    wall_s: float
+    wall_s: Required[float]
     error: str
 
 
