@@ -113,3 +113,32 @@ def test_a_bad_precision_lab_is_a_one_line_error(tmp_path, capsys, value, fragme
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_a_lab_that_evaluates_every_epoch_is_cut_at_the_sections_epoch(tmp_path):
+    """mnist_batchnorm for 4 epochs: the section trains 3 (EPOCHS) and takes the float32 column from the lab's
+    own run after epoch 3, which is what a float32 run of 3 epochs gives (not retrained in the job)."""
+    import dataclasses
+
+    from harness.labs import get_lab
+    from harness.report.options import JobOptions
+    from harness.report.plan import run_options
+    from harness.report.precision import EPOCHS
+    from harness.run.runner import run
+
+    out = tmp_path / "r"
+    argv = ["report", "--out", str(out), "--labs", "mnist_batchnorm", "--epochs", str(EPOCHS + 1), "--data",
+            "mnist-5k", "--no-init-study", "--no-html", "--no-noise", "--quiet", "--frameworks", "torch"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    section = results["precision"]["labs"]["mnist_batchnorm"]
+    assert section["epochs"] == EPOCHS and section["steps"] == EPOCHS * 125
+    own = results["labs"]["mnist_batchnorm"]["runs"]["torch"]
+    f32 = next(r for r in section["rows"] if r["precision"] == "float32")
+    assert f32["test_accuracy"] == own["evals"][str(EPOCHS * 125)]["test"]["accuracy"]
+    assert f32["final_loss"] == own["epoch_cost"][EPOCHS - 1] and len(own["epoch_cost"]) == EPOCHS + 1
+    lab = get_lab("mnist_batchnorm")
+    opts = JobOptions(labs=("mnist_batchnorm",), frameworks=("torch",), epochs=EPOCHS, data="mnist-5k")
+    short = run(lab, "torch", dataclasses.replace(run_options(lab, opts)))
+    assert short["final"]["test_accuracy"] == f32["test_accuracy"] and short["epoch_cost"][-1] == f32["final_loss"]

@@ -23,6 +23,7 @@ TASK = "precision"  # the task's name in the plan, the progress line and the cos
 # the default (those of them among the job's labs): 10 epochs of 125 steps, batch norm under each policy
 DEFAULT_LABS = ("mnist_batchnorm",)
 PRECISIONS = ("bfloat16", "mixed_bfloat16", "mixed_float16")
+EPOCHS = 3  # the section's length for a lab that evaluates every epoch (its float32 figures at that epoch exist)
 NUM = (int, float, type(None))
 ROW = {"framework": str, "precision": str, "status": str, "test_accuracy": NUM, "final_loss": NUM,
        "steps_per_s": NUM, "speedup": NUM, "accuracy_cost": NUM, "*": object}
@@ -109,6 +110,33 @@ def _row(fw: str, precision: str, run: RunRecord | None, base: RunRecord | None,
     return row
 
 
+def epochs_for(lab: Any, own: dict[str, RunRecord]) -> int | None:
+    """The epochs the section trains ``lab`` for: :data:`EPOCHS` where the lab's own runs went further and
+    evaluated the test set after each epoch (its float32 column is then taken there, not retrained); None: the
+    lab's own length."""
+    runs = list(own.values())
+    if not lab.eval_every_epoch or not runs or any(r.get("status") != "ok" for r in runs):
+        return None
+    if all(len(r.get("epoch_cost") or []) > EPOCHS and str(EPOCHS * _per_epoch(lab, r)) in r.get("evals", {})
+           for r in runs):
+        return EPOCHS
+    return None
+
+
+def _per_epoch(lab: Any, run: RunRecord) -> int:
+    return run["data"]["train_size"] // lab.batch_size
+
+
+def at_epoch(lab: Any, run: RunRecord, epochs: int | None) -> RunRecord:
+    """``run`` as it stood after ``epochs`` epochs (None: as it ended): its test accuracy evaluated then and the
+    epoch-mean training losses so far; its steady-state timing."""
+    if epochs is None:
+        return run
+    step = str(epochs * _per_epoch(lab, run))
+    final = {"test_accuracy": run["evals"][step]["test"]["accuracy"]}
+    return {**run, "final": final, "epoch_cost": run["epoch_cost"][:epochs], "steps": list(range(int(step)))}
+
+
 def _tier(name: str, options: Any, precision: str, sides: tuple[str, ...]) -> dict:
     """The precision tier of lab ``name`` under ``precision`` for ``sides`` (each backend's precision trace)."""
     from harness.parity import precision as tier_mod
@@ -134,7 +162,10 @@ def compute_lab(name: str, opts: JobOptions, rec: LabRecord) -> dict:
     lab = get_lab(name)
     options, fws = run_options(lab, opts), frameworks(opts)
     counts = {fw: n for fw, n in thread_counts(lab.task, opts).items() if fw in fws}
-    own = rec.get("runs", {})
+    own, epochs = rec.get("runs", {}), epochs_for(lab, rec.get("runs", {}))
+    if epochs is not None:
+        options = dataclasses.replace(options, overrides={**options.overrides, "epochs": epochs})
+        own = {fw: at_epoch(lab, run, epochs) for fw, run in own.items()}
     rows = [_row(fw, "float32", own.get(fw), own.get(fw)) for fw in fws]
     tiers, traced = {}, tuple(fw for fw in fws if backends.offers(fw, "precision_trace"))[:2]
     with backend_threads(counts):
