@@ -203,7 +203,7 @@ def test_html_is_self_contained(small_report):
     out = small_report[0]
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]*)"', page)
-    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)  # + precision
     assert "<table>" in page and "xor_mlp" in page
 
 
