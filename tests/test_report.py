@@ -60,8 +60,8 @@ def test_job_writes_every_file(small_report):
                  "labs/init_study.json"):
         assert (out / name).is_file(), name
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert pngs == ["init_study.png", "mnist_batchnorm.png", "mnist_batchnorm_epochs.png", "throughput.png",
-                    "xor_mlp.png"]
+    assert pngs == ["init_study.png", "mnist_batchnorm.png", "mnist_batchnorm_epochs.png", "precision.png",
+                    "throughput.png", "xor_mlp.png"]  # precision: the section's default lab is mnist_batchnorm
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
     umask = os.umask(0o022)
     os.umask(umask)
@@ -76,7 +76,7 @@ def test_every_json_file_validates_against_its_schema(small_report):
 
     out = small_report[0]
     for path, kind in [("results.json", "results"), ("labs/xor_mlp.json", "lab"), ("labs/mnist_batchnorm.json", "lab"),
-                       ("labs/init_study.json", "init-study")]:
+                       ("labs/init_study.json", "init-study"), ("labs/precision.json", "precision")]:
         record = json.loads((out / path).read_text())
         assert record["$schema"] == schemas.schema_id(kind), path
         schemas.validate(kind, record)
@@ -203,7 +203,7 @@ def test_html_is_self_contained(small_report):
     out = small_report[0]
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]*)"', page)
-    assert len(images) == 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)  # + precision
     assert "<table>" in page and "xor_mlp" in page
 
 

@@ -213,7 +213,7 @@ def test_report_reads_in_a_browser(report_html, tmp_path, width):
     assert seen["scrollWidth"] <= seen["clientWidth"], f"the page scrolls sideways: {seen['outside'][:5]}"
     assert not seen["outside"], seen["outside"][:5]
     images = seen["images"]
-    assert len(images) == 6  # three labs, the batch-norm epochs, the init study, the throughput
+    assert len(images) == 7  # three labs, the batch-norm epochs, the init study, the precision section, the throughput
     for image in images:
         assert image["natural"] > 0, "an image did not load"
         assert image["shown"] <= seen["clientWidth"]

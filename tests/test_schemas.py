@@ -208,6 +208,7 @@ def test_check_jsonschema_validates_offline_as_documented(tmp_path):
     ("RunRecord", "run", "", ()),
     ("LabRecord", "lab", "", ()),
     ("StudyRecord", "init-study", "", ()),
+    ("PrecisionRecord", "precision", "", ()),
     ("Results", "results", "", ("generated", "summary")),  # set when results.json is written
     ("JobStatus", "results", "/$defs/job", ()),
     ("Parity", "compare", "/$defs/parity", ()),
@@ -237,4 +238,5 @@ def test_every_labs_report_record_validates(tmp_path):
     schemas.validate("results", results)
     assert list(results["labs"]) == list(LABS)
     for path in (out / "labs").glob("*.json"):
-        schemas.validate("init-study" if path.stem == "init_study" else "lab", _load(path))
+        kind = {"init_study": "init-study", "precision": "precision"}.get(path.stem, "lab")
+        schemas.validate(kind, _load(path))

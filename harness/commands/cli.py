@@ -39,6 +39,7 @@ from harness.commands.options import (
     metavar,
     name_list,
     one_of,
+    precision_labs,
 )
 from harness.errors import EXIT_USAGE, USER_ERRORS, UsageError
 from harness.labs import GROUPS, LABS
@@ -247,6 +248,10 @@ def _add_report(sub: Any) -> None:
     g.add_argument("--no-init-study", dest="init_study", action="store_false",
                    help="skip the weight-initialisation comparison")
     g.add_argument("--init-steps", type=count("init-steps"), default=200, help="steps of each initialisation run")
+    g.add_argument("--precision-labs", type=precision_labs, default=None, metavar="LIST",
+                   help="labs of the precision section, each trained again in bfloat16, mixed_bfloat16 and "
+                   "mixed_float16 beside its float32 run (docs/precision.md); none: no section (default: "
+                   "mnist_batchnorm, when the job runs it)")
     add_threads(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", default="report", help="output folder")

@@ -78,6 +78,11 @@ def lab_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def precision_labs(text: str) -> tuple[str, ...]:
+    """``report --precision-labs``: comma-separated lab names and groups, or ``none`` (no precision section)."""
+    return () if text.strip() == "none" else lab_list(text)
+
+
 class LabsAction(argparse.Action):
     """Positional lab lists (``bench xor mnist_softmax``): each word a name, a group or a comma list, flattened."""
 

@@ -38,7 +38,7 @@ def options_from(args: argparse.Namespace) -> JobOptions:
         out=Path(args.out), labs=args.labs, frameworks=args.frameworks, data=args.data, data_dir=args.data_dir,
         device=args.device, dtype=args.dtype, steps=args.steps, epochs=args.epochs, threshold=args.threshold,
         noise=args.noise, init_study=args.init_study, init_steps=args.init_steps, resume=args.resume,
-        quiet=args.quiet, html=args.html, threads=args.threads,
+        quiet=args.quiet, html=args.html, threads=args.threads, precision_labs=args.precision_labs,
         command=" ".join(["dlzta", *sys.argv[1:]]),
     )
 

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import harness.report.compute as compute
 import harness.report.history as history
+import harness.report.precision as precision
 from harness import backend as backends
 from harness import schemas
 from harness.commands.progress import Progress, clock
@@ -34,7 +35,7 @@ from harness.errors import UsageError
 from harness.labs import Lab, get_lab
 from harness.report.lock import OutputLock, check_output
 from harness.report.options import FORMAT, JobOptions
-from harness.report.plan import STUDY, Plan, make_plan, thread_counts
+from harness.report.plan import MNIST_TRAIN_SIZE, STUDY, Plan, make_plan, thread_counts
 from harness.report.signals import held_signals
 from harness.report.typed import LabRecord, Results
 from harness.run.costs import Costs, phase, recording
@@ -59,6 +60,7 @@ def check(opts: JobOptions) -> None:
         backends.check_device(fw, opts.device)
     if opts.dtype not in DTYPES:
         raise UsageError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
+    precision.check(opts)
     check_output(opts.out)
 
 
@@ -126,6 +128,7 @@ class Job:
             "format": FORMAT, "command": opts.command, "options": opts.record(), "machine": {},
             "data": opts._data_record, "peak": {}, "labs": {}, "init_study": None, "pending": list(opts.labs),
             "job": {"status": "running", "computed": [], "reused": [], "errors": []},
+            "precision": None,  # the precision section (harness.report.precision)
             "selfcheck": latest_selfcheck(),  # the parity checks' own test on this machine, if it was run
             "notes": self.notes,  # options that do not apply (ignored)
         }
@@ -185,6 +188,8 @@ class Job:
         try:
             for i, lab in enumerate(self.plan.labs, 1):
                 self.lab(i, lab)
+            if precision.TASK in self.plan.saved:
+                self.precision()
             if opts.init_study:
                 self.study()
             job["status"] = "errors" if job["errors"] else "complete"
@@ -266,6 +271,29 @@ class Job:
         what = f"{len(study['runs'])} schemes, {study['steps']} steps each ({study['framework']})"
         self.done(STUDY, f"[init]  {STUDY:<28} {when:>8}  {what}" + (f"; {study['error']}" if "error" in study else ""))
 
+    def precision(self) -> None:
+        """Take over or compute the precision section (its runs beside the labs' own), then write it."""
+        rec, seconds = self.plan.saved[precision.TASK], None
+        if rec is None:
+            self.progress.begin(precision.TASK, self.plan.estimates[precision.TASK])
+            t = time.perf_counter()
+            with recording(self.costs), phase("precision section"):
+                rec = schemas.stamped("precision", precision.compute(self.opts, self.results["labs"]))
+            seconds = time.perf_counter() - t
+            if rec["status"] != "error":
+                history.record({self.plan.keys[precision.TASK]: seconds})
+        self.progress.advance(self.plan.estimates[precision.TASK])
+        with held_signals():
+            if seconds is not None or precision.TASK in self.plan.restore:
+                write_json(self.opts.out / "labs" / f"{precision.TASK}.json", rec, "precision")
+            if rec["status"] == "error":
+                self.results["job"]["errors"].append(precision.TASK)
+            self.results["precision"] = rec
+            self.write(lambda render: render.precision_plot(self.opts.out, rec, force=seconds is not None))
+        when = "reused" if seconds is None else f"{seconds:6.1f} s"
+        self.done(precision.TASK, f"[prec]  {'precision section':<28} {when:>8}  {', '.join(rec['labs'])} in "
+                  f"{', '.join(rec['precisions'])}" + (f"; {rec['error']}" if "error" in rec else ""))
+
     def write(self, plots: Callable[[Any], None]) -> None:
         """Draw with ``plots(render)`` in the background (beside the next lab's training) and rewrite the report
         now, with the plots drawn so far; deferred while a complete report is kept. The final write waits for
@@ -311,6 +339,9 @@ class Job:
                 study = self.results["init_study"]
                 if study and study["runs"]:
                     render.study_plot(self.target, study, force=fresh or self.plan.saved.get(STUDY) is None)
+                if self.results.get("precision"):
+                    render.precision_plot(self.target, self.results["precision"],
+                                          force=fresh or self.plan.saved.get(precision.TASK) is None)
             render.write_report(self.target, self.results, html=self.opts.html, final=True)
 
     @property
@@ -343,5 +374,6 @@ def run_job(opts: JobOptions, out: TextIO | None = None, err: TextIO | None = No
         labs = [get_lab(name) for name in opts.labs]
         train_size = load_data(opts, labs)
         plan = make_plan(opts, *([train_size] if train_size else []))
+        precision.plan_task(plan, opts, train_size or MNIST_TRAIN_SIZE)
         preload()
         return Job(opts, plan, out or sys.stdout, err or sys.stderr).run()

@@ -53,6 +53,7 @@ class JobOptions:
     resume: bool = True
     quiet: bool = False
     html: bool = True
+    precision_labs: tuple[str, ...] | None = None  # the precision section's labs (None: its default; (): none)
     threads: str = "auto"  # threads of the backends set per task ("per_task" policy): "auto" or a count
     busy: bool = False  # the machine was busy when the job started (set by run_job)
     command: str = ""

@@ -132,13 +132,16 @@ class Plan:
         return sum(1 for v in self.saved.values() if v)
 
 
-def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any) -> dict | None:
+def _saved(plan: Plan, opts: JobOptions, name: str, key: dict, previous: Any,
+           shapes: dict[str, tuple[Any, str]] | None = None) -> dict | None:
     """The saved result of task ``name`` with ``key``: its lab file, else its record in the earlier
     results.json (the lab file is then to be written again). A record with the key but not the typed shape of a
-    fresh one is not reused: the reason goes into ``plan.rejected``."""
+    fresh one is not reused: the reason goes into ``plan.rejected``. ``shapes``: the (shape, schema kind) of a
+    task that is neither a lab nor the init study (the precision section)."""
+    shapes = shapes or {}
     if not opts.resume:
         return None
-    shape, kind = (STUDY_SHAPE, "init-study") if name == STUDY else (LAB, "lab")
+    shape, kind = shapes.get(name) or ((STUDY_SHAPE, "init-study") if name == STUDY else (LAB, "lab"))
     for where, rec in ((f"labs/{name}.json", load_record(opts.out / "labs" / f"{name}.json")),
                        (f"results.json ({name})", previous)):
         if not _matches(rec, key):

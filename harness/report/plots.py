@@ -39,11 +39,14 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kw: Any
 
 def to_png(fig: Any) -> bytes:
     """The figure as PNG bytes: a :data:`COLORS`-colour palette, its resolution recorded (pHYs) for the HTML."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    # the Agg canvas's pixels as they are, not through an intermediate PNG (encoded, then decoded): the same image
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    image = image.convert("RGB")
     palette = image.quantize(colors=COLORS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = io.BytesIO()
     palette.save(out, format="PNG", optimize=True, dpi=(DPI, DPI))

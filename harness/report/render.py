@@ -14,6 +14,7 @@ from typing import Any
 
 import harness.report.course as course
 import harness.report.job_sections as job_sections
+import harness.report.precision_section as precision_section
 import harness.report.sections as sections
 import harness.report.time_spent as report_costs
 from harness import backend
@@ -24,7 +25,7 @@ from harness.report.sections import bn_lines, fmt_acc, pct_peak
 from harness.report.typed import LabRecord, Results, RunRecord, StudyRecord
 from harness.run.results import atomic_write, write_json
 
-__all__ = ["build", "final_metrics", "fmt_acc", "lab_plots", "pct_peak", "study_plot", "summary_line",
+__all__ = ["build", "final_metrics", "fmt_acc", "lab_plots", "pct_peak", "precision_plot", "study_plot", "summary_line",
            "summary_rows", "verdict_help", "write_report"]
 
 def verdict_help() -> str:
@@ -238,6 +239,7 @@ def build(results: Results, has: set[str]) -> Doc:
     _notes(doc, results)
     for rec in results["labs"].values():
         sections.lab_section(doc, rec, results, has)
+    precision_section.section(doc, results, has)
     if results.get("init_study"):
         job_sections.init_study(doc, results["init_study"], has)
     if results["labs"]:
@@ -274,6 +276,13 @@ def study_plot(out: Path, study: StudyRecord, force: bool = False) -> None:
     path = out / "plots" / "init_study.png"
     if force or not path.exists():
         atomic_write(path, plots.init_figure(study))
+
+
+def precision_plot(out: Path, rec: dict, force: bool = False) -> None:
+    """Draw the precision section's plot unless present (nothing to draw: none)."""
+    path = out / precision_section.PLOT
+    if rec["labs"] and precision_section.plot_rows(rec) and (force or not path.exists()):
+        atomic_write(path, precision_section.figure(rec))
 
 
 def write_report(out: Path, results: Results, html: bool = True, final: bool = False) -> None:

@@ -148,6 +148,20 @@ class JobStatus(TypedDict, total=False):
     kept_previous: bool
 
 
+class PrecisionRecord(TypedDict, total=False):
+    """The precision section (``labs/precision.json``, ``precision.schema.json``): per lab its rows (framework x
+    precision, float32 from the lab's own run) and each precision's tier verdict."""
+
+    format: Required[int]
+    key: Required[dict[str, Any]]
+    status: Required[Status]
+    precisions: Required[list[str]]
+    frameworks: Required[list[str]]
+    labs: Required[dict[str, dict[str, Any]]]
+    wall_s: Required[float]
+    error: str
+
+
 class Results(TypedDict, total=False):
     """``results.json`` (``results.schema.json``): ``generated`` and ``summary`` are set when it is written."""
 
@@ -165,7 +179,8 @@ class Results(TypedDict, total=False):
     notes: Required[list[str]]  # options that do not apply (ignored), one line each
     generated: str
     summary: list[dict[str, Any]]
+    precision: PrecisionRecord | None  # the precision section (None: the job had none)
 
 
-__all__ = ["JobStatus", "LabKey", "LabRecord", "Parity", "Results", "RunRecord", "Status",
+__all__ = ["JobStatus", "LabKey", "LabRecord", "Parity", "PrecisionRecord", "Results", "RunRecord", "Status",
            "StudyRecord", "Timing", "VerdictKind"]

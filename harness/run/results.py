@@ -21,9 +21,20 @@ import numpy as np
 
 from harness.errors import UsageError
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
 
 def to_jsonable(obj: Any) -> Any:
     """Plain JSON types for numpy scalars/arrays, tuples and int dict keys; NaN/inf become None."""
+    kind = type(obj)  # the plain types first, by exact type (a report's records are ~10^5 of them)
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind in _PLAIN:
+        return obj
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

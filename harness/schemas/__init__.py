@@ -23,6 +23,7 @@ KINDS = {
     "lab": "dlzta report: OUT/labs/<lab>.json",
     "init-study": "dlzta report: OUT/labs/init_study.json",
     "results": "dlzta report: OUT/results.json",
+    "precision": "dlzta report: OUT/labs/precision.json",
     "bench": "dlzta bench --out",
     "scaling": "dlzta bench --devices N,M,... --out (data-parallel scaling)",
     "github-action": "dlzta bench --github-action PREFIX (both files)",
