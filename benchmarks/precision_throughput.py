@@ -7,12 +7,12 @@ each execution it runs the precision in: torch ``eager``, JAX ``per_step`` and `
 would: torch ``nn.Linear`` layers, ``torch.autocast`` and ``torch.amp.GradScaler`` (the module cast to bfloat16
 for pure bfloat16), ``torch.optim.Adam``; JAX a jitted function of a dict of arrays, ``optax.adam``, Flax's
 ``DynamicScale``. Both on the same pooled batches and shared dropout masks, alternating ``--repeats`` times in
-one process; torch on ``--threads`` threads, XLA on the pool ``XLA_FLAGS`` gives it at start-up (give both the
-same count). Prints the median steps/s of each, harness / plain, each precision's speed-up over float32, each
-precision's own matmul peak and the share of it, the CPU, its bf16/AMX flags and the load.
+one process; torch and XLA on ``--threads`` threads each (XLA's CPU pool pinned as its backend starts:
+``XLA_FLAGS`` does not pin this jaxlib). Prints the median steps/s of each, harness / plain, each precision's
+speed-up over float32, each precision's own matmul peak and the share of it, the CPU, its bf16/AMX flags and the
+load.
 
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" PYTHONPATH=$PWD \
-        .venv/bin/python benchmarks/precision_throughput.py --threads 1 --out /tmp/precision-throughput.json
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/precision_throughput.py --threads 1 --out /tmp/precision-throughput.json
 """
 
 from __future__ import annotations
@@ -223,12 +223,13 @@ def main() -> None:
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2, help="torch's intra-op threads (XLA's: set by XLA_FLAGS)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads of each framework")
     ap.add_argument("--out")
     a = ap.parse_args()
-    import torch
+    from harness import backend as registry
 
-    torch.set_num_threads(a.threads)
+    for fw in a.frameworks.split(","):  # the same threads for both: XLA's pool pinned as it starts (jax_impl.bench)
+        registry.load(fw).configure_threads(a.threads)
     record = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "loadavg_start": loadavg(), "threads": a.threads,
               "peaks": {}, "results": []}
     for fw in a.frameworks.split(","):
