@@ -102,12 +102,16 @@ def main() -> None:
     ap.add_argument("--mutation-labs", default=",".join(MUTATION_LABS))
     ap.add_argument("--no-correct", action="store_true", help="only the planted bugs")
     ap.add_argument("--out", type=Path, default=Path("precision-calibration.jsonl"))
+    ap.add_argument("--threads", type=int, help="each framework's intra-op threads (default: its own; the "
+                    "summation order of a batch's sums changes with it)")
     ap.add_argument("--summarise", nargs="+", type=Path, help="print the markdown tables of these JSON-line files")
     a = ap.parse_args()
     if a.summarise:
         print(summarise([json.loads(line) for f in a.summarise for line in f.read_text().splitlines()]))
         return
     sides = a.sides.split(",")
+    threads = {side: registry.load(side).configure_threads(a.threads).get("threads") for side in sides}
+    print(f"threads: {threads}", flush=True)
     rows = [] if a.no_correct else correct(a.labs.split(","), a.seeds, tuple(a.policies.split(",")), a.out, sides)
     if a.mutations:
         rows += plant(a.mutation_labs.split(","), a.out, sides)

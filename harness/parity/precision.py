@@ -5,12 +5,13 @@ in bfloat16, a missing unscale...): in float64 it vanishes. Here each side's fir
 (``<backend>.precision_trace``) are held, tensor by tensor, against the numpy referee's emulation of the policy
 (``harness.referee.precision``: bfloat16/float16 rounding exactly at the declared cast points, float64 between
 them). The tolerance is float32 accumulation noise, measured: ``TWINS`` float32 emulations of the same policy
-(plain, and with every matmul's accumulation jittered) differ from the float64 emulation by what float32
-arithmetic alone moves each tensor by, a bf16/f16 rounding flipped here and there included; each quantity is held
-to ``max(FLOOR, FACTOR x`` the twins' largest difference on it so far ``)``; the jittered twins move every matmul
-entry by a random accumulation error of float32's typical size (2**-24 x the root sum of squares of its
-products), so that they flip about as many low-precision roundings as a framework's own summation order does,
-at random places. Correct code sits at the twins' own
+(plain, and with every matmul's and batch sum's accumulation jittered) differ from the float64 emulation by what
+float32 arithmetic alone moves each tensor by, a bf16/f16 rounding flipped here and there included; each quantity
+is held to ``max(FLOOR, FACTOR x`` the twins' largest difference on it so far ``)``; the jittered twins move every
+matmul entry and every batch sum (bias gradients, batch-norm statistics) by a random accumulation error of
+float32's typical size (2**-24 x the root sum of squares of its terms), so that they flip about as many
+low-precision roundings as a framework's own summation order (or thread count) does, at random places. Correct
+code sits at the twins' own
 level (torch matches the float32 emulation bit for bit in pure bfloat16); a misplaced cast moves every entry by
 about a unit of the low precision (2**-8 in bfloat16), orders above.
 
@@ -37,7 +38,8 @@ from harness.precision import PROBE_LOSS_SCALE, LossScale, Policy
 
 TRACE_STEPS = 3  # steps traced (bfloat16 policies)
 SCALE_STEPS = 6  # steps traced under a loss scale: overflow, skip, back off, grow, overflow again
-TWINS = (None, 0, 1, 2)  # the float32 emulations: plain, and each matmul's accumulation jittered (seeds 0, 1, 2)
+TWINS = (None, *range(6))  # the float32 emulations: plain, and every matmul and batch sum jittered (seeds 0-5; a
+# sample of the roundings a summation order flips: with 3, one JAX flip on xor_wide_deep met the floor)
 FACTOR = 300.0  # times the float32 twins' largest difference (an Adam update of a gradient near its eps
 # amplifies one summation-order flip: 88x the twins' on mnist_softmax under mixed_float16, correct code)
 Side = Callable[[RunSpec, int, Policy, LossScale | None], list[dict]]  # (spec, steps, policy, scale) -> trace

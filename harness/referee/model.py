@@ -13,6 +13,7 @@ import numpy as np
 from harness.labs import Model
 
 Arrays = dict[str, np.ndarray]
+Reduce = Callable[[np.ndarray], np.ndarray] | None  # a batch sum (over axis 0), or None: ``x.sum(0)``
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 LEAKY_SLOPE = 0.01  # torch's default negative slope
@@ -53,17 +54,19 @@ def layout(model: Model) -> tuple[list[str], list[str]]:
 
 
 def batchnorm(z: np.ndarray, i: int, model: Model, params: Arrays, state: Arrays, training: bool,
-              new_state: Arrays) -> tuple[np.ndarray, tuple | None]:
+              new_state: Arrays, total: Reduce = None) -> tuple[np.ndarray, tuple | None]:
     """Batch norm of hidden layer ``i``. Training: normalise by the batch mean and biased variance, and move the
     running statistics towards the batch's (running = (1 - m) running + m batch, the variance unbiased) into
-    ``new_state``; returns the output and what backward needs. Evaluation: normalise by the running statistics."""
+    ``new_state``; returns the output and what backward needs. Evaluation: normalise by the running statistics.
+    ``total``: how the batch's sums are taken (the precision emulation's jittered accumulation), ``sum(0)``
+    where None."""
     scale, bias = params[f"bn{i}/scale"], params[f"bn{i}/bias"]
     if not training:
         return (z - state[f"bn{i}/mean"]) / np.sqrt(state[f"bn{i}/var"] + model.bn_eps) * scale + bias, None
     n, m = len(z), model.bn_momentum
-    mean = z.mean(0)
+    mean = z.mean(0) if total is None else total(z) / n
     centred = z - mean
-    var = (centred * centred).mean(0)
+    var = (centred * centred).mean(0) if total is None else total(centred * centred) / n
     inv_std = 1.0 / np.sqrt(var + model.bn_eps)
     x_hat = centred * inv_std
     new_state[f"bn{i}/mean"] = (1 - m) * state[f"bn{i}/mean"] + m * mean
@@ -71,12 +74,15 @@ def batchnorm(z: np.ndarray, i: int, model: Model, params: Arrays, state: Arrays
     return x_hat * scale + bias, (x_hat, inv_std)
 
 
-def batchnorm_backward(d: np.ndarray, saved: tuple, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of batch norm (batch statistics) w.r.t. its input, scale and bias, from ``d`` = dL/d(output)."""
+def batchnorm_backward(d: np.ndarray, saved: tuple, scale: np.ndarray,
+                       total: Reduce = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of batch norm (batch statistics) w.r.t. its input, scale and bias, from ``d`` = dL/d(output)
+    (``total``: as in :func:`batchnorm`)."""
     x_hat, inv_std = saved
     n = len(d)
-    d_bias = d.sum(0)
-    d_scale = (d * x_hat).sum(0)
+    total = total or (lambda x: x.sum(0))
+    d_bias = total(d)
+    d_scale = total(d * x_hat)
     d_in = scale * inv_std / n * (n * d - d_bias - x_hat * d_scale)
     return d_in, d_scale, d_bias
 

@@ -85,6 +85,16 @@ class Emulator:
             out = out + a[:, lo:hi] @ b[lo:hi]
         return out
 
+    def total(self, x: np.ndarray) -> np.ndarray:
+        """``x.sum(0)``, the batch sums of bias gradients and batch-norm statistics; with ``jitter`` each moved by a
+        random float32 accumulation error of the typical size, as :meth:`mm`'s (another framework, thread count
+        or card sums the batch in another order: a sum that cancels moves by far more than a rounding of it)."""
+        out = x.sum(0)
+        if self.jitter is None:
+            return out
+        noise = self.jitter.standard_normal(out.shape) * 2.0**-24
+        return out + np.sqrt((x * x).sum(0)) * noise.astype(out.dtype)
+
     def c(self, x: np.ndarray) -> np.ndarray:
         """Rounded to the compute dtype (``jitter``: from a value moved by a float32 rounding or two first, as
         another order of the float32 ops before a cast point would leave it)."""
@@ -116,7 +126,7 @@ class Emulator:
     def batchnorm(self, z: np.ndarray, i: int, training: bool, new_state: Arrays) -> tuple:
         """Batch norm in float32 from compute-dtype input; the output rounded; running statistics stored
         float32 (``bn_bf16`` mutation: accumulated in bfloat16)."""
-        out, saved = batchnorm(z, i, self.model, self.params, self.state, training, new_state)
+        out, saved = batchnorm(z, i, self.model, self.params, self.state, training, new_state, self.total)
         if training:  # the float64 batch norm's running statistics, stored as the policy (or mutation) says
             stats = "bfloat16" if self.mutation == "bn_state_bf16" else self.policy.storage("bn_state")
             for key in (f"bn{i}/mean", f"bn{i}/var"):
@@ -137,10 +147,10 @@ class Emulator:
                 d = self.c(d * df(record["z"], record["a"]))
                 if "bn" in record:
                     d, grads[f"bn{i}/scale"], grads[f"bn{i}/bias"] = batchnorm_backward(
-                        d, record["bn"], p[f"bn{i}/scale"])  # float32, like the parameters' gradients
+                        d, record["bn"], p[f"bn{i}/scale"], self.total)  # float32, like the parameters' gradients
                     d = self.c(d)
             grads[f"dense{i}/kernel"] = self.c(self.mm(record["input"].T, d))
-            grads[f"dense{i}/bias"] = self.c(d.sum(0))
+            grads[f"dense{i}/bias"] = self.c(self.total(d))
             if i > 0:
                 d = self.c(self.mm(d, self.c(p[f"dense{i}/kernel"]).T))
         return grads
