@@ -152,6 +152,7 @@ def test_float16_probe_scale_overflows_skips_and_grows() -> None:
     ("no_skip", "mixed_float16", "jax", "mnist_batchnorm", "overflowing step 0 not skipped"),
     ("growth_schedule", "mixed_float16", "torch", "mnist_batchnorm", "loss scale at step 4"),
     ("input_bf16", "mixed_float16", "jax", "mnist_softmax", "dense0/kernel update at step 2"),
+    ("input_bf16", "mixed_float16", "torch", "mnist_batchnorm", "bn0/mean running statistic, after step 0"),
 ])
 def test_planted_precision_bug_is_caught_with_its_side(mutation: str, precision: str, side: str, lab: str,
                                                        expect: str) -> None:
