@@ -13,7 +13,7 @@ import numpy as np
 from harness.labs import Model
 
 Arrays = dict[str, np.ndarray]
-Reduce = Callable[[np.ndarray], np.ndarray] | None  # a batch sum (over axis 0), or None: ``x.sum(0)``
+Reduce = Callable[[np.ndarray], np.ndarray] | None  # a batch sum (over axis 0), or None: :func:`batch_sum`
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 LEAKY_SLOPE = 0.01  # torch's default negative slope
@@ -53,20 +53,26 @@ def layout(model: Model) -> tuple[list[str], list[str]]:
         [f"bn{i}/{k}" for i in hidden for k in ("mean", "var")]
 
 
+def batch_sum(x: np.ndarray) -> np.ndarray:
+    """``x`` summed over the batch (axis 0)."""
+    return x.sum(0)
+
+
 def batchnorm(z: np.ndarray, i: int, model: Model, params: Arrays, state: Arrays, training: bool,
               new_state: Arrays, total: Reduce = None) -> tuple[np.ndarray, tuple | None]:
     """Batch norm of hidden layer ``i``. Training: normalise by the batch mean and biased variance, and move the
     running statistics towards the batch's (running = (1 - m) running + m batch, the variance unbiased) into
     ``new_state``; returns the output and what backward needs. Evaluation: normalise by the running statistics.
-    ``total``: how the batch's sums are taken (the precision emulation's jittered accumulation), ``sum(0)``
+    ``total``: how the batch's sums are taken (the precision emulation's jittered accumulation), :func:`batch_sum`
     where None."""
     scale, bias = params[f"bn{i}/scale"], params[f"bn{i}/bias"]
     if not training:
         return (z - state[f"bn{i}/mean"]) / np.sqrt(state[f"bn{i}/var"] + model.bn_eps) * scale + bias, None
     n, m = len(z), model.bn_momentum
-    mean = z.mean(0) if total is None else total(z) / n
+    total = total or batch_sum
+    mean = total(z) / n  # bit for bit z.mean(0) where the sum is plain
     centred = z - mean
-    var = (centred * centred).mean(0) if total is None else total(centred * centred) / n
+    var = total(centred * centred) / n
     inv_std = 1.0 / np.sqrt(var + model.bn_eps)
     x_hat = centred * inv_std
     new_state[f"bn{i}/mean"] = (1 - m) * state[f"bn{i}/mean"] + m * mean
@@ -80,7 +86,7 @@ def batchnorm_backward(d: np.ndarray, saved: tuple, scale: np.ndarray,
     (``total``: as in :func:`batchnorm`)."""
     x_hat, inv_std = saved
     n = len(d)
-    total = total or (lambda x: x.sum(0))
+    total = total or batch_sum
     d_bias = total(d)
     d_scale = total(d * x_hat)
     d_in = scale * inv_std / n * (n * d - d_bias - x_hat * d_scale)
