@@ -14,7 +14,7 @@ import numpy as np
 from harness.backend import BackendError, RunSpec
 from harness.precision import LossScale, Policy
 from harness.referee import losses, optim, rbm
-from harness.referee.model import Arrays, activation, batchnorm, batchnorm_backward, layout, sigmoid
+from harness.referee.model import Arrays, activation, batch_sum, batchnorm, batchnorm_backward, layout, sigmoid
 from harness.referee.train import batch, check
 
 ACCUMULATE = {"float64": np.float64, "float32": np.float32}
@@ -73,10 +73,8 @@ class Emulator:
         """``a @ b`` accumulated in ``split`` partial products over the inner dimension (another summation order:
         a float32 accumulation of the same products, differently rounded), or with ``jitter``: each entry moved by
         a random float32 accumulation error of the typical size."""
-        if self.jitter is not None:  # a float32 accumulation error of its typical size: 2**-24 x the root sum of
-            out = a @ b  # squares of the products (a random walk of roundings of the partial sums)
-            noise = self.jitter.standard_normal(out.shape) * 2.0**-24
-            return out + np.sqrt((a * a) @ (b * b)) * noise.astype(out.dtype)
+        if self.jitter is not None:
+            return self.accumulated(a @ b, (a * a) @ (b * b))
         if self.split == 1 or a.shape[1] < self.split:
             return a @ b
         bounds = np.linspace(0, a.shape[1], self.split + 1).astype(int)
@@ -89,11 +87,14 @@ class Emulator:
         """``x.sum(0)``, the batch sums of bias gradients and batch-norm statistics; with ``jitter`` each moved by a
         random float32 accumulation error of the typical size, as :meth:`mm`'s (another framework, thread count
         or card sums the batch in another order: a sum that cancels moves by far more than a rounding of it)."""
-        out = x.sum(0)
-        if self.jitter is None:
-            return out
+        out = batch_sum(x)
+        return out if self.jitter is None else self.accumulated(out, batch_sum(x * x))
+
+    def accumulated(self, out: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """``out``, a float32 sum of terms whose squares sum to ``squares``, moved by a random accumulation error of
+        its typical size: 2**-24 x the root sum of squares (a random walk of roundings of the partial sums)."""
         noise = self.jitter.standard_normal(out.shape) * 2.0**-24
-        return out + np.sqrt((x * x).sum(0)) * noise.astype(out.dtype)
+        return out + np.sqrt(squares) * noise.astype(out.dtype)
 
     def c(self, x: np.ndarray) -> np.ndarray:
         """Rounded to the compute dtype (``jitter``: from a value moved by a float32 rounding or two first, as
